@@ -1,0 +1,3 @@
+from edgesr.cli import main
+
+raise SystemExit(main())
