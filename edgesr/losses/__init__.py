@@ -1,0 +1,118 @@
+"""Losses: pure functions on tensors, small modules that add weights/configuration, one registry.
+
+Registered names (`build_loss(name, **kwargs)`):
+- "l1": `L1Loss(weight=1.0)`, `forward(pred, target)`.
+- "output_kd": `OutputDistillationLoss(alpha=0.5, weight=1.0)`, `forward(student_sr, teacher_sr, hr)`.
+- "csd": `ContrastiveLoss(layers, layer_weights, vgg_weights, num_negatives, input_scale, normalize)`,
+  `forward(student_sr, teacher_sr, negatives)`.
+`csd_objective` combines them into CSD's full training objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from edgesr.losses.contrastive import (
+    DEFAULT_LAYER_WEIGHTS,
+    DEFAULT_LAYERS,
+    ContrastiveLoss,
+    Negatives,
+    contrastive_ratio,
+    make_negatives,
+    negative_indices,
+    negative_set,
+)
+from edgesr.losses.pixel import L1Loss, OutputDistillationLoss, l1, output_distillation
+from edgesr.losses.vgg import TAPS, VGG19Features, load_vgg19_weights
+from edgesr.registry import Registry
+
+LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
+LOSSES.register("l1")(L1Loss)
+LOSSES.register("output_kd")(OutputDistillationLoss)
+LOSSES.register("csd")(ContrastiveLoss)
+
+
+def build_loss(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered loss module; an unknown name raises KeyError listing the valid ones."""
+    return LOSSES.get(name)(**kwargs)
+
+
+def csd_objective(
+    student_srs: Mapping[float, Tensor],
+    teacher_sr: Tensor,
+    hr: Tensor,
+    negatives: Tensor | Negatives | None,
+    lambda_teacher: float,
+    lambda_cl: float,
+    cl: ContrastiveLoss | None,
+) -> tuple[Tensor, dict[str, float]]:
+    """CSD's joint objective for one step; returns (total, named terms).
+
+        total = sum_w L1(S_w, HR) + lambda_T * L1(T, HR) + lambda_CL * sum_w CL(S_w, T, N)
+
+    student_srs: width -> B x 3 x H x W student output; teacher_sr, hr: B x 3 x H x W;
+    negatives: `negative_set(...)` or a K x B x 3 x H x W tensor (`make_negatives`).
+    The teacher is trained by its L1 term only
+    (CL detaches it). With lambda_cl == 0 CL is not computed ("joint training, no CL" baseline)
+    and `cl`/`negatives` may be None.
+
+    The dict holds unweighted terms ("l1_student_w<w>", "l1_teacher", "cl_w<w>") and "total" as
+    Python floats. Reading them synchronises with the device once per call (one `.tolist()`).
+    """
+    if not student_srs:
+        raise ValueError("csd_objective needs at least one student output")
+    use_cl = lambda_cl != 0.0
+    if use_cl and (cl is None or negatives is None):
+        raise ValueError("lambda_cl != 0 needs a ContrastiveLoss `cl` and `negatives`")
+
+    names: list[str] = []
+    values: list[Tensor] = []  # unweighted terms, graph kept for the total
+    weighted: list[Tensor] = []
+    for w, s in student_srs.items():
+        term = l1(s, hr)
+        names.append(f"l1_student_w{w:g}")
+        values.append(term)
+        weighted.append(term)
+    t_term = l1(teacher_sr, hr)
+    names.append("l1_teacher")
+    values.append(t_term)
+    weighted.append(lambda_teacher * t_term)
+    if use_cl:
+        assert cl is not None and negatives is not None
+        targets = cl.embed_targets(teacher_sr, negatives)  # once for all widths
+        for w, s in student_srs.items():
+            term = cl(s, teacher_sr, negatives, targets)
+            names.append(f"cl_w{w:g}")
+            values.append(term)
+            weighted.append(lambda_cl * term)
+
+    # torch.stack keeps every term in the graph; torch.tensor([...]) would make a gradient-free leaf.
+    total = torch.stack(weighted).sum()
+    floats = torch.stack([*values, total]).detach().cpu().tolist()
+    return total, dict(zip([*names, "total"], floats, strict=True))
+
+
+__all__ = [
+    "DEFAULT_LAYERS",
+    "DEFAULT_LAYER_WEIGHTS",
+    "LOSSES",
+    "TAPS",
+    "ContrastiveLoss",
+    "L1Loss",
+    "OutputDistillationLoss",
+    "VGG19Features",
+    "build_loss",
+    "contrastive_ratio",
+    "csd_objective",
+    "l1",
+    "load_vgg19_weights",
+    "Negatives",
+    "make_negatives",
+    "negative_set",
+    "negative_indices",
+    "output_distillation",
+]

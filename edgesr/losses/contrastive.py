@@ -1,0 +1,188 @@
+"""CSD's contrastive loss (CL): pull the student toward the teacher, push it from blurry negatives.
+
+Wang et al., "Towards Compact Single Image Super-Resolution via Contrastive Self-distillation",
+IJCAI 2021. For each embedding level j (VGG19 relu1_1 .. relu5_1, weights 1/32 .. 1):
+
+    CL = sum_j w_j * mean_b [ d(phi_j(T_b), phi_j(S_b)) / (sum_k d(phi_j(N_kb), phi_j(S_b)) + eps) ]
+
+with d = mean absolute difference over C, H, W of one sample. The positive is the teacher output T,
+the negatives N_k are bicubic-upsampled LR images of other images of the batch.
+
+Interpretation notes (edgesr's, documented because the paper's wording leaves room):
+- The ratio is formed per sample and then averaged over the batch. The official code takes the
+  ratio of batch means; the two agree for B = 1 and differ only in how samples are weighted.
+- Negatives are summed over k (as in the paper's formula), so the loss scales roughly as 1/K.
+- Each anchor gets its own K negatives drawn from the *other* batch images (`make_negatives`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edgesr.losses.vgg import TAPS, VGG19Features
+
+DEFAULT_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+DEFAULT_LAYER_WEIGHTS: tuple[float, ...] = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+
+
+def _per_sample_l1(a: Tensor, b: Tensor) -> Tensor:
+    """Mean |a - b| over every dim but the first: ... x C x H x W -> ... (leading dims kept)."""
+    return (a - b).abs().flatten(start_dim=-3).mean(dim=-1)
+
+
+def contrastive_ratio(
+    anchor_feats: Sequence[Tensor],
+    positive_feats: Sequence[Tensor],
+    negative_feats: Sequence[Tensor],
+    weights: Sequence[float],
+    eps: float = 1e-7,
+) -> Tensor:
+    """CSD's CL from precomputed embeddings; a scalar.
+
+    anchor_feats[j]:   B x C_j x H_j x W_j   student features (gradients flow through these)
+    positive_feats[j]: B x C_j x H_j x W_j   teacher features
+    negative_feats[j]: K*B x C_j x H_j x W_j negatives, k-major: row k*B + b is negative k of
+                       anchor b (i.e. `make_negatives(...)` output flattened with `.flatten(0, 1)`)
+
+    Positives and negatives are detached here: CSD detaches the teacher inside CL so that CL only
+    moves the student; the teacher is trained by its own L1 term and must not be pulled toward
+    the (worse) student or pushed toward the negatives.
+    """
+    if not (len(anchor_feats) == len(positive_feats) == len(negative_feats) == len(weights)):
+        raise ValueError(
+            f"levels differ: anchor {len(anchor_feats)}, positive {len(positive_feats)}, "
+            f"negative {len(negative_feats)}, weights {len(weights)}"
+        )
+    terms: list[Tensor] = []
+    for a, p, n, w in zip(anchor_feats, positive_feats, negative_feats, weights, strict=True):
+        b = a.shape[0]
+        if p.shape != a.shape:
+            raise ValueError(f"positive shape {tuple(p.shape)} != anchor shape {tuple(a.shape)}")
+        if n.shape[0] % b or n.shape[1:] != a.shape[1:]:
+            raise ValueError(f"negative shape {tuple(n.shape)} is not K*B x {tuple(a.shape[1:])} (B={b})")
+        n = n.detach().view(n.shape[0] // b, b, *a.shape[1:])  # K x B x C x H x W
+        d_pos = _per_sample_l1(p.detach(), a)  # B
+        d_neg = _per_sample_l1(n, a.unsqueeze(0)).sum(dim=0)  # K x B -> B
+        terms.append(w * (d_pos / (d_neg + eps)).mean())
+    return torch.stack(terms).sum()
+
+
+class Negatives(NamedTuple):
+    """CSD's negatives without copies: B distinct images and which of them each anchor uses.
+
+    images: B x 3 x H x W bicubic-upsampled LR of the batch, in [0, 1].
+    index:  K x B long tensor; negative k of anchor b is images[index[k, b]].
+    Embedding `images` once costs B VGG passes instead of K*B.
+    """
+
+    images: Tensor
+    index: Tensor
+
+    def expand(self) -> Tensor:
+        """K x B x 3 x H x W tensor of every negative (copies; for tests and small batches)."""
+        return self.images[self.index]
+
+
+def negative_set(lr: Tensor, scale: int, k: int, generator: torch.Generator | None = None) -> Negatives:
+    """Bicubic-upsampled LR images of *other* batch images, as CSD's negatives.
+
+    lr: B x 3 x h x w in [0, 1]. For B > 1 anchor b never gets itself; its K images are distinct
+    when B - 1 >= K, else drawn with replacement. For B == 1 the only image is itself (CL then
+    pushes the student away from the bicubic upsampling of its own input). Indices come from
+    `generator` on the CPU, so the result is deterministic for a seeded generator.
+    """
+    if k < 1:
+        raise ValueError(f"need k >= 1 negatives, got {k}")
+    index = negative_indices(lr.shape[0], k, generator).to(lr.device)  # K x B
+    up = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
+    return Negatives(up, index)
+
+
+def make_negatives(lr: Tensor, scale: int, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """`negative_set(...).expand()`: K x B x 3 x (h*scale) x (w*scale); entry [k, b] is negative k of b."""
+    return negative_set(lr, scale, k, generator).expand()
+
+
+def negative_indices(batch: int, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """K x B long tensor: column b lists the batch images used as negatives for anchor b."""
+    if batch == 1:
+        return torch.zeros(k, 1, dtype=torch.long)
+    cols = []
+    for b in range(batch):
+        others = torch.cat([torch.arange(b), torch.arange(b + 1, batch)])  # B - 1
+        if batch - 1 >= k:
+            pick = torch.randperm(batch - 1, generator=generator)[:k]
+        else:
+            pick = torch.randint(batch - 1, (k,), generator=generator)
+        cols.append(others[pick])
+    return torch.stack(cols, dim=1)
+
+
+class ContrastiveLoss(nn.Module):
+    """CL with a frozen VGG19 embedding: `forward(student_sr, teacher_sr, negatives) -> scalar`.
+
+    student_sr, teacher_sr: B x 3 x H x W in [0, 1]; negatives: K x B x 3 x H x W (`make_negatives`).
+    The embedding of the teacher and the negatives runs under no_grad (they are detached in CL
+    anyway, so this only saves memory and time); the student's runs with grad.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str] = DEFAULT_LAYERS,
+        layer_weights: Sequence[float] = DEFAULT_LAYER_WEIGHTS,
+        vgg_weights: str | os.PathLike[str] | Mapping[str, Tensor] | None = None,
+        num_negatives: int = 10,
+        input_scale: float = 255.0,
+        normalize: bool = False,
+        eps: float = 1e-7,
+    ) -> None:
+        super().__init__()
+        if len(layers) != len(layer_weights):
+            raise ValueError(f"{len(layers)} layers but {len(layer_weights)} layer_weights")
+        for name in layers:
+            if name not in TAPS:
+                raise ValueError(f"unknown VGG19 tap {name!r}; valid: {', '.join(TAPS)}")
+        self.layer_weights = tuple(float(w) for w in layer_weights)
+        self.num_negatives = num_negatives
+        self.eps = eps
+        self.embedding = VGG19Features(
+            layers, weights=vgg_weights, input_scale=input_scale, normalize=normalize
+        )
+
+    @torch.no_grad()
+    def embed_targets(
+        self, teacher_sr: Tensor, negatives: Tensor | Negatives
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Teacher and negative features, computed once per step and shared by every student width.
+
+        Returns (teacher feats: B x C_j x H_j x W_j, negative feats: K*B x C_j x H_j x W_j, k-major).
+        """
+        t = self.embedding(teacher_sr)
+        if isinstance(negatives, Negatives):
+            flat = negatives.index.flatten()  # k-major K*B rows
+            n = [f[flat] for f in self.embedding(negatives.images)]
+        else:
+            if negatives.dim() != 5 or negatives.shape[1:] != teacher_sr.shape:
+                raise ValueError(
+                    f"negatives must be K x B x 3 x H x W matching {tuple(teacher_sr.shape)}, "
+                    f"got {tuple(negatives.shape)}"
+                )
+            n = self.embedding(negatives.flatten(0, 1))
+        return t, n
+
+    def forward(
+        self,
+        student_sr: Tensor,
+        teacher_sr: Tensor,
+        negatives: Tensor | Negatives,
+        targets: tuple[list[Tensor], list[Tensor]] | None = None,
+    ) -> Tensor:
+        """CL of `student_sr`; `targets` (from `embed_targets`) skips re-embedding teacher/negatives."""
+        t, n = targets if targets is not None else self.embed_targets(teacher_sr, negatives)
+        return contrastive_ratio(self.embedding(student_sr), t, n, self.layer_weights, eps=self.eps)
