@@ -1,0 +1,107 @@
+"""SR networks, their registry, and the channel-split (CSD) slicing they share.
+
+Every registered model is built from ``SlimConv2d`` and has ``forward(x, width=1.0)``, ``scale``,
+``width_multiple`` and ``arch = {"name": ..., "args": {...}}`` so that
+``build_model(arch["name"], **arch["args"])`` rebuilds it from a checkpoint alone.
+
+>>> m = build_model("edsr_baseline", scale=2)
+>>> narrow = materialize(m, 0.25)  # stand-alone 16-feature student with copies of the slices
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from edgesr.models.edsr import EDSR, edsr_baseline, edsr_full
+from edgesr.models.plain import PlainSR
+from edgesr.models.rcan import RCAN
+from edgesr.models.slim import (
+    Cat,
+    Fixed,
+    SlimConv2d,
+    Split,
+    active_index,
+    materialize,
+    snap_channels,
+    width_scope,
+)
+from edgesr.registry import Registry
+
+__all__ = [
+    "EDSR",
+    "MODELS",
+    "RCAN",
+    "Cat",
+    "Fixed",
+    "PlainSR",
+    "SlimConv2d",
+    "Split",
+    "active_index",
+    "build_model",
+    "count_macs",
+    "count_params",
+    "materialize",
+    "model_signature",
+    "snap_channels",
+    "width_scope",
+]
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS.register("edsr")(EDSR)
+MODELS.register("edsr_baseline")(edsr_baseline)
+MODELS.register("edsr_full")(edsr_full)
+MODELS.register("rcan")(RCAN)
+MODELS.register("plain")(PlainSR)
+
+
+def model_signature(name: str) -> inspect.Signature:
+    """Signature of the builder registered as ``name``, annotations resolved to real types."""
+    return inspect.signature(MODELS.get(name), eval_str=True)
+
+
+def build_model(name: str, **args: int | float | bool) -> nn.Module:
+    """Build the registered model ``name``; unknown names and arguments raise with the valid ones."""
+    builder = MODELS.get(name)
+    sig = model_signature(name)
+    unknown = sorted(set(args) - set(sig.parameters))
+    if unknown:
+        raise TypeError(f"model {name!r} got unknown args {unknown}; valid: {', '.join(sig.parameters)}")
+    return builder(**args)
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (frozen ones too unless ``trainable_only``); shared ones counted once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_macs(model: nn.Module, input_hw: tuple[int, int], width: float = 1.0) -> int:
+    """Multiply-accumulates of all convs for one ``(1, 3, H, W)`` input at ``width``.
+
+    Counted from the tensors each conv really sees (forward hooks), so a sliced forward at
+    ``width < 1`` and the materialized student give the same figure. Works on ``meta`` models.
+    """
+    total = 0
+
+    def hook(conv: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = conv.kernel_size
+        total += out[0].numel() * (inputs[0].shape[1] // conv.groups) * kh * kw
+
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, 3, *input_hw, device=param.device if param is not None else None)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            # Only pass width when asked: materialized and third-party models may not take it.
+            if width == 1.0:
+                model(x)
+            else:
+                model(x, width=width)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
