@@ -1,0 +1,39 @@
+"""Data: MATLAB-exact degradation, image I/O, dataset discovery and the train/eval datasets."""
+
+from edgesr.data.bicubic import degrade, imresize, modcrop
+from edgesr.data.datasets import (
+    DatasetError,
+    EvalImages,
+    ImagePair,
+    TrainPatches,
+    build_train_loader,
+    default_cache_dir,
+    find_pairs,
+    load_lr,
+    open_dataset,
+)
+from edgesr.data.images import ImageError, read_image, to_tensor, to_uint8, write_image
+from edgesr.data.samples import BUILTIN_TRAIN, BUILTIN_VAL, builtin_pairs
+
+__all__ = [
+    "BUILTIN_TRAIN",
+    "BUILTIN_VAL",
+    "DatasetError",
+    "EvalImages",
+    "ImageError",
+    "ImagePair",
+    "TrainPatches",
+    "build_train_loader",
+    "builtin_pairs",
+    "default_cache_dir",
+    "degrade",
+    "find_pairs",
+    "imresize",
+    "load_lr",
+    "modcrop",
+    "open_dataset",
+    "read_image",
+    "to_tensor",
+    "to_uint8",
+    "write_image",
+]

@@ -1,0 +1,192 @@
+"""`edgesr` command line: a thin layer that parses, loads and calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  edgesr train quickstart                           # the CPU quickstart (built-in photos, minutes)
+  edgesr train recipes/csd_edsr_x4_w025.yaml train.steps=1000 data.batch_size=8
+  edgesr train --resume runs/quickstart-20261122-120000
+  edgesr eval runs/quickstart-20261122-120000 --data builtin:val --scale 2 --width 0.25
+  edgesr upscale photo.png --checkpoint runs/quickstart-20261122-120000 --width 0.25 --out photo_x2.png
+  edgesr recipes ls
+  edgesr recipes validate recipes/*.yaml
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edgesr",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser(
+        "train",
+        help="train what a recipe describes",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("recipe", nargs="?", help="recipe path or shipped recipe name (see `edgesr recipes ls`)")
+    t.add_argument("overrides", nargs="*", help="a.b=value overrides, parsed as YAML values")
+    t.add_argument("--run-dir", type=Path, help="run directory (default: <output_dir>/<name>-<time>)")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+
+    e = sub.add_parser("eval", help="Y-PSNR/SSIM of a checkpoint on data sets, bicubic included")
+    e.add_argument("checkpoint", help=".safetensors file, checkpoint dir or run dir")
+    e.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="data set folder (DIV2K, Set5/HR[/LR_bicubic], plain folder) or builtin:val; repeatable",
+    )
+    e.add_argument("--scale", type=int, help="scale (default: the checkpoint's)")
+    e.add_argument(
+        "--width", type=float, action="append", help="width(s) to evaluate (default: trained widths)"
+    )
+    e.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/transposes (x8 '+')")
+    e.add_argument("--no-ssim", action="store_true")
+    e.add_argument("--cache-dir", help="where generated LR images are cached")
+    e.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+
+    u = sub.add_parser("upscale", help="super-resolve one image, tiled so memory stays bounded")
+    u.add_argument("image", type=Path)
+    u.add_argument("--checkpoint", required=True)
+    u.add_argument("--width", type=float, default=None, help="student width (default: narrowest trained)")
+    u.add_argument("--out", type=Path, help="output path (default: <image>_x<scale>.png)")
+    u.add_argument("--tile", type=int, default=256, help="LR tile side in pixels")
+    u.add_argument("--overlap", type=int, default=16, help="LR context pixels around each tile")
+    u.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+    r = sub.add_parser("recipes", help="list or validate recipes")
+    rs = r.add_subparsers(dest="recipes_command", required=True)
+    rs.add_parser("ls", help="list shipped recipes")
+    v = rs.add_parser("validate", help="validate recipe files (default: every shipped recipe)")
+    v.add_argument("paths", nargs="*", type=Path)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        return _COMMANDS[args.command](args, console)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        return 130
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+        # Expected user errors (bad recipe, image, checkpoint...) carry their own clear message.
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        console.print(f"error: {msg}", style="red", highlight=False, markup=False)
+        return 1
+
+
+def _train(args: argparse.Namespace, console) -> int:
+    from edgesr.recipe import load_recipe, resolve_recipe
+    from edgesr.train.trainer import train
+
+    if args.resume is not None:
+        if args.overrides:
+            raise ValueError("--resume continues a run with its saved recipe; overrides are not allowed")
+        recipe = load_recipe(args.resume / "recipe.yaml")
+        result = train(recipe, args.resume, resume=True, console=console)
+    else:
+        if args.recipe is None:
+            raise ValueError("give a recipe (path or name, see `edgesr recipes ls`) or --resume RUN_DIR")
+        recipe = load_recipe(resolve_recipe(args.recipe), args.overrides)
+        result = train(recipe, args.run_dir, console=console)
+    from edgesr.evaluate import print_table
+
+    if result.rows:
+        print_table(result.rows, f"{recipe.name}: x{recipe.scale}, step {result.steps}")
+    console.print(f"run directory: {result.run_dir}")
+    tp = result.throughput
+    console.print(
+        f"throughput: {tp['it_per_s']:.2f} it/s, {tp['images_per_s']:.1f} images/s, "
+        f"peak memory {tp['peak_mem_mb']:.0f} MB"
+    )
+    return 0
+
+
+def _eval(args: argparse.Namespace, console) -> int:
+    from edgesr.data import EvalImages, open_dataset
+    from edgesr.evaluate import bicubic_rows, evaluate, print_table, table_markdown
+    from edgesr.files import atomic_write_text
+    from edgesr.train.checkpoint import load_model
+
+    model, meta = load_model(args.checkpoint)
+    scale = args.scale or meta.scale
+    if scale != meta.scale:
+        raise ValueError(f"{args.checkpoint}: trained for x{meta.scale}, asked to evaluate x{scale}")
+    sets = {}
+    for spec in args.data:
+        name = spec.split(":", 1)[1] if spec.startswith("builtin:") else Path(spec).name
+        sets[name] = EvalImages(open_dataset(spec, scale, args.cache_dir), scale, args.cache_dir)
+    widths = args.width or [w for w in meta.widths if w != 1.0] or [1.0]
+    rows = bicubic_rows(sets, scale, not args.no_ssim) + evaluate(
+        model, sets, scale, widths, self_ensemble=args.self_ensemble, with_ssim=not args.no_ssim
+    )
+    title = f"{meta.arch['name']} x{scale}" + (" (self-ensemble x8)" if args.self_ensemble else "")
+    print_table(rows, title)
+    if args.markdown:
+        atomic_write_text(args.markdown, table_markdown(rows, title) + "\n")
+    return 0
+
+
+def _upscale(args: argparse.Namespace, console) -> int:
+    from edgesr.data.images import read_image, write_image
+    from edgesr.evaluate import run_sr
+    from edgesr.train.checkpoint import load_model
+    from edgesr.upscale import upscale_image
+
+    model, meta = load_model(args.checkpoint)
+    model.eval()
+    width = args.width if args.width is not None else (meta.materialized_width or min(meta.widths))
+    out = args.out or args.image.with_name(f"{args.image.stem}_x{meta.scale}.png")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+    image = read_image(args.image)
+    sr = upscale_image(lambda x: run_sr(model, x, width), image, meta.scale, args.tile, args.overlap)
+    write_image(out, sr)
+    console.print(f"wrote {out} ({sr.shape[1]}x{sr.shape[0]}, width {width:g})")
+    return 0
+
+
+def _recipes(args: argparse.Namespace, console) -> int:
+    from edgesr.recipe import list_recipes, load_recipe
+
+    if args.recipes_command == "ls":
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("name", "path", "description")
+        for name, path, desc in list_recipes():
+            table.add_row(name, str(path), desc)
+        Console().print(table)  # stdout, so it can be piped
+        return 0
+    paths = args.paths or [p for _, p, _ in list_recipes()]
+    bad = 0
+    for path in paths:
+        try:
+            load_recipe(path)
+            console.print(f"ok      {path}")
+        except ValueError as e:
+            bad += 1
+            console.print(f"invalid {e}", style="red", highlight=False, markup=False)
+    return 1 if bad else 0
+
+
+_COMMANDS = {"train": _train, "eval": _eval, "upscale": _upscale, "recipes": _recipes}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""Finding LR/HR pairs on disk, caching synthesised LR, and the train/eval torch datasets.
+
+Determinism contract for training: item i of `TrainPatches` depends only on (seed, i) -- never on
+the worker, process or the order items are requested -- so a run resumed at step t that starts
+its sampler at index t * batch sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from edgesr.data.bicubic import degrade, modcrop
+from edgesr.data.images import image_size, read_image, to_tensor
+from edgesr.files import atomic_path
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DatasetError",
+    "ImagePair",
+    "default_cache_dir",
+    "find_pairs",
+    "open_dataset",
+    "load_lr",
+    "lr_cache_path",
+    "EvalImages",
+    "TrainPatches",
+    "IndexRangeSampler",
+    "build_train_loader",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Bump when the degradation changes so every cached LR is regenerated.
+_DEGRADATION_VERSION = "matlab-bicubic-v1"
+
+_LAYOUTS = (
+    "expected one of these layouts:\n"
+    "  DIV2K:      DIV2K/DIV2K_train_HR/0001.png [+ DIV2K/DIV2K_train_LR_bicubic/X4/0001x4.png]\n"
+    "              (or the DIV2K_train_HR / DIV2K_valid_HR folder itself)\n"
+    "  benchmark:  Set5/HR/baby.png [+ Set5/LR_bicubic/X4/babyx4.png]\n"
+    "  plain:      a folder of HR images (" + ", ".join(IMAGE_EXTENSIONS) + ")"
+)
+
+
+class DatasetError(ValueError):
+    """A data folder or image set that cannot be used; the message names the folder or files."""
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """One HR image and, when the data set ships it, its LR counterpart (else None: synthesised)."""
+
+    name: str
+    hr_path: Path
+    lr_path: Path | None = None
+
+
+def default_cache_dir() -> Path:
+    """`$EDGESR_CACHE` if set, else `~/.cache/edgesr`."""
+    env = os.environ.get("EDGESR_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgesr"
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+        key=lambda p: p.name,
+    )
+
+
+def _find_lr(lr_dir: Path, stem: str, scale: int) -> Path | None:
+    # Shipped LR files are named <stem>x<scale>.<ext> (DIV2K and the benchmark packs).
+    if not lr_dir.is_dir():
+        return None
+    for ext in IMAGE_EXTENSIONS:
+        for cand in (lr_dir / f"{stem}x{scale}{ext}", lr_dir / f"{stem}x{scale}{ext.upper()}"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def _pairs(hr_dir: Path, lr_dir: Path | None, scale: int) -> list[ImagePair]:
+    return [
+        ImagePair(p.stem, p, _find_lr(lr_dir, p.stem, scale) if lr_dir is not None else None)
+        for p in _images_in(hr_dir)
+    ]
+
+
+_DIV2K_HR = re.compile(r"^DIV2K_(?P<split>[A-Za-z0-9]+)_HR$")
+
+
+def find_pairs(root: str | os.PathLike[str], scale: int, split_hint: str | None = None) -> list[ImagePair]:
+    """List the image pairs under `root`, recognising the DIV2K, benchmark and plain layouts.
+
+    Args:
+        root: the DIV2K folder (or one of its `DIV2K_*_HR` folders), a benchmark folder holding
+            `HR/` (e.g. `Set5`), or a plain folder of HR images.
+        scale: SR factor; selects the shipped `X{scale}` LR folder when one exists.
+        split_hint: "train" or "valid"/"val" to pick a DIV2K split when the folder holds both.
+
+    Returns:
+        Pairs sorted by file name. A missing shipped LR file leaves `lr_path` None, so that LR
+        is synthesised with the same MATLAB-bicubic degradation.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data folder not found; {_LAYOUTS}")
+    root = root.resolve()
+    hr_dir: Path
+    lr_dir: Path | None
+
+    if m := _DIV2K_HR.match(root.name):  # pointed directly at DIV2K_train_HR
+        hr_dir, lr_dir = root, root.parent / f"DIV2K_{m['split']}_LR_bicubic" / f"X{scale}"
+    elif splits := sorted(p.name for p in root.iterdir() if p.is_dir() and _DIV2K_HR.match(p.name)):
+        if split_hint is not None:
+            wanted = "valid" if split_hint in ("val", "valid") else split_hint
+            if f"DIV2K_{wanted}_HR" not in splits:
+                raise DatasetError(f"{root}: no DIV2K_{wanted}_HR folder (found: {', '.join(splits)})")
+            chosen = f"DIV2K_{wanted}_HR"
+        elif len(splits) == 1:
+            chosen = splits[0]
+        else:
+            # Guessing here could silently train on the validation images.
+            raise DatasetError(
+                f"{root}: holds several DIV2K splits ({', '.join(splits)}); point at one of them "
+                "or pass split_hint='train' / 'valid'"
+            )
+        split = _DIV2K_HR.match(chosen)["split"]  # type: ignore[index]
+        hr_dir, lr_dir = root / chosen, root / f"DIV2K_{split}_LR_bicubic" / f"X{scale}"
+    elif (root / "HR").is_dir():  # benchmark: Set5/HR + Set5/LR_bicubic/X4
+        hr_dir, lr_dir = root / "HR", root / "LR_bicubic" / f"X{scale}"
+    elif root.name == "HR" and (root.parent / "LR_bicubic").is_dir():  # pointed at Set5/HR
+        hr_dir, lr_dir = root, root.parent / "LR_bicubic" / f"X{scale}"
+    else:
+        hr_dir, lr_dir = root, None
+
+    pairs = _pairs(hr_dir, lr_dir, scale)
+    if not pairs:
+        raise DatasetError(f"{hr_dir}: no images found; {_LAYOUTS}")
+    return pairs
+
+
+def open_dataset(
+    spec: str,
+    scale: int,
+    cache_dir: str | os.PathLike[str] | None = None,
+    split_hint: str | None = None,
+) -> list[ImagePair]:
+    """Pairs for a dataset spec: a folder path, or `builtin:train` / `builtin:val`."""
+    if spec.startswith("builtin:"):
+        from edgesr.data.samples import builtin_pairs  # samples imports this module
+
+        split = spec.removeprefix("builtin:")
+        if split not in ("train", "val"):
+            raise DatasetError(f"{spec}: unknown built-in set; use builtin:train or builtin:val")
+        return builtin_pairs(split, cache_dir)  # type: ignore[arg-type]
+    return find_pairs(spec, scale, split_hint)
+
+
+# ----------------------------------------------------------------------------------- LR cache
+
+
+def _fingerprint(hr_path: Path, scale: int) -> str:
+    st = hr_path.stat()
+    return json.dumps(
+        {
+            "hr": str(hr_path),
+            "mtime_ns": st.st_mtime_ns,
+            "size": st.st_size,
+            "scale": scale,
+            "degradation": _DEGRADATION_VERSION,
+        },
+        sort_keys=True,
+    )
+
+
+def lr_cache_path(hr_path: Path, scale: int, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """`cache_dir/<folder>-<hash of the absolute HR folder>/X{scale}/<stem>.png`."""
+    hr_path = Path(hr_path).resolve()
+    folder = hr_path.parent
+    dataset_id = f"{folder.name}-{hashlib.sha256(str(folder).encode()).hexdigest()[:12]}"
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return base / dataset_id / f"X{scale}" / f"{hr_path.stem}.png"
+
+
+def _cached_fingerprint(path: Path) -> str | None:
+    try:
+        with Image.open(path) as img:
+            return img.text.get("edgesr-source")  # type: ignore[attr-defined]
+    except (OSError, AttributeError):
+        return None  # unreadable cache entry: regenerate it
+
+
+def load_lr(
+    pair: ImagePair, scale: int, cache_dir: str | os.PathLike[str] | None = None, hr: np.ndarray | None = None
+) -> np.ndarray:
+    """uint8 LR of `pair`: the shipped file, else the cached or freshly made MATLAB-bicubic LR.
+
+    A cached LR records the HR's absolute path, mtime, size and the degradation version in a PNG
+    text chunk; when any of those changed (the image was edited), the LR is made again.
+    """
+    if pair.lr_path is not None:
+        return read_image(pair.lr_path)
+    hr_path = Path(pair.hr_path).resolve()
+    cached = lr_cache_path(hr_path, scale, cache_dir)
+    fingerprint = _fingerprint(hr_path, scale)
+    if cached.is_file() and _cached_fingerprint(cached) == fingerprint:
+        return read_image(cached)
+    lr = degrade(hr if hr is not None else read_image(hr_path), scale)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("edgesr-source", fingerprint)
+    # Atomic: concurrent workers making the same LR never expose a half-written PNG.
+    with atomic_path(cached) as tmp:
+        Image.fromarray(lr).save(tmp, format="PNG", pnginfo=info)
+    return lr
+
+
+def _check_lr_size(pair: ImagePair, scale: int, hr_hw: tuple[int, int]) -> None:
+    if pair.lr_path is None:
+        return
+    lr_hw = image_size(pair.lr_path)
+    want = (hr_hw[0] - hr_hw[0] % scale, hr_hw[1] - hr_hw[1] % scale)
+    if (lr_hw[0] * scale, lr_hw[1] * scale) != want:
+        raise DatasetError(
+            f"{pair.lr_path}: LR is {lr_hw[1]}x{lr_hw[0]}, so x{scale} gives "
+            f"{lr_hw[1] * scale}x{lr_hw[0] * scale}, but the HR {pair.hr_path} is {want[1]}x{want[0]} "
+            "after cropping to a multiple of the scale (wrong scale folder?)"
+        )
+
+
+# ----------------------------------------------------------------------------------- datasets
+
+
+class EvalImages(Dataset[dict[str, object]]):
+    """Whole-image evaluation set.
+
+    Item: {"name": str, "lr": float 3xhxw in [0,1], "hr": float 3x(h*s)x(w*s) in [0,1]}, where
+    the HR is modcropped to a multiple of `scale`. Shipped LR sizes are checked up front.
+    """
+
+    def __init__(
+        self, pairs: list[ImagePair], scale: int, cache_dir: str | os.PathLike[str] | None = None
+    ) -> None:
+        if not pairs:
+            raise DatasetError("EvalImages: empty list of image pairs")
+        self.pairs, self.scale, self.cache_dir = list(pairs), scale, cache_dir
+        for pair in self.pairs:
+            _check_lr_size(pair, scale, image_size(pair.hr_path))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        pair = self.pairs[i]
+        hr = modcrop(read_image(pair.hr_path), self.scale)
+        lr = load_lr(pair, self.scale, self.cache_dir, hr=hr)
+        return {"name": pair.name, "lr": to_tensor(lr), "hr": to_tensor(hr)}
+
+
+def _dihedral(a: np.ndarray, t: int) -> np.ndarray:
+    # t in 0..7 enumerates the 8 symmetries of the square: bit0 flips W, bit1 flips H,
+    # bit2 transposes H and W (HWC arrays).
+    if t & 1:
+        a = a[:, ::-1]
+    if t & 2:
+        a = a[::-1]
+    if t & 4:
+        a = a.transpose(1, 0, 2)
+    return a
+
+
+class TrainPatches(Dataset[dict[str, torch.Tensor]]):
+    """Random aligned LR/HR patches; item i is a pure function of (seed, i).
+
+    Item i draws from `np.random.default_rng([seed, i])`: the image (uniform over images), the
+    LR crop corner, and (if `augment`) one of the 8 flip/rot90 variants. Returns
+    {"lr": float 3xPxP, "hr": float 3x(sP)x(sP)} in [0, 1], P = `patch_size` (LR pixels).
+
+    Args:
+        length: number of items, i.e. steps * batch size.
+        preload: decode every HR/LR once into memory (uint8) instead of on every item.
+    """
+
+    def __init__(
+        self,
+        pairs: list[ImagePair],
+        scale: int,
+        patch_size: int,
+        length: int,
+        seed: int,
+        augment: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+        preload: bool = True,
+    ) -> None:
+        if not pairs:
+            raise DatasetError("TrainPatches: empty list of image pairs")
+        if patch_size < 1 or length < 0:
+            raise ValueError(f"TrainPatches: bad patch_size={patch_size} or length={length}")
+        self.pairs, self.scale, self.patch_size = list(pairs), scale, patch_size
+        self.length, self.seed, self.augment, self.cache_dir = length, seed, augment, cache_dir
+        self.lr_sizes: list[tuple[int, int]] = []
+        for pair in self.pairs:
+            hr_hw = image_size(pair.hr_path)
+            _check_lr_size(pair, scale, hr_hw)
+            lr_hw = (hr_hw[0] // scale, hr_hw[1] // scale)
+            if min(lr_hw) < patch_size:
+                raise DatasetError(
+                    f"{pair.hr_path}: image is {hr_hw[1]}x{hr_hw[0]} (LR {lr_hw[1]}x{lr_hw[0]} at "
+                    f"x{scale}), smaller than the {patch_size}x{patch_size} LR patch"
+                )
+            self.lr_sizes.append(lr_hw)
+        self._images: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if preload:
+            self._images = [self._load(k) for k in range(len(self.pairs))]
+
+    def _load(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        pair = self.pairs[k]
+        hr = modcrop(read_image(pair.hr_path), self.scale)
+        return load_lr(pair, self.scale, self.cache_dir, hr=hr), hr
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not 0 <= i < self.length:
+            raise IndexError(f"TrainPatches index {i} out of range [0, {self.length})")
+        rng = np.random.default_rng([self.seed, i])
+        k = int(rng.integers(len(self.pairs)))
+        lh, lw = self.lr_sizes[k]
+        p, s = self.patch_size, self.scale
+        y, x = int(rng.integers(lh - p + 1)), int(rng.integers(lw - p + 1))
+        t = int(rng.integers(8)) if self.augment else 0
+        lr, hr = self._images[k] if self._images is not None else self._load(k)
+        lr_patch = _dihedral(lr[y : y + p, x : x + p], t)
+        hr_patch = _dihedral(hr[y * s : (y + p) * s, x * s : (x + p) * s], t)
+        return {"lr": to_tensor(lr_patch), "hr": to_tensor(hr_patch)}
+
+
+class IndexRangeSampler(Sampler[int]):
+    """Yields start, start+1, ..., stop-1 in order: the randomness lives in the items."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, max(start, stop)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def build_train_loader(
+    dataset: Dataset[dict[str, torch.Tensor]],
+    batch_size: int,
+    workers: int,
+    start_step: int = 0,
+    seed: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader[dict[str, torch.Tensor]]:
+    """Loader over indices [start_step * batch_size, len(dataset)) in order, full batches only.
+
+    Resuming at step t gives exactly the batches t, t+1, ... of an uninterrupted run, whatever
+    `workers` is, because items are seeded by index. `seed` only seeds torch's own worker RNG
+    (unused by edgesr items, but kept deterministic for any transform that might use it).
+    """
+    if batch_size < 1 or workers < 0 or start_step < 0:
+        raise ValueError(f"bad batch_size={batch_size}, workers={workers} or start_step={start_step}")
+    sampler = IndexRangeSampler(start_step * batch_size, len(dataset))  # type: ignore[arg-type]
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )

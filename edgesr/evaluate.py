@@ -1,0 +1,156 @@
+"""Evaluation under the SR protocol: Y-channel PSNR/SSIM, border crop = scale, bicubic baseline.
+
+The bicubic row upsamples the same LR the network sees with the MATLAB-exact bicubic, so every
+row of a table is measured on identical inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgesr.data.bicubic import imresize
+from edgesr.data.images import to_tensor, to_uint8
+from edgesr.metrics import psnr_y, self_ensemble, ssim_y
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    dataset: str
+    method: str  # "bicubic", "teacher" or "width 0.25"
+    width: float | None
+    psnr: float  # dB, Y channel, mean over images
+    ssim: float | None
+    images: int
+
+
+def method_name(width: float) -> str:
+    return "teacher (w=1)" if width == 1.0 else f"student w={width:g}"
+
+
+def run_sr(model: nn.Module, lr: torch.Tensor, width: float = 1.0, ensemble: bool = False) -> torch.Tensor:
+    """Super-resolve a batch `lr` (N x 3 x h x w, [0, 1]) at `width`; returns N x 3 x sh x sw.
+
+    A materialized (stand-alone narrow) model only runs at its own width.
+    """
+    fixed = getattr(model, "materialized_width", None)
+    if fixed is not None:
+        if abs(fixed - width) > 1e-9 and width != 1.0:
+            raise ValueError(
+                f"this model was materialized at width {fixed:g}; it cannot run at width {width:g}"
+            )
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            return model(x)
+    else:
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            return model(x, width=width)
+
+    return self_ensemble(fn, lr) if ensemble else fn(lr)
+
+
+def model_widths(model: nn.Module, requested: Sequence[float]) -> list[float]:
+    fixed = getattr(model, "materialized_width", None)
+    if fixed is not None:
+        return [float(fixed)]
+    return sorted({float(w) for w in requested} | {1.0}, reverse=True)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    datasets: Mapping[str, Sequence[dict]],
+    scale: int,
+    widths: Sequence[float],
+    self_ensemble: bool = False,
+    with_ssim: bool = True,
+    device: torch.device | str = "cpu",
+) -> list[EvalRow]:
+    """Mean Y-PSNR (and SSIM) per data set and width. Items are dicts with `lr`, `hr` (3xHxW)."""
+    was_training = model.training
+    model.eval()
+    rows: list[EvalRow] = []
+    try:
+        for name, items in datasets.items():
+            for w in model_widths(model, widths):
+                psnrs, ssims = [], []
+                for item in items:
+                    lr = item["lr"].unsqueeze(0).to(device)
+                    sr = run_sr(model, lr, w, self_ensemble).float().clamp(0, 1).cpu()[0]
+                    psnrs.append(psnr_y(sr, item["hr"], crop=scale))
+                    if with_ssim:
+                        ssims.append(ssim_y(sr, item["hr"], crop=scale))
+                rows.append(_row(name, method_name(w), w, psnrs, ssims))
+    finally:
+        model.train(was_training)
+    return rows
+
+
+def bicubic_rows(datasets: Mapping[str, Sequence[dict]], scale: int, with_ssim: bool = True) -> list[EvalRow]:
+    rows = []
+    for name, items in datasets.items():
+        psnrs, ssims = [], []
+        for item in items:
+            up = to_tensor(imresize(to_uint8(item["lr"]), scale=scale))
+            psnrs.append(psnr_y(up, item["hr"], crop=scale))
+            if with_ssim:
+                ssims.append(ssim_y(up, item["hr"], crop=scale))
+        rows.append(_row(name, "bicubic", None, psnrs, ssims))
+    return rows
+
+
+def _row(name: str, method: str, width: float | None, psnrs: list[float], ssims: list[float]) -> EvalRow:
+    if not psnrs:
+        raise ValueError(f"data set {name!r} has no images")
+    ssim = sum(ssims) / len(ssims) if ssims else None
+    return EvalRow(name, method, width, sum(psnrs) / len(psnrs), ssim, len(psnrs))
+
+
+def psnr_by_width(rows: Sequence[EvalRow]) -> dict[str, dict[float, float]]:
+    out: dict[str, dict[float, float]] = {}
+    for r in rows:
+        if r.width is not None:
+            out.setdefault(r.dataset, {})[r.width] = r.psnr
+    return out
+
+
+def _grid(rows: Sequence[EvalRow]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Data sets as columns, methods as rows, cells 'PSNR / SSIM'."""
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    cell = {(r.method, r.dataset): r for r in rows}
+
+    def fmt(r: EvalRow | None) -> str:
+        if r is None:
+            return ""
+        return f"{r.psnr:.2f}" + ("" if r.ssim is None else f" / {r.ssim:.4f}")
+
+    return datasets, [
+        (m, [fmt(cell.get((m, d))) for d in datasets]) for m in dict.fromkeys(r.method for r in rows)
+    ]
+
+
+def table_markdown(rows: Sequence[EvalRow], title: str = "") -> str:
+    datasets, grid = _grid(rows)
+    lines = [f"**{title}**", ""] if title else []
+    lines.append("| method | " + " | ".join(f"{d} PSNR-Y / SSIM" for d in datasets) + " |")
+    lines.append("|---|" + "---|" * len(datasets))
+    lines += [f"| {m} | " + " | ".join(vals) + " |" for m, vals in grid]
+    return "\n".join(lines)
+
+
+def print_table(rows: Sequence[EvalRow], title: str, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    datasets, grid = _grid(rows)
+    table = Table(title=title)
+    table.add_column("method")
+    for d in datasets:
+        table.add_column(f"{d}\nPSNR-Y / SSIM", justify="right")
+    for m, vals in grid:
+        table.add_row(m, *vals)
+    (console or Console()).print(table)

@@ -1,0 +1,204 @@
+"""Self-describing checkpoints.
+
+A checkpoint is a directory `checkpoints/step-000500/` holding
+- `model.safetensors`: the weights, with metadata (format, architecture and its arguments, scale,
+  trained widths, materialized width, recipe hash, step) so the model can be rebuilt from the file
+  alone;
+- `state.pt`: optimizer, scheduler, RNG and step, loaded with `weights_only=True`.
+
+The directory is written under a temporary name and renamed into place, and `checkpoints/latest`
+(a one-line text file) is then replaced atomically, so a kill at any moment leaves either the old
+or the new checkpoint, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from edgesr.files import atomic_write_text
+from edgesr.models import build_model, materialize
+
+FORMAT = "edgesr-checkpoint/1"
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint path that cannot be read as an edgesr checkpoint."""
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    arch: dict[str, Any]  # {"name": registered model name, "args": constructor kwargs}
+    scale: int
+    widths: tuple[float, ...]  # widths the checkpoint was trained at (1.0 = teacher)
+    materialized_width: float | None  # set when the weights are a stand-alone narrow model
+    recipe_hash: str
+    step: int
+
+    def to_strings(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "arch": json.dumps(self.arch, sort_keys=True),
+            "scale": str(self.scale),
+            "widths": json.dumps(list(self.widths)),
+            "materialized_width": json.dumps(self.materialized_width),
+            "recipe_hash": self.recipe_hash,
+            "step": str(self.step),
+        }
+
+    @classmethod
+    def from_strings(cls, meta: dict[str, str], path: Path) -> CheckpointMeta:
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{path}: not an edgesr checkpoint (metadata format={meta.get('format')!r}, "
+                f"expected {FORMAT!r}); to start from official EDSR/RCAN weights use `train.init`"
+            )
+        return cls(
+            arch=json.loads(meta["arch"]),
+            scale=int(meta["scale"]),
+            widths=tuple(json.loads(meta["widths"])),
+            materialized_width=json.loads(meta["materialized_width"]),
+            recipe_hash=meta["recipe_hash"],
+            step=int(meta["step"]),
+        )
+
+
+def save_checkpoint(
+    ckpt_root: Path,
+    model: nn.Module,
+    meta: CheckpointMeta,
+    training_state: dict[str, Any] | None,
+    keep: int = 2,
+) -> Path:
+    """Write `ckpt_root/step-XXXXXX/` atomically, point `latest` at it, prune old ones."""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{meta.step:07d}"
+    final = ckpt_root / name
+    tmp = ckpt_root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, tmp / WEIGHTS, metadata=meta.to_strings())
+    if training_state is not None:
+        torch.save(training_state, tmp / STATE)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    atomic_write_text(ckpt_root / "latest", name + "\n")
+    old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and p.name != name)
+    for p in old[: max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Accept a `.safetensors` file, a checkpoint directory or a run directory."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(
+                f"{path}: expected a .safetensors checkpoint, a checkpoint dir or a run dir"
+            )
+        return path
+    if (path / WEIGHTS).is_file():
+        return path / WEIGHTS
+    latest = path / "checkpoints" / "latest"
+    if not latest.is_file() and (path / "latest").is_file():
+        latest = path / "latest"
+    if latest.is_file():
+        target = latest.parent / latest.read_text().strip() / WEIGHTS
+        if target.is_file():
+            return target
+        raise CheckpointError(f"{latest}: points at {target}, which does not exist")
+    raise CheckpointError(f"{path}: no {WEIGHTS} and no checkpoints/latest inside")
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    path = resolve_checkpoint(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path}: cannot read safetensors header ({e})") from e
+    return CheckpointMeta.from_strings(meta, path)
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+    """Rebuild the model a checkpoint describes and load its weights (strict)."""
+    path = resolve_checkpoint(path)
+    meta = read_meta(path)
+    model = build_model(meta.arch["name"], **meta.arch["args"])
+    if meta.materialized_width is not None:
+        model = materialize(model, meta.materialized_width)
+    from safetensors.torch import load_file
+
+    state = load_file(path, device=map_location)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not match {meta.arch}: {e}") from e
+    return model, meta
+
+
+def load_training_state(ckpt_weights: Path) -> dict[str, Any]:
+    state_path = ckpt_weights.parent / STATE
+    if not state_path.is_file():
+        raise CheckpointError(f"{state_path}: missing; cannot resume from a weights-only checkpoint")
+    return torch.load(state_path, map_location="cpu", weights_only=True)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step may touch (data order itself is derived from seed and index)."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state_to_tensor(np.random.get_state()),
+        "python": _python_state_to_tensor(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(_tensor_to_numpy_state(state["numpy"]))
+    random.setstate(_tensor_to_python_state(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# weights_only=True loading accepts tensors and plain containers, not numpy arrays or tuples of
+# mixed objects, so RNG states are stored as int64 tensors.
+def _numpy_state_to_tensor(st: tuple) -> dict[str, Any]:
+    return {"keys": torch.from_numpy(st[1].astype(np.int64)), "pos": st[2], "gauss": [st[3], st[4]]}
+
+
+def _tensor_to_numpy_state(d: dict[str, Any]) -> tuple:
+    return (
+        "MT19937",
+        d["keys"].numpy().astype(np.uint32),
+        int(d["pos"]),
+        int(d["gauss"][0]),
+        float(d["gauss"][1]),
+    )
+
+
+def _python_state_to_tensor(st: tuple) -> dict[str, Any]:
+    return {"version": st[0], "internal": torch.tensor(st[1], dtype=torch.int64), "gauss": st[2]}
+
+
+def _tensor_to_python_state(d: dict[str, Any]) -> tuple:
+    return (d["version"], tuple(int(v) for v in d["internal"].tolist()), d["gauss"])

@@ -1,0 +1,361 @@
+"""Recipe-driven training: joint CSD self-distillation or a single network.
+
+CSD mode (Wang et al. 2021) trains the teacher (width 1) and its channel-split students in one
+module with one optimizer:
+
+    L = sum_w L1(S_w, HR) + lambda_T * L1(T, HR) + lambda_CL * sum_w CL(S_w, T, negatives)
+
+Single mode trains one network: the teacher itself (width 1), or a stand-alone student of width
+w < 1, from scratch or initialised with the leading channels of a teacher checkpoint.
+
+Runs on CPU (quickstart, tests) and GPU (bf16 autocast, channels_last, DDP via torchrun). Every
+source of randomness is seeded from (recipe seed, step), so a run killed and resumed from a
+checkpoint ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from edgesr.data import EvalImages, TrainPatches, open_dataset
+from edgesr.evaluate import EvalRow, bicubic_rows, evaluate, psnr_by_width
+from edgesr.files import atomic_write_text
+from edgesr.losses import ContrastiveLoss, csd_objective, l1, negative_set
+from edgesr.models import build_model, materialize
+from edgesr.recipe import Recipe, dump_recipe, recipe_hash
+from edgesr.train.checkpoint import (
+    CheckpointMeta,
+    load_model,
+    load_training_state,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from edgesr.train.monitor import Monitor
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path  # weights of the last checkpoint
+    steps: int
+    rows: list[EvalRow]  # final validation, bicubic included
+    throughput: dict[str, float]  # it/s, images/s, peak memory (MB)
+
+
+class JointSR(nn.Module):
+    """Teacher and channel-split students sharing one set of weights (CSD's CSSR-Net).
+
+    One forward returns every output, so DDP sees a single forward per backward.
+    """
+
+    def __init__(self, model: nn.Module, student_widths: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.student_widths = student_widths
+
+    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
+        teacher = self.model(lr, width=1.0)  # N x 3 x sH x sW
+        students = {w: self.model(lr, width=w) for w in self.student_widths}
+        return teacher, students
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed() -> _Dist:
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return _Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
+
+
+class _StepBatches(torch.utils.data.Sampler[list[int]]):
+    """Batches of item indices for steps start..steps-1; rank r takes its slice of each step.
+
+    Items are seeded by index (see TrainPatches), so the data of step t never depends on how many
+    workers or restarts came before it.
+    """
+
+    def __init__(self, start: int, steps: int, batch: int, rank: int, world: int) -> None:
+        self.start, self.steps, self.batch, self.rank, self.world = start, steps, batch, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for t in range(self.start, self.steps):
+            first = (t * self.world + self.rank) * self.batch
+            yield list(range(first, first + self.batch))
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+
+def build_network(recipe: Recipe) -> tuple[nn.Module, nn.Module, float | None]:
+    """Returns (trained module, module saved in checkpoints, materialized width or None)."""
+    t = recipe.train
+    model = build_model(
+        recipe.model.name, scale=recipe.scale, width_multiple=recipe.model.width_multiple, **recipe.model.args
+    )
+    if t.init is not None:
+        teacher, meta = load_model(t.init)
+        if meta.arch != model.arch or meta.materialized_width is not None:
+            raise TrainingError(
+                f"train.init={t.init}: checkpoint holds {meta.arch} (width {meta.materialized_width or 1}); "
+                f"the recipe builds {model.arch} at full width"
+            )
+        model = teacher
+    if t.mode == "csd":
+        return JointSR(model, tuple(t.widths)), model, None
+    width = t.widths[0]
+    if width == 1.0:
+        return model, model, None
+    student = materialize(model, width)
+    if t.init is None:  # scratch: a narrow net needs its own fan-in initialisation
+        for m in student.modules():
+            if isinstance(m, nn.Conv2d) and m.weight.requires_grad:
+                m.reset_parameters()
+    return student, student, width
+
+
+def _val_sets(recipe: Recipe) -> dict[str, EvalImages]:
+    sets = {}
+    for spec in recipe.data.val:
+        name = spec.split(":", 1)[1] if spec.startswith("builtin:") else Path(spec).name
+        sets[name] = EvalImages(
+            open_dataset(spec, recipe.scale, recipe.data.cache_dir), recipe.scale, recipe.data.cache_dir
+        )
+    return sets
+
+
+def _new_run_dir(recipe: Recipe, run_dir: Path | None) -> Path:
+    if run_dir is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(recipe.output_dir) / f"{recipe.name}-{stamp}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise TrainingError(f"{run_dir}: run directory exists and is not empty; pass --resume to continue it")
+    return run_dir
+
+
+def train(
+    recipe: Recipe,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    stop_at: int | None = None,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train what `recipe` describes into `run_dir`; with `resume`, continue its latest checkpoint.
+
+    `stop_at` ends the run after that step (for tests and time-boxed jobs), like a kill would.
+    """
+    dist = _init_distributed()
+    t = recipe.train
+    console = console or Console(stderr=True)
+    torch.manual_seed(recipe.seed)
+
+    # Everything that can reject the user's input happens before the run directory exists.
+    train_pairs = open_dataset(recipe.data.train, recipe.scale, recipe.data.cache_dir)
+    global_batch = recipe.data.batch_size * dist.world
+    train_set = TrainPatches(
+        train_pairs,
+        recipe.scale,
+        recipe.data.patch_size,
+        length=t.steps * global_batch,
+        seed=recipe.seed,
+        cache_dir=recipe.data.cache_dir,
+    )
+    val_sets = _val_sets(recipe)
+    net, saved, mat_width = build_network(recipe)
+    net.to(dist.device)
+    cl = None
+    if t.mode == "csd":
+        c = t.csd
+        cl = ContrastiveLoss(layers=c.layers, layer_weights=c.layer_weights, vgg_weights=c.vgg_weights).to(
+            dist.device
+        )
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=t.optim.lr, betas=t.optim.betas, weight_decay=t.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(
+        opt, milestones=list(t.optim.milestones), gamma=t.optim.gamma
+    )
+    rhash = recipe_hash(recipe)
+
+    start = 0
+    if resume:
+        if run_dir is None:
+            raise TrainingError("--resume needs the run directory to continue")
+        run_dir = Path(run_dir)
+        ckpt = resolve_checkpoint(run_dir)
+        state = load_training_state(ckpt)
+        if state["recipe_hash"] != rhash:
+            raise TrainingError(
+                f"{run_dir}: the recipe differs from the one this run started with; start a new run"
+            )
+        from safetensors.torch import load_file
+
+        saved.load_state_dict(load_file(ckpt, device=str(dist.device)))
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+        console.print(f"resuming {run_dir} at step {start}")
+    else:
+        run_dir = _new_run_dir(recipe, None if run_dir is None else Path(run_dir))
+        if dist.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+    _status(run_dir, dist, "running", step=start)
+
+    use_cuda = dist.device.type == "cuda"
+    amp = t.amp == "bf16" or (t.amp == "auto" and use_cuda)
+    autocast = torch.autocast(dist.device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    if t.channels_last == "on" or (t.channels_last == "auto" and use_cuda):
+        net.to(memory_format=torch.channels_last)
+    step_fn = torch.compile(net) if t.compile else net
+    if dist.world > 1:
+        step_fn = nn.parallel.DistributedDataParallel(
+            step_fn, device_ids=[dist.device.index] if use_cuda else None
+        )
+
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_sampler=_StepBatches(start, t.steps, recipe.data.batch_size, dist.rank, dist.world),
+        num_workers=recipe.data.workers,
+        pin_memory=use_cuda,
+        persistent_workers=False,
+    )
+    trained_widths = (1.0, *t.widths) if t.mode == "csd" else tuple(t.widths)
+    meta = CheckpointMeta(saved.arch, recipe.scale, trained_widths, mat_width, rhash, start)
+    end = t.steps if stop_at is None else min(stop_at, t.steps)
+    monitor = Monitor(run_dir if dist.main else None, t.steps, start, console)
+    eval_widths = tuple(recipe.eval.widths or t.widths)
+    images_seen, t0 = 0, time.perf_counter()
+    if use_cuda:
+        torch.cuda.reset_peak_memory_stats(dist.device)
+    step = start
+    try:
+        net.train()
+        for step, batch in enumerate(loader, start=start + 1):
+            lr_img = batch["lr"].to(dist.device, non_blocking=True)
+            hr = batch["hr"].to(dist.device, non_blocking=True)
+            with autocast:
+                if t.mode == "csd":
+                    teacher_sr, student_srs = step_fn(lr_img)
+                    gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
+                    negatives = negative_set(lr_img, recipe.scale, t.csd.negatives, gen)
+                    loss, terms = csd_objective(
+                        student_srs, teacher_sr, hr, negatives, t.csd.lambda_teacher, t.csd.lambda_cl, cl
+                    )
+                else:
+                    loss = l1(step_fn(lr_img), hr)
+                    terms = {"l1": loss.item()}
+            if not torch.isfinite(loss):
+                _status(run_dir, dist, "diverged", step=step, terms=terms)
+                raise TrainingError(
+                    f"loss is {loss.item()} at step {step} ({terms}); stopped without saving this state. "
+                    f"The last good checkpoint is in {run_dir}/checkpoints; lower train.optim.lr or set "
+                    f"train.optim.grad_clip"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.optim.grad_clip is not None:
+                nn.utils.clip_grad_norm_(params, t.optim.grad_clip)
+            opt.step()
+            sched.step()
+            images_seen += lr_img.shape[0]
+            monitor.step(step, terms, sched.get_last_lr()[0], log=step % t.log_every == 0 or step == end)
+            if step % t.val_every == 0 and step != t.steps and dist.main:
+                monitor.validation(step, psnr_by_width(_validate(saved, val_sets, recipe, eval_widths, dist)))
+            if step % t.checkpoint_every == 0 or step == t.steps:
+                _checkpoint(run_dir, saved, meta, step, opt, sched, rhash, dist)
+            if step >= end:
+                break
+    finally:
+        monitor.close()
+        del loader
+
+    seconds = time.perf_counter() - t0
+    throughput = {
+        "it_per_s": (step - start) / seconds if seconds > 0 else float("nan"),
+        "images_per_s": images_seen * dist.world / seconds if seconds > 0 else float("nan"),
+        "peak_mem_mb": (
+            torch.cuda.max_memory_allocated(dist.device)
+            if use_cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        )
+        / 2**20,
+    }
+    rows: list[EvalRow] = []
+    if step >= t.steps and dist.main:
+        rows = bicubic_rows(val_sets, recipe.scale) + _validate(saved, val_sets, recipe, eval_widths, dist)
+        results = {"step": step, "throughput": throughput, "rows": [r.__dict__ for r in rows]}
+        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    _status(run_dir, dist, "completed" if step >= t.steps else "stopped", step=step)
+    return TrainResult(run_dir, resolve_checkpoint(run_dir), step, rows, throughput)
+
+
+def _validate(
+    model: nn.Module, val_sets: dict, recipe: Recipe, widths: tuple[float, ...], dist: _Dist
+) -> list[EvalRow]:
+    return evaluate(
+        model,
+        val_sets,
+        recipe.scale,
+        widths,
+        self_ensemble=recipe.eval.self_ensemble,
+        with_ssim=True,
+        device=dist.device,
+    )
+
+
+def _checkpoint(
+    run_dir: Path, model: nn.Module, meta: CheckpointMeta, step: int, opt, sched, rhash: str, dist: _Dist
+) -> None:
+    if not dist.main:
+        return
+    state: dict[str, Any] = {
+        "step": step,
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": rng_state(),
+        "recipe_hash": rhash,
+    }
+    save_checkpoint(run_dir / "checkpoints", model, replace(meta, step=step), state)
+
+
+def _status(run_dir: Path, dist: _Dist, state: str, **info: Any) -> None:
+    if dist.main:
+        atomic_write_text(
+            run_dir / "status.json", json.dumps({"state": state, "time": time.time(), **info}, indent=2)
+        )

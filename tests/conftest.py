@@ -1,0 +1,37 @@
+"""Shared fixtures: small real-photo data sets made on the fly (no downloads), tiny recipes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _photo() -> np.ndarray:
+    import skimage.data
+
+    return np.asarray(
+        Image.open(Path(os.path.dirname(skimage.data.__file__)) / "astronaut.png").convert("RGB")
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two folders of 48x48 real-photo crops: `train` (4 images) and `val` (2 images)."""
+    root = tmp_path_factory.mktemp("photos")
+    img = _photo()
+    crops = [(0, 0), (100, 200), (300, 120), (200, 300), (400, 400), (250, 50)]
+    for i, (y, x) in enumerate(crops):
+        split = "train" if i < 4 else "val"
+        (root / split).mkdir(exist_ok=True)
+        Image.fromarray(img[y : y + 48, x : x + 48]).save(root / split / f"img{i}.png")
+    return {"train": root / "train", "val": root / "val"}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LR caches go to a per-test folder, never to the user's ~/.cache."""
+    monkeypatch.setenv("EDGESR_CACHE", str(tmp_path / "cache"))
