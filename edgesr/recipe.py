@@ -1,0 +1,433 @@
+"""A recipe is a frozen, typed dataclass tree loaded from YAML: every default lives here.
+
+This module holds the recipe schema (the sections, their semantic checks, model arguments checked
+against the model's constructor) and the recipe-level API: load, resolve, dump, save, hash, replace,
+list. The generic machinery it stands on (typed conversion with key-path errors, the strict YAML
+loader, `a.b=value` overrides) lives in edgesr.schema. Semantic checks live in each section's
+`__post_init__`, so a recipe built in Python is checked exactly like one loaded from a file.
+
+    r = load_recipe("recipes/quickstart.yaml", ["train.steps=200", "train.widths=[0.25, 0.5]"])
+    r.train.optim.lr                          # 0.0005
+    save_recipe(r, run_dir / "recipe.yaml")   # load_recipe(that file) == r
+    recipe_hash(r)                            # 16 hex chars, stored in checkpoints
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import operator
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from edgesr import schema
+from edgesr.files import atomic_write_text
+from edgesr.registry import unknown_name_message
+from edgesr.schema import (
+    _SECTION,
+    RecipeError,
+    StrictLoader,
+    _apply_override,
+    _check,
+    _coerce,
+    _fail,
+    _found,
+    _join,
+    _overridden,
+    _plain,
+    _unknown_key,
+    _Unsupported,
+    _yaml_load,
+    parse_override,
+)
+
+__all__ = [
+    "RECIPES_DIR",
+    "VGG_LAYERS",
+    "CSDCfg",
+    "DataCfg",
+    "EvalCfg",
+    "ModelCfg",
+    "OptimCfg",
+    "Recipe",
+    "RecipeError",
+    "RecipeLoader",
+    "TrainCfg",
+    "dump_recipe",
+    "from_dict",
+    "list_recipes",
+    "load_recipe",
+    "parse_override",
+    "recipe_hash",
+    "recipe_to_dict",
+    "replace",
+    "resolve_recipe",
+    "save_recipe",
+    "signature_for",
+]
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+# The taps edgesr.losses.vgg.VGG19Features exposes (a test keeps the two in step).
+VGG_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+# The YAML loader recipes are read with; the generic name lives in edgesr.schema.
+RecipeLoader = StrictLoader
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema.
+
+
+def signature_for(model_name: str) -> inspect.Signature:
+    """Constructor signature of a registered model; KeyError listing valid names when unknown.
+
+    Looked up by name at call time, so tests can monkeypatch `edgesr.recipe.signature_for`.
+    """
+    from edgesr.models import MODELS, model_signature  # models pull in torch: only when validating
+
+    if model_name not in MODELS:
+        raise KeyError(unknown_name_message("model", model_name, MODELS.names()))
+    return model_signature(model_name)
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str = "edsr"
+    # Constructor arguments, checked against the model's signature; `scale` comes from Recipe.scale.
+    args: dict[str, Any] = field(default_factory=dict)
+    width_multiple: int = 8  # student channel counts snap to multiples of this (phone fast paths)
+
+    def __post_init__(self) -> None:
+        try:
+            sig = signature_for(self.name)
+        except KeyError as e:
+            raise _fail("name", str(e.args[0] if e.args else e)) from None
+        object.__setattr__(self, "args", _check_model_args(self.name, sig, self.args))
+        _check(self.width_multiple >= 1, "width_multiple", f"must be >= 1, got {self.width_multiple}")
+
+
+# Constructor arguments the recipe sets from its own keys (Recipe.scale, ModelCfg.width_multiple).
+_FROM_RECIPE = ("scale", "width_multiple")
+
+_ANNOTATION_NAMES: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str, "None": None}
+
+
+def _arg_type(annotation: Any) -> Any:
+    """The type to check a model argument against, or Any when it cannot be known statically."""
+    if annotation is inspect.Parameter.empty:
+        return Any
+    if isinstance(annotation, str):  # a model module using `from __future__ import annotations`
+        parts = [p.strip() for p in annotation.split("|")]
+        if not all(p in _ANNOTATION_NAMES for p in parts):
+            return Any
+        kinds = [type(None) if _ANNOTATION_NAMES[p] is None else _ANNOTATION_NAMES[p] for p in parts]
+        return functools.reduce(operator.or_, kinds)  # int | None, as a real types.UnionType
+    return annotation
+
+
+def _check_model_args(model: str, sig: inspect.Signature, args: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(args, Mapping):
+        raise _fail("args", f"expected mapping, got {_found(args)}")
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    out: dict[str, Any] = {}
+    for name, value in args.items():
+        key = _join(_SECTION.get(), f"args.{name}")
+        if name == "scale":
+            raise _fail(
+                f"args.{name}", "do not set it here: the scale comes from the recipe's top-level `scale` key"
+            )
+        if name == "width_multiple":
+            raise _fail(f"args.{name}", "do not set it here: use the `width_multiple` key of this section")
+        if name not in params:
+            if open_ended:
+                out[name] = value
+                continue
+            raise _unknown_key(key, [n for n in params if n not in _FROM_RECIPE])
+        try:
+            out[name] = _coerce(_arg_type(params[name].annotation), value, key)
+        except _Unsupported:
+            out[name] = value
+    missing = [
+        n for n, p in params.items() if p.default is p.empty and n not in out and n not in _FROM_RECIPE
+    ]
+    _check(not missing, "args", f"model {model!r} needs {', '.join(missing)} (no default)")
+    return out
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    train: str = "builtin:train"  # a DIV2K-layout folder, or builtin:train
+    val: tuple[str, ...] = ("builtin:val",)
+    patch_size: int = 48  # LR patch side; the HR patch is patch_size * scale
+    batch_size: int = 16
+    workers: int = 2
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(bool(self.train), "train", "must not be empty")
+        _check(all(self.val), "val", "entries must not be empty")
+        _check(self.patch_size >= 8, "patch_size", f"must be >= 8 (LR pixels), got {self.patch_size}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()  # step indices where lr *= gamma
+    gamma: float = 0.5
+    grad_clip: float | None = None  # max global grad norm; None = no clipping
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(
+            all(0 <= b < 1 for b in self.betas), "betas", f"each must be in [0, 1), got {list(self.betas)}"
+        )
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        ms = self.milestones
+        _check(
+            all(m > 0 for m in ms) and list(ms) == sorted(set(ms)),
+            "milestones",
+            f"must be positive and strictly increasing, got {list(ms)}",
+        )
+        _check(self.gamma > 0, "gamma", f"must be > 0, got {self.gamma}")
+        _check(
+            self.grad_clip is None or self.grad_clip > 0,
+            "grad_clip",
+            f"must be > 0 or null, got {self.grad_clip}",
+        )
+
+
+@dataclass(frozen=True)
+class CSDCfg:
+    lambda_teacher: float = 1.0  # weight of L1(teacher, HR)
+    lambda_cl: float = 200.0  # weight of the contrastive term; 200 is tuned for VGG fed 0..255 values
+    negatives: int = 10  # K bicubic-upsampled inputs of other images in the batch
+    vgg_weights: str | None = None  # torchvision-layout VGG19 state dict; None = seeded random VGG19
+    layers: tuple[str, ...] = VGG_LAYERS
+    layer_weights: tuple[float, ...] = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+
+    def __post_init__(self) -> None:
+        _check(self.lambda_teacher >= 0, "lambda_teacher", f"must be >= 0, got {self.lambda_teacher}")
+        _check(self.lambda_cl >= 0, "lambda_cl", f"must be >= 0, got {self.lambda_cl}")
+        _check(self.negatives >= 1, "negatives", f"must be >= 1, got {self.negatives}")
+        _check(bool(self.layers), "layers", "must name at least one VGG19 layer")
+        for i, layer in enumerate(self.layers):
+            if layer not in VGG_LAYERS:
+                raise _fail(f"layers[{i}]", unknown_name_message("VGG19 layer", layer, VGG_LAYERS))
+        _check(len(set(self.layers)) == len(self.layers), "layers", f"has duplicates: {list(self.layers)}")
+        _check(
+            len(self.layer_weights) == len(self.layers),
+            "layer_weights",
+            f"has {len(self.layer_weights)} entries but layers has {len(self.layers)}: give one weight "
+            "per layer",
+        )
+        _check(
+            all(w >= 0 for w in self.layer_weights),
+            "layer_weights",
+            f"must be >= 0, got {list(self.layer_weights)}",
+        )
+
+
+def _check_widths(key: str, widths: tuple[float, ...]) -> None:
+    for i, w in enumerate(widths):
+        _check(0 < w <= 1, f"{key}[{i}]", f"width must be in (0, 1], got {w}")
+    _check(len(set(widths)) == len(widths), key, f"has duplicates: {list(widths)}")
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    # csd: the width-1 teacher and every student width train jointly on one set of weights.
+    # single: exactly one width, trained alone (width 1 = a plain model, < 1 = a narrow student).
+    mode: Literal["csd", "single"] = "csd"
+    widths: tuple[float, ...] = (0.25,)
+    # Checkpoint to start from (a teacher). In single mode with width < 1 the student starts from the
+    # teacher's leading slice ("teacher-slice init"). None = from scratch. Existence is checked by the
+    # trainer, so recipes can ship placeholder paths.
+    init: str | None = None
+    steps: int = 1000
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    csd: CSDCfg = field(default_factory=CSDCfg)
+    checkpoint_every: int = 1000
+    val_every: int = 1000
+    log_every: int = 50
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 autocast on CUDA, off on CPU
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _check(bool(self.widths), "widths", "must list at least one width")
+        _check_widths("widths", self.widths)
+        if self.mode == "single":
+            _check(
+                len(self.widths) == 1,
+                "widths",
+                f"single mode trains exactly one width, got {list(self.widths)}",
+            )
+        else:
+            _check(
+                all(w < 1 for w in self.widths),
+                "widths",
+                f"csd student widths must be < 1 (the width-1 teacher is always trained), "
+                f"got {list(self.widths)}",
+            )
+        for key in ("steps", "checkpoint_every", "val_every", "log_every"):
+            value = getattr(self, key)
+            _check(value > 0, key, f"must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class EvalCfg:
+    self_ensemble: bool = False  # average over the 8 flips/transposes ("+" in SR tables)
+    widths: tuple[float, ...] = ()  # () = the trained widths
+
+    def __post_init__(self) -> None:
+        _check_widths("widths", self.widths)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str = ""
+    scale: int = 4
+    seed: int = 0
+    output_dir: str = "runs"  # a run writes to output_dir/<name>-<timestamp> unless given --run-dir
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+
+    def __post_init__(self) -> None:
+        _check(
+            re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", self.name) is not None,
+            "name",
+            f"must be a file-name-safe word (letters, digits, _ . + -), got {self.name!r}",
+        )
+        _check(self.scale in (2, 3, 4), "scale", f"must be 2, 3 or 4, got {self.scale}")
+        _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        trained = set(self.train.widths) | ({1.0} if self.train.mode == "csd" else set())
+        for i, w in enumerate(self.eval.widths):
+            _check(
+                w in trained,
+                f"eval.widths[{i}]",
+                f"width {w} is not trained by this recipe (trained: {sorted(trained)})",
+            )
+
+    @property
+    def eval_widths(self) -> tuple[float, ...]:
+        """The widths to evaluate: eval.widths, or the trained widths when that is empty."""
+        return self.eval.widths or self.train.widths
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
+    """edgesr.schema.from_dict for a Recipe or one of its sections (`path`: where `data` sits in the
+    recipe); an unknown key's "did you mean" searches every key path of a Recipe."""
+    return schema.from_dict(cls, data, path, root=Recipe)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files.
+
+
+def resolve_recipe(name_or_path: str | os.PathLike[str]) -> Path:
+    """A recipe file path, or a shipped recipe's bare name (`quickstart` -> recipes/quickstart.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    text = str(name_or_path)
+    looks_like_path = os.sep in text or "/" in text or path.suffix in (".yaml", ".yml")
+    if not looks_like_path and (RECIPES_DIR / f"{text}.yaml").is_file():
+        return RECIPES_DIR / f"{text}.yaml"
+    shipped = [name for name, _, _ in list_recipes()]
+    if looks_like_path:
+        raise RecipeError(f"no such recipe file: {text}. Shipped recipes: {', '.join(shipped)}")
+    raise RecipeError(unknown_name_message("recipe", text, shipped))
+
+
+def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
+    """Load, override and validate a recipe file (or shipped recipe name); RecipeError names the file."""
+    file = resolve_recipe(path)
+    source = str(path) if Path(path).is_file() else str(file)
+    data = _yaml_load(file.read_text(encoding="utf-8"), source)
+    if data is None:
+        raise RecipeError("empty recipe: expected a mapping with at least `name:`", source=source)
+    if not isinstance(data, dict):
+        raise RecipeError(f"expected a mapping at the top level, got {_found(data)}", source=source)
+    parsed = []
+    for text in overrides:
+        key, value = parse_override(text)
+        _apply_override(data, key, value, text, source)
+        parsed.append((key, text))
+    try:
+        return from_dict(Recipe, data)
+    except RecipeError as e:
+        blamed = _overridden(e.key, parsed)
+        if blamed is not None:
+            raise e.with_source(f"override {blamed!r} (on {source})") from None
+        if parsed:
+            raise e.with_source(f"{source} with overrides {[t for _, t in parsed]}") from None
+        raise e.with_source(source) from None
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """Plain YAML/JSON-able types (tuples -> lists), in field order."""
+    return _plain(recipe)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    body = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None, width=100)
+    return f"# edgesr resolved recipe {recipe.name!r}, hash {recipe_hash(recipe)}\n{body}"
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:
+    atomic_write_text(path, dump_recipe(recipe))
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """First 16 hex digits of sha256 over the canonical JSON of `recipe_to_dict`."""
+    canonical = json.dumps(recipe_to_dict(recipe), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def replace(recipe: Recipe, key: str, value: Any) -> Recipe:
+    """A copy of `recipe` with dotted `key` set to `value`, validated like a loaded recipe."""
+    data = recipe_to_dict(recipe)
+    node: Any = data
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), dict):
+            raise RecipeError(f"{'.'.join(parts[: i + 1])!r} is not a section", key=key)
+        node = node[part]
+    node[parts[-1]] = _plain(value)
+    return from_dict(Recipe, data)
+
+
+def list_recipes(root: str | os.PathLike[str] = RECIPES_DIR) -> list[tuple[str, Path, str]]:
+    """(name, path, description) of every `*.yaml` under `root`, by name; files are read, not validated."""
+    out = []
+    for path in sorted(Path(root).glob("*.yaml")):
+        try:
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)
+            description = str(data.get("description", "")) if isinstance(data, dict) else ""
+        except (OSError, yaml.YAMLError) as e:
+            description = f"(unreadable: {type(e).__name__})"
+        out.append((path.stem, path, description))
+    return out

@@ -1,0 +1,346 @@
+"""Typed dataclass trees from YAML mappings: the recipe-agnostic machinery behind edgesr.recipe.
+
+`from_dict(cls, data)` walks a frozen dataclass's fields with their type hints: unknown keys and wrong
+types raise `RecipeError` naming the dotted key path, what was found and what was expected (with a
+"did you mean" for near-miss keys). While a section is constructed its path is published, so the
+`_check`/`_fail` helpers its `__post_init__` calls can name `train.optim.lr` rather than just `lr`.
+
+Also here: `StrictLoader`, a YAML loader that rejects duplicate keys and reads `1e-4` as a float, and
+`a.b=value` overrides, parsed as YAML (never evaluated) and applied to the raw mapping.
+
+    parse_override("train.widths=[0.25, 0.5]")   # ("train.widths", [0.25, 0.5])
+    from_dict(Recipe, {"name": "x", "train": {"steps": 0}})
+    # RecipeError: train.steps: must be > 0, got 0
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import difflib
+import functools
+import re
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = [
+    "DuplicateKeyError",
+    "RecipeError",
+    "StrictLoader",
+    "from_dict",
+    "parse_override",
+]
+
+T = TypeVar("T")
+
+
+class RecipeError(ValueError):
+    """A recipe (schema) problem. `key` is the dotted path it concerns ("" when none), `source` the file."""
+
+    def __init__(self, message: str, *, key: str = "", source: str = "") -> None:
+        self.message, self.key, self.source = message, key, source
+        super().__init__(f"{source}: {message}" if source else message)
+
+    def with_source(self, source: str) -> RecipeError:
+        return RecipeError(self.message, key=self.key, source=source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Semantic checks report full dotted paths: `from_dict` publishes the section's path here while it
+# constructs the section, so `__post_init__` can name `train.optim.lr` rather than just `lr`.
+_SECTION = contextvars.ContextVar("edgesr_schema_section", default="")
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix and key else prefix or key
+
+
+def _fail(key: str, problem: str) -> RecipeError:
+    full = _join(_SECTION.get(), key)
+    return RecipeError(f"{full}: {problem}", key=full)
+
+
+def _check(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise _fail(key, problem)
+
+
+def _unknown_key(key: str, known: Sequence[str], schema_paths: Sequence[str] = ()) -> RecipeError:
+    """'unknown key a.b' with the closest sibling, or the same leaf name in another section."""
+    prefix, _, leaf = key.rpartition(".")
+    close = difflib.get_close_matches(leaf, known, n=1)
+    if close:
+        hint = f" Did you mean {_join(prefix, close[0])!r}?"
+    else:
+        elsewhere = [p for p in schema_paths if p.rpartition(".")[2] == leaf]
+        hint = f" Did you mean {elsewhere[0]!r}?" if elsewhere else ""
+    return RecipeError(f"unknown key {key!r}.{hint} Valid here: {', '.join(known)}", key=key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic dict -> dataclass conversion.
+
+
+class _Unsupported(Exception):
+    """A type hint `_coerce` cannot check (edgesr.recipe lets such model arguments through)."""
+
+
+_NONE = type(None)
+_YAML_TYPE_NAMES = {dict: "mapping", list: "list", tuple: "list", _NONE: "null"}
+
+
+def _found(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{_YAML_TYPE_NAMES.get(type(value), type(value).__name__)} {text}"
+
+
+def _describe(tp: Any) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is _NONE else _describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_describe(args[0])}"
+        return f"list of {len(args)} [{', '.join(_describe(a) for a in args)}]"
+    if origin is dict:
+        return "mapping"
+    if tp is bool:
+        return "bool (true/false)"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp: Any, value: Any, key: str, root: type | None = None) -> Any:
+    """Check `value` against type hint `tp`; return it normalised (lists -> tuples, int -> float).
+
+    `root` is passed on to `from_dict` for nested dataclasses.
+    """
+
+    def wrong() -> RecipeError:
+        return RecipeError(f"{key}: expected {_describe(tp)}, got {_found(value)}", key=key)
+
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise wrong()
+        return from_dict(tp, value, key, root=root)
+    if origin is Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f". Did you mean {close[0]!r}?" if close else ""
+            raise RecipeError(f"{key}: expected {_describe(tp)}, got {_found(value)}{hint}", key=key)
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and _NONE in args:
+            return None
+        errors = []
+        for a in args:
+            if a is _NONE:
+                continue
+            try:
+                return _coerce(a, value, key, root)
+            except RecipeError as e:
+                errors.append(e)
+        deeper = [e for e in errors if e.key != key]  # e.g. a bad list element: the precise message
+        raise deeper[0] if len(errors) == 1 and deeper else wrong()
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise wrong()
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]", root) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise wrong()
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_coerce(a, v, f"{key}[{i}]", root) for i, (a, v) in pairs)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise wrong()
+        for k in value:
+            if not isinstance(k, str):
+                raise RecipeError(f"{key}: keys must be strings, got {_found(k)}", key=key)
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise wrong()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise wrong()
+        return value
+    raise _Unsupported(f"{key}: cannot check values of type {tp!r}")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _schema_paths(cls: type, prefix: str = "") -> Iterator[str]:
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        path = _join(prefix, f.name)
+        yield path
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _schema_paths(hints[f.name], path)
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "", *, root: type | None = None) -> T:
+    """Build dataclass `cls` from a plain mapping, checking every key and type against its hints.
+
+    `path` is the dotted location of `data` in the whole tree, used in error messages. `root` is the
+    tree's top-level class (default `cls`): an unknown key's "did you mean" searches its key paths.
+    """
+    root = root or cls
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{path or 'recipe'}: expected mapping, got {_found(data)}", key=path)
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    for k in data:
+        if not isinstance(k, str):
+            raise RecipeError(f"{path or 'recipe'}: keys must be strings, got {_found(k)}", key=path)
+        if k not in fields:
+            raise _unknown_key(_join(path, k), list(fields), list(_schema_paths(root)))
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = _join(path, name)
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], key, root)
+        elif dataclasses.is_dataclass(hints[name]):  # build defaults here so their errors have paths
+            kwargs[name] = from_dict(hints[name], {}, key, root=root)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"missing required key {key!r}", key=key)
+    token = _SECTION.set(path)
+    try:
+        return cls(**kwargs)
+    finally:
+        _SECTION.reset(token)
+
+
+def _plain(value: Any) -> Any:
+    """The inverse of `from_dict`: dataclasses -> dicts, tuples -> lists, in field order."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML.
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        self.key, self.line, self.first_line = key, line, first_line
+        super().__init__(f"duplicate key {key!r} on line {line} (first on line {first_line})")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that rejects duplicate keys and reads `1e-4` as a float (YAML 1.2).
+
+    Plain PyYAML keeps the last of two equal keys silently and, following YAML 1.1, reads `1e-4`
+    and `5e-4` as strings: both would reach the trainer as surprises.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKeyError(key, line, seen[key])
+                seen[key] = line
+            except TypeError:  # unhashable key: the base class reports it
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # StrictLoader is a SafeLoader
+    except DuplicateKeyError as e:
+        raise RecipeError(str(e), source=source) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise RecipeError(f"invalid YAML: {e.problem or e.context}{where}", source=source) from None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"invalid YAML: {e}", source=source) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides.
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`"train.widths=[0.25, 0.5]"` -> `("train.widths", (0.25, 0.5) as a list)`; the value is YAML."""
+    key, eq, raw = text.partition("=")
+    key = key.strip()
+    source = f"override {text!r}"
+    if not eq:
+        raise RecipeError("expected KEY=VALUE, e.g. train.steps=200", source=source)
+    if not _KEY.fullmatch(key):
+        raise RecipeError(f"bad key {key!r}: expected dotted names like train.optim.lr", source=source)
+    return key, _yaml_load(raw, source)
+
+
+def _apply_override(data: dict[str, Any], key: str, value: Any, text: str, source: str) -> None:
+    node = data
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:  # `train:` with nothing under it
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise RecipeError(
+                f"{where!r} is {_found(child)}, not a section",
+                key=where,
+                source=f"override {text!r} (on {source})",
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+def _overridden(key: str, overrides: Sequence[tuple[str, str]]) -> str | None:
+    for okey, text in overrides:
+        if (
+            key == okey
+            or key.startswith(okey + ".")
+            or key.startswith(okey + "[")
+            or okey.startswith(key + ".")
+        ):
+            return text
+    return None
