@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         return 130
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
         # Expected user errors (bad recipe, image, checkpoint...) carry their own clear message.
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         console.print(f"error: {msg}", style="red", highlight=False, markup=False)
@@ -96,8 +96,11 @@ def _train(args: argparse.Namespace, console) -> int:
     from edgesr.train.trainer import train
 
     if args.resume is not None:
-        if args.overrides:
-            raise ValueError("--resume continues a run with its saved recipe; overrides are not allowed")
+        if args.recipe is not None or args.overrides:
+            raise ValueError(
+                f"--resume continues {args.resume} with its saved recipe.yaml; "
+                "give no recipe or overrides (start a new run to change the recipe)"
+            )
         recipe = load_recipe(args.resume / "recipe.yaml")
         result = train(recipe, args.resume, resume=True, console=console)
     else:

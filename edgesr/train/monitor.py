@@ -38,6 +38,9 @@ class Monitor:
             self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step or None)
         except ImportError:  # tensorboard is a dependency, but a missing one must not stop training
             self.console.print("[yellow]tensorboard not installed: TensorBoard logs disabled[/]")
+        self._total = total_steps
+        if not self.console.is_terminal:  # CI, pipes, nohup: plain lines instead of a live bar
+            return
         self._progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
@@ -62,8 +65,14 @@ class Monitor:
         self.rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
         self._last_time, self._last_step = now, step
         status = " ".join(f"{k}={v:.4g}" for k, v in terms.items()) + f" lr={lr:.2e}"
-        assert self._progress is not None
-        self._progress.update(self._task, completed=step, rate=f"{self.rate:.2f}", status=status)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, rate=f"{self.rate:.2f}", status=status)
+        else:
+            eta = (self._total - step) / self.rate if self.rate > 0 else math.nan
+            self.console.print(
+                f"step {step}/{self._total} {status} {self.rate:.2f} it/s eta {eta / 60:.1f} min",
+                highlight=False,
+            )
         self.record(
             {"step": step, "lr": lr, "it_per_s": self.rate, **{f"loss/{k}": v for k, v in terms.items()}}
         )

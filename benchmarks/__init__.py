@@ -1,0 +1,1 @@
+"""edgesr benchmarks: speed and memory figures, printed (never asserted). Run `python -m benchmarks -h`."""
