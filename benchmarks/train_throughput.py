@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"recipe={recipe.name} device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
         f"batch={recipe.data.batch_size} patch={recipe.data.patch_size} steps={args.steps}: "
-        f"{tp['it_per_s']:.2f} it/s, {tp['images_per_s']:.1f} images/s, peak memory {tp['peak_mem_mb']:.0f} MB "
+        f"{tp['it_per_s']:.2f} it/s, {tp['images_per_s']:.1f} images/s, "
+        f"peak memory {tp['peak_mem_mb']:.0f} MB "
         f"(wall {wall:.1f} s incl. final validation)"
     )
     return 0
