@@ -247,6 +247,29 @@ class CSDCfg:
         )
 
 
+TAP_NAMES = ("stage1", "stage2", "stage3", "body")  # see edgesr.models.taps.default_taps
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    """One weighted term of a `distill` objective (see docs/distillation.md)."""
+
+    name: str  # a registered loss: l1, output_kd, fitnet, fakd, lsfd, facd, csd
+    weight: float = 1.0
+    taps: tuple[str, ...] = ("stage1", "stage2", "stage3")  # feature losses: paired by tap name
+    args: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments of the loss
+
+    def __post_init__(self) -> None:
+        from edgesr.losses import LOSSES  # pulls in torch: only when validating
+
+        if self.name not in LOSSES:
+            raise _fail("name", unknown_name_message("loss", self.name, LOSSES.names()))
+        _check(self.weight >= 0, "weight", f"must be >= 0, got {self.weight}")
+        for i, tap in enumerate(self.taps):
+            if tap not in TAP_NAMES:
+                raise _fail(f"taps[{i}]", unknown_name_message("tap", tap, TAP_NAMES))
+
+
 def _check_widths(key: str, widths: tuple[float, ...]) -> None:
     for i, w in enumerate(widths):
         _check(0 < w <= 1, f"{key}[{i}]", f"width must be in (0, 1], got {w}")
@@ -257,12 +280,16 @@ def _check_widths(key: str, widths: tuple[float, ...]) -> None:
 class TrainCfg:
     # csd: the width-1 teacher and every student width train jointly on one set of weights.
     # single: exactly one width, trained alone (width 1 = a plain model, < 1 = a narrow student).
-    mode: Literal["csd", "single"] = "csd"
+    # distill: a frozen teacher (`init`) distilled into one stand-alone student width with `losses`.
+    mode: Literal["csd", "single", "distill"] = "csd"
     widths: tuple[float, ...] = (0.25,)
     # Checkpoint to start from (a teacher). In single mode with width < 1 the student starts from the
     # teacher's leading slice ("teacher-slice init"). None = from scratch. Existence is checked by the
     # trainer, so recipes can ship placeholder paths.
     init: str | None = None
+    # distill mode: the student starts as the teacher's leading slice, or from scratch.
+    student_init: Literal["slice", "scratch"] = "slice"
+    losses: tuple[LossCfg, ...] = ()
     steps: int = 1000
     optim: OptimCfg = field(default_factory=OptimCfg)
     csd: CSDCfg = field(default_factory=CSDCfg)
@@ -276,13 +303,21 @@ class TrainCfg:
     def __post_init__(self) -> None:
         _check(bool(self.widths), "widths", "must list at least one width")
         _check_widths("widths", self.widths)
-        if self.mode == "single":
+        if self.mode in ("single", "distill"):
             _check(
                 len(self.widths) == 1,
                 "widths",
-                f"single mode trains exactly one width, got {list(self.widths)}",
+                f"{self.mode} mode trains exactly one width, got {list(self.widths)}",
             )
-        else:
+        if self.mode == "distill":
+            _check(self.init is not None, "init", "distill mode needs the teacher checkpoint to distil from")
+            _check(bool(self.losses), "losses", "distill mode needs at least one loss, e.g. [{name: l1}]")
+            _check(
+                self.widths[0] < 1,
+                "widths",
+                f"the distilled student must be narrower than 1, got {self.widths[0]}",
+            )
+        if self.mode == "csd":
             _check(
                 all(w < 1 for w in self.widths),
                 "widths",

@@ -5,6 +5,14 @@ Registered names (`build_loss(name, **kwargs)`):
 - "output_kd": `OutputDistillationLoss(alpha=0.5, weight=1.0)`, `forward(student_sr, teacher_sr, hr)`.
 - "csd": `ContrastiveLoss(layers, layer_weights, vgg_weights, num_negatives, input_scale, normalize)`,
   `forward(student_sr, teacher_sr, negatives)`.
+- "fitnet": `FitNetLoss(student_channels, teacher_channels, p=2, weight=1.0, identity_when_equal=False)`,
+  `forward(student_feats, teacher_feats)` (lists of tap features; see `edgesr.models.taps`).
+- "fakd": `FAKDLoss(max_positions=4096, weight=1.0)`, `forward(student_feats, teacher_feats, generator=None)`.
+- "lsfd": `LSFDLoss(student_channels, teacher_channels, kernel=3, tau=1.0, weight=1.0)`,
+  `forward(student_feats, teacher_feats)` (edgesr's interpretation; docs/distillation.md).
+- "facd": `FACDLoss(student_channels, teacher_channels, tau=0.1, grid=8, adaptive=True, weight=1.0,
+  batch_negatives=False)`, `forward(student_feats, teacher_feats, student_sr=None, teacher_sr=None, hr=None)`
+  (edgesr's interpretation; docs/distillation.md).
 `csd_objective` combines them into CSD's full training objective.
 """
 
@@ -26,6 +34,9 @@ from edgesr.losses.contrastive import (
     negative_indices,
     negative_set,
 )
+from edgesr.losses.facd import FACDLoss, facd_loss
+from edgesr.losses.feature import FAKDLoss, FitNetLoss, fakd_loss, fitnet_loss, spatial_affinity
+from edgesr.losses.lsfd import LSFDLoss, lsfd_loss
 from edgesr.losses.pixel import L1Loss, OutputDistillationLoss, l1, output_distillation
 from edgesr.losses.vgg import TAPS, VGG19Features, load_vgg19_weights
 from edgesr.registry import Registry
@@ -34,6 +45,10 @@ LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
 LOSSES.register("l1")(L1Loss)
 LOSSES.register("output_kd")(OutputDistillationLoss)
 LOSSES.register("csd")(ContrastiveLoss)
+LOSSES.register("fitnet")(FitNetLoss)
+LOSSES.register("fakd")(FAKDLoss)
+LOSSES.register("lsfd")(LSFDLoss)
+LOSSES.register("facd")(FACDLoss)
 
 
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
@@ -102,17 +117,26 @@ __all__ = [
     "LOSSES",
     "TAPS",
     "ContrastiveLoss",
+    "FACDLoss",
+    "FAKDLoss",
+    "FitNetLoss",
     "L1Loss",
+    "LSFDLoss",
     "OutputDistillationLoss",
     "VGG19Features",
     "build_loss",
     "contrastive_ratio",
     "csd_objective",
+    "facd_loss",
+    "fakd_loss",
+    "fitnet_loss",
     "l1",
     "load_vgg19_weights",
+    "lsfd_loss",
     "Negatives",
     "make_negatives",
     "negative_set",
     "negative_indices",
     "output_distillation",
+    "spatial_affinity",
 ]

@@ -33,7 +33,6 @@ from torch import nn
 from edgesr.data import EvalImages, TrainPatches, open_dataset
 from edgesr.evaluate import EvalRow, bicubic_rows, evaluate, psnr_by_width
 from edgesr.files import atomic_write_text
-from edgesr.losses import ContrastiveLoss, csd_objective, l1, negative_set
 from edgesr.models import build_model, materialize
 from edgesr.recipe import Recipe, dump_recipe, recipe_hash
 from edgesr.train.checkpoint import (
@@ -46,6 +45,13 @@ from edgesr.train.checkpoint import (
     set_rng_state,
 )
 from edgesr.train.monitor import Monitor
+from edgesr.train.objectives import (
+    CSDObjective,
+    DistillObjective,
+    SingleObjective,
+    extra_state,
+    load_extra_state,
+)
 
 
 class TrainingError(RuntimeError):
@@ -59,23 +65,6 @@ class TrainResult:
     steps: int
     rows: list[EvalRow]  # final validation, bicubic included
     throughput: dict[str, float]  # it/s, images/s, peak memory (MB)
-
-
-class JointSR(nn.Module):
-    """Teacher and channel-split students sharing one set of weights (CSD's CSSR-Net).
-
-    One forward returns every output, so DDP sees a single forward per backward.
-    """
-
-    def __init__(self, model: nn.Module, student_widths: tuple[float, ...]) -> None:
-        super().__init__()
-        self.model = model
-        self.student_widths = student_widths
-
-    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
-        teacher = self.model(lr, width=1.0)  # N x 3 x sH x sW
-        students = {w: self.model(lr, width=w) for w in self.student_widths}
-        return teacher, students
 
 
 @dataclass(frozen=True)
@@ -122,31 +111,38 @@ class _StepBatches(torch.utils.data.Sampler[list[int]]):
         return self.steps - self.start
 
 
-def build_network(recipe: Recipe) -> tuple[nn.Module, nn.Module, float | None]:
-    """Returns (trained module, module saved in checkpoints, materialized width or None)."""
+def build_objective(recipe: Recipe) -> tuple[nn.Module, float | None]:
+    """The step objective for `recipe.train.mode` and, for a stand-alone student, its width."""
     t = recipe.train
     model = build_model(
         recipe.model.name, scale=recipe.scale, width_multiple=recipe.model.width_multiple, **recipe.model.args
     )
-    if t.init is not None:
-        teacher, meta = load_model(t.init)
-        if meta.arch != model.arch or meta.materialized_width is not None:
-            raise TrainingError(
-                f"train.init={t.init}: checkpoint holds {meta.arch} (width {meta.materialized_width or 1}); "
-                f"the recipe builds {model.arch} at full width"
-            )
-        model = teacher
+    teacher = _load_init(t.init, model) if t.init is not None else None
     if t.mode == "csd":
-        return JointSR(model, tuple(t.widths)), model, None
+        return CSDObjective(teacher or model, recipe), None
     width = t.widths[0]
     if width == 1.0:
-        return model, model, None
-    student = materialize(model, width)
-    if t.init is None:  # scratch: a narrow net needs its own fan-in initialisation
-        for m in student.modules():
+        return SingleObjective(teacher or model), None
+    student = materialize(teacher or model, width)
+    if teacher is None or (t.mode == "distill" and t.student_init == "scratch"):
+        for m in student.modules():  # a narrow net needs its own fan-in initialisation
             if isinstance(m, nn.Conv2d) and m.weight.requires_grad:
                 m.reset_parameters()
-    return student, student, width
+    if t.mode == "distill":
+        assert teacher is not None  # the recipe requires train.init in distill mode
+        return DistillObjective(student, teacher, recipe), width
+    return SingleObjective(student), width
+
+
+def _load_init(path: str, model: nn.Module) -> nn.Module:
+    """The teacher `train.init` names; it must be the architecture the recipe builds, at full width."""
+    teacher, meta = load_model(path)
+    if meta.arch != model.arch or meta.materialized_width is not None:
+        raise TrainingError(
+            f"train.init={path}: checkpoint holds {meta.arch} (width {meta.materialized_width or 1}); "
+            f"the recipe builds {model.arch} at full width"
+        )
+    return teacher
 
 
 def _val_sets(recipe: Recipe) -> dict[str, EvalImages]:
@@ -196,15 +192,10 @@ def train(
         cache_dir=recipe.data.cache_dir,
     )
     val_sets = _val_sets(recipe)
-    net, saved, mat_width = build_network(recipe)
-    net.to(dist.device)
-    cl = None
-    if t.mode == "csd":
-        c = t.csd
-        cl = ContrastiveLoss(layers=c.layers, layer_weights=c.layer_weights, vgg_weights=c.vgg_weights).to(
-            dist.device
-        )
-    params = [p for p in net.parameters() if p.requires_grad]
+    objective, mat_width = build_objective(recipe)
+    objective.to(dist.device)
+    saved = objective.net
+    params = [p for p in objective.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=t.optim.lr, betas=t.optim.betas, weight_decay=t.optim.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(
         opt, milestones=list(t.optim.milestones), gamma=t.optim.gamma
@@ -227,6 +218,7 @@ def train(
         saved.load_state_dict(load_file(ckpt, device=str(dist.device)))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        load_extra_state(objective, state["loss_params"])
         set_rng_state(state["rng"])
         start = int(state["step"])
         console.print(f"resuming {run_dir} at step {start}")
@@ -241,12 +233,13 @@ def train(
     amp = t.amp == "bf16" or (t.amp == "auto" and use_cuda)
     autocast = torch.autocast(dist.device.type, dtype=torch.bfloat16) if amp else nullcontext()
     if t.channels_last == "on" or (t.channels_last == "auto" and use_cuda):
-        net.to(memory_format=torch.channels_last)
-    step_fn = torch.compile(net) if t.compile else net
+        objective.to(memory_format=torch.channels_last)
+    if t.compile:
+        saved.compile()  # in place: state_dict keys stay those of the plain module
+    step_fn: nn.Module = objective
     if dist.world > 1:
-        step_fn = nn.parallel.DistributedDataParallel(
-            step_fn, device_ids=[dist.device.index] if use_cuda else None
-        )
+        device_ids = [dist.device.index] if use_cuda else None
+        step_fn = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
 
     loader = torch.utils.data.DataLoader(
         train_set,
@@ -265,21 +258,12 @@ def train(
         torch.cuda.reset_peak_memory_stats(dist.device)
     step = start
     try:
-        net.train()
+        objective.train()
         for step, batch in enumerate(loader, start=start + 1):
             lr_img = batch["lr"].to(dist.device, non_blocking=True)
             hr = batch["hr"].to(dist.device, non_blocking=True)
             with autocast:
-                if t.mode == "csd":
-                    teacher_sr, student_srs = step_fn(lr_img)
-                    gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
-                    negatives = negative_set(lr_img, recipe.scale, t.csd.negatives, gen)
-                    loss, terms = csd_objective(
-                        student_srs, teacher_sr, hr, negatives, t.csd.lambda_teacher, t.csd.lambda_cl, cl
-                    )
-                else:
-                    loss = l1(step_fn(lr_img), hr)
-                    terms = {"l1": loss.item()}
+                loss, terms = step_fn(lr_img, hr, step)
             if not torch.isfinite(loss):
                 _status(run_dir, dist, "diverged", step=step, terms=terms)
                 raise TrainingError(
@@ -298,7 +282,7 @@ def train(
             if step % t.val_every == 0 and step != t.steps and dist.main:
                 monitor.validation(step, psnr_by_width(_validate(saved, val_sets, recipe, eval_widths, dist)))
             if step % t.checkpoint_every == 0 or step == t.steps:
-                _checkpoint(run_dir, saved, meta, step, opt, sched, rhash, dist)
+                _checkpoint(run_dir, objective, meta, step, opt, sched, rhash, dist)
             if step >= end:
                 break
     finally:
@@ -340,7 +324,7 @@ def _validate(
 
 
 def _checkpoint(
-    run_dir: Path, model: nn.Module, meta: CheckpointMeta, step: int, opt, sched, rhash: str, dist: _Dist
+    run_dir: Path, objective: nn.Module, meta: CheckpointMeta, step: int, opt, sched, rhash: str, dist: _Dist
 ) -> None:
     if not dist.main:
         return
@@ -350,8 +334,9 @@ def _checkpoint(
         "scheduler": sched.state_dict(),
         "rng": rng_state(),
         "recipe_hash": rhash,
+        "loss_params": extra_state(objective),
     }
-    save_checkpoint(run_dir / "checkpoints", model, replace(meta, step=step), state)
+    save_checkpoint(run_dir / "checkpoints", objective.net, replace(meta, step=step), state)
 
 
 def _status(run_dir: Path, dist: _Dist, state: str, **info: Any) -> None:

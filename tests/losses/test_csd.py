@@ -321,7 +321,7 @@ def test_make_negatives_is_deterministic_and_bicubic():
 
 
 def test_registry_builds_losses():
-    assert LOSSES.names() == ["csd", "l1", "output_kd"]
+    assert {"csd", "l1", "output_kd"} <= set(LOSSES.names())
     assert build_loss("output_kd", alpha=0.3).alpha == 0.3
     assert isinstance(build_loss("csd", layers=("relu1_1",), layer_weights=(1.0,)), ContrastiveLoss)
     with pytest.raises(KeyError, match="output_kd"):

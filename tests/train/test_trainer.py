@@ -12,9 +12,10 @@ from safetensors.torch import load_file
 
 from edgesr.models import build_model, materialize
 from edgesr.recipe import Recipe, from_dict
+from edgesr.train import objectives
 from edgesr.train import trainer as trainer_mod
 from edgesr.train.checkpoint import load_model, resolve_checkpoint
-from edgesr.train.trainer import TrainingError, build_network, train
+from edgesr.train.trainer import TrainingError, build_objective, train
 
 
 def tiny_recipe(photos: dict[str, Path], **train: object) -> Recipe:
@@ -112,14 +113,14 @@ def test_completed_run_writes_results_and_checkpoint(tiny_photos, tmp_path):
 
 def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tiny_photos, tmp_path, monkeypatch):
     recipe = tiny_recipe(tiny_photos, mode="single", widths=[1.0], steps=6)
-    real_l1, calls = trainer_mod.l1, {"n": 0}
+    real_l1, calls = objectives.l1, {"n": 0}
 
     def l1_nan_at_step_3(pred, target):
         calls["n"] += 1
         loss = real_l1(pred, target)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(trainer_mod, "l1", l1_nan_at_step_3)
+    monkeypatch.setattr(objectives, "l1", l1_nan_at_step_3)
     with pytest.raises(TrainingError, match="at step 3"):
         train(recipe, tmp_path / "run")
     status = json.loads((tmp_path / "run/status.json").read_text())
@@ -187,12 +188,13 @@ def test_single_mode_student_is_the_teacher_slice_or_a_fresh_narrow_net(tiny_pho
     teacher_run = train(tiny_recipe(tiny_photos, mode="single", widths=[1.0], steps=2), tmp_path / "teacher")
     teacher, _ = load_model(teacher_run.run_dir)
     sliced = tiny_recipe(tiny_photos, mode="single", widths=[0.5], init=str(teacher_run.run_dir))
-    net, saved, width = build_network(sliced)
-    assert width == 0.5 and net is saved
+    objective, width = build_objective(sliced)
+    net = objective.net
+    assert width == 0.5
     x = torch.rand(1, 3, 8, 8)
     torch.testing.assert_close(net(x), teacher(x, width=0.5))
     torch.testing.assert_close(net(x), materialize(teacher, 0.5)(x))
-    scratch, _, _ = build_network(tiny_recipe(tiny_photos, mode="single", widths=[0.5]))
+    scratch = build_objective(tiny_recipe(tiny_photos, mode="single", widths=[0.5]))[0].net
     assert not torch.allclose(scratch(x), net(x))
     # a stand-alone student checkpoint reloads as a narrow model
     run = train(sliced, tmp_path / "student")
@@ -210,4 +212,4 @@ def test_init_from_a_checkpoint_of_another_architecture_is_refused(tiny_photos, 
         },
     )
     with pytest.raises(TrainingError, match="train.init"):
-        build_network(bigger)
+        build_objective(bigger)

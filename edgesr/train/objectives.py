@@ -1,0 +1,174 @@
+"""What one training step optimises, per `train.mode`; the trainer only runs the loop.
+
+Each objective is an `nn.Module` whose `forward(lr, hr, step)` returns `(loss, terms)` and whose
+trainable parameters are exactly what the optimizer updates (the network, plus e.g. FitNet
+regressors); frozen teachers and embeddings have `requires_grad=False`. `objective.net` is the
+network that checkpoints, validation and export see.
+
+- `single`:  L = L1(net(LR), HR)
+- `csd`:     L = sum_w L1(S_w, HR) + lambda_T L1(T, HR) + lambda_CL sum_w CL(S_w, T, negatives)
+             with teacher and students sharing one set of weights (CSD's CSSR-Net)
+- `distill`: L = sum_i weight_i * loss_i(student, frozen teacher, HR, tapped features)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+from torch import Tensor, nn
+
+from edgesr.losses import LOSSES, ContrastiveLoss, csd_objective, l1, negative_set
+from edgesr.models.taps import default_taps, run_with_taps
+from edgesr.recipe import LossCfg, Recipe
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    """Per-step randomness (negatives, FAKD positions) derived from (seed, step): resumable."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+class SingleObjective(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, lr: Tensor, hr: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:
+        loss = l1(self.net(lr), hr)
+        return loss, {"l1": loss.item()}
+
+
+class CSDObjective(nn.Module):
+    """Teacher (width 1) and channel-split students of one shared network, trained jointly."""
+
+    def __init__(self, net: nn.Module, recipe: Recipe) -> None:
+        super().__init__()
+        self.net = net
+        self.widths = tuple(recipe.train.widths)
+        self.cfg, self.scale, self.seed = recipe.train.csd, recipe.scale, recipe.seed
+        c = self.cfg
+        self.cl = ContrastiveLoss(layers=c.layers, layer_weights=c.layer_weights, vgg_weights=c.vgg_weights)
+
+    def forward(self, lr: Tensor, hr: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:
+        teacher = self.net(lr, width=1.0)  # N x 3 x sH x sW
+        students = {w: self.net(lr, width=w) for w in self.widths}
+        negatives = negative_set(lr, self.scale, self.cfg.negatives, _step_generator(self.seed, step))
+        return csd_objective(
+            students, teacher, hr, negatives, self.cfg.lambda_teacher, self.cfg.lambda_cl, self.cl
+        )
+
+
+@dataclass
+class DistillBatch:
+    """Everything a distillation loss may look at for one step."""
+
+    lr: Tensor
+    hr: Tensor
+    student: Tensor  # N x 3 x sH x sW
+    teacher: Tensor  # N x 3 x sH x sW, no grad
+    student_feats: dict[str, Tensor] = field(default_factory=dict)  # tap name -> N x Cs x H x W
+    teacher_feats: dict[str, Tensor] = field(default_factory=dict)  # tap name -> N x Ct x H x W
+    generator: torch.Generator | None = None
+    scale: int = 1
+    negatives_k: int = 10
+
+    def feats(self, taps: tuple[str, ...]) -> tuple[list[Tensor], list[Tensor]]:
+        return [self.student_feats[t] for t in taps], [self.teacher_feats[t] for t in taps]
+
+    @cached_property
+    def negatives(self):  # CSD-style negatives, built only if a loss asks for them
+        return negative_set(self.lr, self.scale, self.negatives_k, self.generator)
+
+
+# How each registered loss reads a batch. Feature losses get the tapped features in `cfg.taps` order.
+_CALLS: dict[str, Callable[[nn.Module, DistillBatch, LossCfg], Tensor]] = {
+    "l1": lambda m, b, c: m(b.student, b.hr),
+    "output_kd": lambda m, b, c: m(b.student, b.teacher, b.hr),
+    "fitnet": lambda m, b, c: m(*b.feats(c.taps)),
+    "lsfd": lambda m, b, c: m(*b.feats(c.taps)),
+    "fakd": lambda m, b, c: m(*b.feats(c.taps), generator=b.generator),
+    "facd": lambda m, b, c: m(*b.feats(c.taps), b.student, b.teacher, b.hr),
+    "csd": lambda m, b, c: m(b.student, b.teacher, b.negatives),
+}
+_CHANNEL_ARGS = {"fitnet", "lsfd", "facd"}  # take student_channels / teacher_channels per tap
+
+
+class DistillObjective(nn.Module):
+    """A frozen teacher distilled into a stand-alone student with a weighted sum of losses."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, recipe: Recipe) -> None:
+        super().__init__()
+        self.net = student
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.scale, self.seed = recipe.scale, recipe.seed
+        self.negatives_k = recipe.train.csd.negatives
+        self.cfgs = tuple(recipe.train.losses)
+        taps = sorted({t for c in self.cfgs for t in c.taps})
+        self.student_taps = {t: default_taps(student)[t] for t in taps}
+        self.teacher_taps = {t: default_taps(teacher)[t] for t in taps}
+        s_ch, t_ch = self._channels()
+        self.losses = nn.ModuleList(
+            LOSSES.get(c.name)(weight=c.weight, **self._channel_args(c, s_ch, t_ch), **c.args)
+            for c in self.cfgs
+        )
+        counts = {n: [c.name for c in self.cfgs].count(n) for n in {c.name for c in self.cfgs}}
+        self.names = [f"{c.name}{i}" if counts[c.name] > 1 else c.name for i, c in enumerate(self.cfgs)]
+
+    @staticmethod
+    def _channel_args(cfg: LossCfg, s_ch: dict[str, int], t_ch: dict[str, int]) -> dict[str, list[int]]:
+        if cfg.name not in _CHANNEL_ARGS:
+            return {}
+        return {
+            "student_channels": [s_ch[t] for t in cfg.taps],
+            "teacher_channels": [t_ch[t] for t in cfg.taps],
+        }
+
+    def _channels(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Channel count at each tap, from one tiny dry-run forward of each network."""
+        if not self.student_taps:
+            return {}, {}
+        x = torch.zeros(1, 3, 8, 8, device=next(self.net.parameters()).device)
+        with torch.no_grad():
+            _, s = run_with_taps(self.net, x, self.student_taps)
+            _, t = run_with_taps(self.teacher, x, self.teacher_taps)
+        return {k: v.shape[1] for k, v in s.items()}, {k: v.shape[1] for k, v in t.items()}
+
+    def train(self, mode: bool = True) -> DistillObjective:
+        super().train(mode)
+        self.teacher.eval()  # the teacher is a fixed reference
+        return self
+
+    def forward(self, lr: Tensor, hr: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:
+        with torch.no_grad():
+            teacher, t_feats = run_with_taps(self.teacher, lr, self.teacher_taps)
+        student, s_feats = run_with_taps(self.net, lr, self.student_taps)
+        batch = DistillBatch(lr, hr, student, teacher, s_feats, t_feats,
+                             _step_generator(self.seed, step), self.scale, self.negatives_k)  # fmt: skip
+        terms = [_CALLS[c.name](m, batch, c) for c, m in zip(self.cfgs, self.losses, strict=True)]
+        total = torch.stack(terms).sum()  # stack keeps every term in the graph
+        values = torch.stack([*terms, total]).detach().cpu().tolist()
+        return total, dict(zip([*self.names, "total"], values, strict=True))
+
+
+def extra_state(objective: nn.Module) -> dict[str, Tensor]:
+    """Trainable parameters outside `objective.net` (e.g. FitNet regressors), saved for exact resume."""
+    losses = getattr(objective, "losses", None)
+    if losses is None:
+        return {}
+    return {k: p.detach().cpu().clone() for k, p in losses.named_parameters() if p.requires_grad}
+
+
+def load_extra_state(objective: nn.Module, state: dict[str, Tensor]) -> None:
+    expected = extra_state(objective)
+    if set(state) != set(expected):
+        raise ValueError(
+            f"loss parameters differ from the checkpoint's: {sorted(set(state) ^ set(expected))}"
+        )
+    if not state:
+        return
+    params = dict(objective.losses.named_parameters())
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)
