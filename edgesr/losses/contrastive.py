@@ -141,8 +141,10 @@ class ContrastiveLoss(nn.Module):
         input_scale: float = 255.0,
         normalize: bool = False,
         eps: float = 1e-7,
+        weight: float = 1.0,
     ) -> None:
         super().__init__()
+        self.weight = weight
         if len(layers) != len(layer_weights):
             raise ValueError(f"{len(layers)} layers but {len(layer_weights)} layer_weights")
         for name in layers:
@@ -185,4 +187,6 @@ class ContrastiveLoss(nn.Module):
     ) -> Tensor:
         """CL of `student_sr`; `targets` (from `embed_targets`) skips re-embedding teacher/negatives."""
         t, n = targets if targets is not None else self.embed_targets(teacher_sr, negatives)
-        return contrastive_ratio(self.embedding(student_sr), t, n, self.layer_weights, eps=self.eps)
+        return self.weight * contrastive_ratio(
+            self.embedding(student_sr), t, n, self.layer_weights, eps=self.eps
+        )

@@ -135,11 +135,26 @@ def build_objective(recipe: Recipe) -> tuple[nn.Module, float | None]:
 
 
 def _load_init(path: str, model: nn.Module) -> nn.Module:
-    """The teacher `train.init` names; it must be the architecture the recipe builds, at full width."""
-    teacher, meta = load_model(path)
-    if meta.arch != model.arch or meta.materialized_width is not None:
+    """The teacher `train.init` names: an edgesr checkpoint or run directory, or an official
+    EDSR/RCAN PyTorch checkpoint. It must be the architecture the recipe builds, at full width."""
+    from edgesr.models.official import is_official_checkpoint, load_official
+
+    if is_official_checkpoint(path):
+        official, _ = load_official(
+            path, arch=model.arch["name"], scale=model.scale, res_scale=model.arch["args"].get("res_scale")
+        )
+        # the official file knows nothing of channel splitting: the recipe's slicing rule applies
+        teacher = build_model(
+            official.arch["name"], **{**official.arch["args"], "width_multiple": model.width_multiple}
+        )
+        teacher.load_state_dict(official.state_dict())
+        arch, width = teacher.arch, None
+    else:
+        teacher, meta = load_model(path)
+        arch, width = meta.arch, meta.materialized_width
+    if arch != model.arch or width is not None:
         raise TrainingError(
-            f"train.init={path}: checkpoint holds {meta.arch} (width {meta.materialized_width or 1}); "
+            f"train.init={path}: checkpoint holds {arch} (width {width or 1}); "
             f"the recipe builds {model.arch} at full width"
         )
     return teacher
