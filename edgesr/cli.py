@@ -16,6 +16,7 @@ examples:
   edgesr upscale photo.png --checkpoint runs/quickstart-20261122-120000 --width 0.25 --out photo_x2.png
   edgesr recipes ls
   edgesr recipes validate recipes/*.yaml
+  edgesr bench distill --preset cpu --seeds 0 1 --out docs/bench/distill_cpu
 """
 
 
@@ -65,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--tile", type=int, default=256, help="LR tile side in pixels")
     u.add_argument("--overlap", type=int, default=16, help="LR context pixels around each tile")
     u.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+    b = sub.add_parser("bench", help="side-by-side comparisons")
+    bs = b.add_subparsers(dest="bench_command", required=True)
+    d = bs.add_parser("distill", help="distillation methods x seeds on one student, with baselines")
+    d.add_argument("overrides", nargs="*", help="a.b=value overrides of the preset's base recipe")
+    d.add_argument("--preset", default="cpu", help="cpu, gpu, or a base recipe path/name")
+    d.add_argument("--methods", nargs="+", help="methods to run besides the baselines (default: all)")
+    d.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    d.add_argument("--teacher", type=Path, help="teacher run dir or checkpoint (default: train one)")
+    d.add_argument("--teacher-steps", type=int, help="steps for the teacher (default: 2x the students')")
+    d.add_argument("--out", type=Path, default=Path("runs/bench_distill"))
 
     r = sub.add_parser("recipes", help="list or validate recipes")
     rs = r.add_subparsers(dest="recipes_command", required=True)
@@ -189,7 +201,22 @@ def _recipes(args: argparse.Namespace, console) -> int:
     return 1 if bad else 0
 
 
-_COMMANDS = {"train": _train, "eval": _eval, "upscale": _upscale, "recipes": _recipes}
+def _bench(args: argparse.Namespace, console) -> int:
+    from edgesr.bench import METHODS, run_bench
+
+    methods = args.methods or list(METHODS)
+    run_bench(
+        args.preset, args.out, methods, args.seeds, args.teacher, args.teacher_steps, args.overrides, console
+    )
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    Console().print(Markdown((args.out / "table.md").read_text()))
+    console.print(f"wrote {args.out}/table.md, results.csv, psnr.png")
+    return 0
+
+
+_COMMANDS = {"train": _train, "eval": _eval, "upscale": _upscale, "recipes": _recipes, "bench": _bench}
 
 if __name__ == "__main__":
     sys.exit(main())

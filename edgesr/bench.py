@@ -1,0 +1,196 @@
+"""`edgesr bench distill`: distillation methods side by side under one protocol.
+
+Every method trains the same student (width, data, steps, optimizer) from the same teacher; only
+the objective differs. Each method is a list of recipe overrides on a preset base recipe, so the
+table states exactly what ran. Three baselines are always included: the student from scratch,
+the student initialised from the teacher's leading channels with plain L1 (which matched CSD in
+CSD's issue #9), and output distillation.
+
+Outputs in `--out`: `results.csv` (one row per method x seed x data set), `table.md` (mean and
+spread over seeds), `psnr.png`, and `teacher/` (the teacher run, unless `--teacher` was given).
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from edgesr.files import atomic_path, atomic_write_text
+from edgesr.recipe import Recipe, dump_recipe, load_recipe, resolve_recipe
+
+
+def _distill(losses: str) -> list[str]:
+    return ["train.mode=distill", "train.init={teacher}", f"train.losses={losses}"]
+
+
+# name -> (description, overrides). "{teacher}" is replaced by the teacher run directory.
+METHODS: dict[str, tuple[str, list[str]]] = {
+    "scratch": ("student from scratch, L1", ["train.mode=single", "train.init=null"]),
+    "slice_l1": ("teacher-slice init, L1", ["train.mode=single", "train.init={teacher}"]),
+    "output_kd": ("output distillation: 0.5 L1(S,HR) + 0.5 L1(S,T)",
+                  _distill("[{name: output_kd, args: {alpha: 0.5}}]")),
+    "fitnet": ("L1 + FitNet (1x1 regressors, MSE) on 3 body stages",
+               _distill("[{name: l1}, {name: fitnet, weight: 1.0}]")),
+    "fakd": ("FAKD: 0.5 L1(S,HR) + 0.5 L1(S,T) + 10 affinity L1 on 3 stages",
+             _distill("[{name: output_kd, args: {alpha: 0.5}}, {name: fakd, weight: 10.0}]")),
+    "lsfd": ("L1 + LSFD (edgesr's interpretation, docs/distillation.md)",
+             _distill("[{name: l1}, {name: lsfd, weight: 1.0}]")),
+    "facd": ("L1 + FACD (edgesr's interpretation, docs/distillation.md)",
+             _distill("[{name: l1}, {name: facd, weight: 0.1}]")),
+    "csd": ("CSD joint training from the teacher, CL on", ["train.mode=csd", "train.init={teacher}"]),
+}  # fmt: skip
+BASELINES = ("scratch", "slice_l1", "output_kd")
+PRESETS = {"cpu": "bench_distill_cpu", "gpu": "bench_distill_gpu"}
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    method: str
+    seed: int
+    dataset: str
+    psnr: float
+    ssim: float
+
+
+def method_recipe(base: Recipe, base_path: Path, method: str, seed: int, teacher: Path | None) -> Recipe:
+    """The base recipe with one method's overrides, the seed, and a student-only name."""
+    if method not in METHODS:
+        raise KeyError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    _, overrides = METHODS[method]
+    overrides = [o.replace("{teacher}", str(teacher)) for o in overrides]
+    return load_recipe(base_path, [*overrides, f"seed={seed}", f"name={base.name}-{method}-s{seed}"])
+
+
+def run_bench(
+    preset_or_recipe: str,
+    out: Path,
+    methods: Sequence[str] = tuple(METHODS),
+    seeds: Sequence[int] = (0, 1),
+    teacher: Path | None = None,
+    teacher_steps: int | None = None,
+    overrides: Sequence[str] = (),
+    console: Console | None = None,
+) -> list[BenchRow]:
+    from edgesr.train.trainer import train
+
+    console = console or Console(stderr=True)
+    methods = list(dict.fromkeys([*BASELINES, *methods]))  # the baselines are never optional
+    for m in methods:  # fail before anything trains
+        if m not in METHODS:
+            raise KeyError(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
+    base_path = resolve_recipe(PRESETS.get(preset_or_recipe, preset_or_recipe))
+    base = load_recipe(base_path, overrides)
+    if overrides:  # later loads must see the same base
+        base_path = out / "base_recipe.yaml"
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(base_path, dump_recipe(base))
+    if teacher is None:
+        teacher = out / "teacher"
+        if not (teacher / "checkpoints" / "latest").is_file():
+            steps = teacher_steps or 2 * base.train.steps
+            console.print(f"training the teacher ({steps} steps) into {teacher}")
+            as_teacher = [
+                "train.mode=single",
+                "train.widths=[1.0]",
+                "train.init=null",
+                f"train.steps={steps}",
+            ]
+            teacher_recipe = load_recipe(base_path, [*as_teacher, f"name={base.name}-teacher"])
+            train(teacher_recipe, teacher, console=console)
+    rows: list[BenchRow] = []
+    for method in methods:
+        for seed in seeds:
+            recipe = method_recipe(base, base_path, method, seed, teacher)
+            run_dir = out / "runs" / f"{method}-s{seed}"
+            console.print(f"[bold]{method}[/] seed {seed}: {METHODS[method][0]}")
+            result = train(
+                recipe, run_dir, resume=(run_dir / "checkpoints" / "latest").is_file(), console=console
+            )
+            student = [r for r in result.rows if r.width is not None and r.width < 1.0]
+            rows += [BenchRow(method, seed, r.dataset, r.psnr, r.ssim or float("nan")) for r in student]
+            rows += [BenchRow("bicubic", seed, r.dataset, r.psnr, r.ssim or float("nan"))
+                     for r in result.rows if r.method == "bicubic" and method == methods[0]]  # fmt: skip
+    write_outputs(rows, out, base, list(seeds))
+    return rows
+
+
+def summarise(rows: Sequence[BenchRow]) -> dict[tuple[str, str], tuple[float, float, float, float, int]]:
+    """(method, dataset) -> (PSNR mean, PSNR std, SSIM mean, SSIM std, seeds)."""
+    groups: dict[tuple[str, str], list[BenchRow]] = {}
+    for r in rows:
+        groups.setdefault((r.method, r.dataset), []).append(r)
+
+    def std(v: list[float]) -> float:
+        return statistics.stdev(v) if len(v) > 1 else 0.0
+
+    out = {}
+    for key, g in groups.items():
+        p, s = [r.psnr for r in g], [r.ssim for r in g]
+        out[key] = (statistics.mean(p), std(p), statistics.mean(s), std(s), len(g))
+    return out
+
+
+def table_markdown(rows: Sequence[BenchRow], recipe: Recipe, seeds: list[int]) -> str:
+    summary = summarise(rows)
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    methods = list(dict.fromkeys(r.method for r in rows))
+    lines = [
+        f"Student: `{recipe.model.name}` {recipe.model.args} at width {recipe.train.widths[0]}, "
+        f"x{recipe.scale}, "
+        f"{recipe.train.steps} steps, batch {recipe.data.batch_size}, LR patch {recipe.data.patch_size}; "
+        f"seeds {seeds}; Y-PSNR (dB) / SSIM, mean ± std over seeds.",
+        "",
+        "| method | what | " + " | ".join(datasets) + " |",
+        "|---|---|" + "---|" * len(datasets),
+    ]
+    for m in methods:
+        cells = []
+        for d in datasets:
+            p, ps, s, ss, _ = summary[(m, d)]
+            cells.append(f"{p:.2f} ± {ps:.2f} / {s:.4f}")
+        what = METHODS[m][0] if m in METHODS else "MATLAB bicubic upsampling"
+        lines.append(f"| {m} | {what} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(rows: Sequence[BenchRow], out: Path, recipe: Recipe, seeds: list[int]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "seed", "dataset", "psnr_y", "ssim_y"])
+        w.writerows([r.method, r.seed, r.dataset, f"{r.psnr:.4f}", f"{r.ssim:.6f}"] for r in rows)
+    atomic_write_text(out / "table.md", table_markdown(rows, recipe, seeds))
+    plot(rows, out / "psnr.png")
+
+
+def plot(rows: Sequence[BenchRow], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(rows)
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    methods = [m for m in dict.fromkeys(r.method for r in rows) if m != "bicubic"]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4 + 1.2 * len(methods), 4), squeeze=False)
+    for ax, d in zip(axes[0], datasets, strict=True):
+        means = [summary[(m, d)][0] for m in methods]
+        stds = [summary[(m, d)][1] for m in methods]
+        ax.bar(methods, means, yerr=stds, capsize=3, color="tab:blue")
+        if ("bicubic", d) in summary:
+            ax.axhline(summary[("bicubic", d)][0], color="gray", linestyle="--", label="bicubic")
+            ax.legend(loc="lower right")
+        lo = min(m - s for m, s in zip(means, stds, strict=True))
+        ax.set_ylim(lo - 0.3, max(m + s for m, s in zip(means, stds, strict=True)) + 0.1)
+        ax.set_title(d)
+        ax.set_ylabel("Y-PSNR (dB)")
+        ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,70 @@
+"""`edgesr bench distill`: baselines always run, tables aggregate seeds honestly."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from edgesr.bench import BASELINES, METHODS, BenchRow, run_bench, summarise
+from edgesr.cli import main
+
+BASE = """\
+name: bench_tiny
+scale: 2
+model: {{name: edsr, args: {{n_resblocks: 3, n_feats: 16}}}}
+data: {{train: {train}, val: [{val}], patch_size: 8, batch_size: 2, workers: 0}}
+train:
+  mode: single
+  widths: [0.5]
+  steps: 2
+  checkpoint_every: 2
+  val_every: 100
+  log_every: 1
+  csd: {{negatives: 1, lambda_cl: 1.0, layers: [relu1_1], layer_weights: [1.0]}}
+"""
+
+
+def test_bench_runs_baselines_and_chosen_methods(tiny_photos, tmp_path, capsys):
+    base = tmp_path / "base.yaml"
+    base.write_text(BASE.format(train=tiny_photos["train"], val=tiny_photos["val"]))
+    out = tmp_path / "bench"
+    argv = ["bench", "distill", "--preset", str(base), "--methods", "fakd", "--seeds", "0", "1",
+            "--teacher-steps", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    methods = {r["method"] for r in rows}
+    assert methods == {*BASELINES, "fakd", "bicubic"}
+    assert {(r["method"], r["seed"]) for r in rows if r["method"] == "fakd"} == {("fakd", "0"), ("fakd", "1")}
+    table = (out / "table.md").read_text()
+    assert all(f"| {m} |" in table for m in [*BASELINES, "fakd", "bicubic"]) and "±" in table
+    assert (out / "psnr.png").stat().st_size > 1000
+    assert (out / "teacher" / "checkpoints" / "latest").is_file()
+    # runs again without retraining anything: finished runs resume at their last step
+    rows2 = run_bench(str(base), out, ["fakd"], [0, 1], teacher_steps=2)
+    assert {(r.method, r.seed, f"{r.psnr:.4f}") for r in rows2} == {
+        (r["method"], int(r["seed"]), r["psnr_y"]) for r in rows
+    }
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    rows = [BenchRow("a", 0, "set", 30.0, 0.9), BenchRow("a", 1, "set", 32.0, 0.8)]
+    psnr, psnr_std, ssim, _, n = summarise(rows)[("a", "set")]
+    assert (psnr, n) == (31.0, 2) and psnr_std == pytest.approx(2**0.5) and ssim == pytest.approx(0.85)
+
+
+def test_every_method_is_a_valid_recipe(tmp_path):
+    from edgesr.bench import method_recipe
+    from edgesr.recipe import load_recipe, resolve_recipe
+
+    path = resolve_recipe("bench_distill_cpu")
+    base = load_recipe(path)
+    for m in METHODS:
+        r = method_recipe(base, path, m, seed=3, teacher=tmp_path / "teacher")
+        assert r.seed == 3 and r.train.widths == base.train.widths and r.train.steps == base.train.steps
+
+
+def test_unknown_method_lists_valid_ones(tmp_path):
+    with pytest.raises(KeyError, match="fakd"):
+        run_bench("cpu", tmp_path, ["fakdd"], [0], teacher=tmp_path)
