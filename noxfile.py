@@ -41,7 +41,7 @@ def lint(session: nox.Session) -> None:
 def quickstart(session: nox.Session) -> None:
     """The main job: distil a width-0.25 student on the built-in photos and print its PSNR table."""
     _install(session)
-    session.run("edgesr", "train", "quickstart", *session.posargs)
+    session.run("edgesr", "quickstart", *session.posargs)
 
 
 @nox.session(python=PYTHON)

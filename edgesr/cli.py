@@ -9,7 +9,8 @@ from pathlib import Path
 
 EXAMPLES = """\
 examples:
-  edgesr train quickstart                           # the CPU quickstart (built-in photos, minutes)
+  edgesr quickstart                                 # the whole pipeline on the built-in photos (CPU)
+  edgesr train quickstart_teacher                   # one recipe by name
   edgesr train recipes/csd_edsr_x4_w025.yaml train.steps=1000 data.batch_size=8
   edgesr train --resume runs/quickstart-20261122-120000
   edgesr eval runs/quickstart-20261122-120000 --data builtin:val --scale 2 --width 0.25
@@ -39,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="a.b=value overrides, parsed as YAML values")
     t.add_argument("--run-dir", type=Path, help="run directory (default: <output_dir>/<name>-<time>)")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+
+    q = sub.add_parser("quickstart", help="the whole pipeline on the built-in photos (CPU, minutes)")
+    q.add_argument("overrides", nargs="*", help="a.b=value overrides applied to every stage's recipe")
+    q.add_argument("--out", type=Path, default=Path("runs/quickstart"))
 
     e = sub.add_parser("eval", help="Y-PSNR/SSIM of a checkpoint on data sets, bicubic included")
     e.add_argument("checkpoint", help=".safetensors file, checkpoint dir or run dir")
@@ -133,6 +138,14 @@ def _train(args: argparse.Namespace, console) -> int:
     return 0
 
 
+def _quickstart(args: argparse.Namespace, console) -> int:
+    from edgesr.pipeline import quickstart
+
+    result = quickstart(args.out, args.overrides, console)
+    console.print(f"pipeline directory: {result.out} (table in {result.out / 'results.md'})")
+    return 0
+
+
 def _eval(args: argparse.Namespace, console) -> int:
     from edgesr.data import EvalImages, open_dataset
     from edgesr.evaluate import bicubic_rows, evaluate, print_table, table_markdown
@@ -216,7 +229,14 @@ def _bench(args: argparse.Namespace, console) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "eval": _eval, "upscale": _upscale, "recipes": _recipes, "bench": _bench}
+_COMMANDS = {
+    "train": _train,
+    "quickstart": _quickstart,
+    "eval": _eval,
+    "upscale": _upscale,
+    "recipes": _recipes,
+    "bench": _bench,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,7 +35,7 @@ __all__ = [
     "lr_cache_path",
     "EvalImages",
     "TrainPatches",
-    "IndexRangeSampler",
+    "StepBatchSampler",
     "build_train_loader",
 ]
 
@@ -346,17 +346,31 @@ class TrainPatches(Dataset[dict[str, torch.Tensor]]):
         return {"lr": to_tensor(lr_patch), "hr": to_tensor(hr_patch)}
 
 
-class IndexRangeSampler(Sampler[int]):
-    """Yields start, start+1, ..., stop-1 in order: the randomness lives in the items."""
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches of item indices for steps start..steps-1; rank r of `world` takes its slice of each.
 
-    def __init__(self, start: int, stop: int) -> None:
-        self.start, self.stop = start, max(start, stop)
+    Step t on rank r reads items [(t * world + r) * batch, ... + batch): the randomness lives in the
+    items (seeded by index), so the data of step t never depends on workers, ranks or restarts.
+    """
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.start, self.stop))
+    def __init__(self, start: int, steps: int, batch: int, rank: int = 0, world: int = 1) -> None:
+        if batch < 1 or start < 0 or not 0 <= rank < world:
+            raise ValueError(f"bad batch={batch}, start={start} or rank={rank} of world={world}")
+        self.start, self.steps, self.batch, self.rank, self.world = (
+            start,
+            max(start, steps),
+            batch,
+            rank,
+            world,
+        )
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for t in range(self.start, self.steps):
+            first = (t * self.world + self.rank) * self.batch
+            yield list(range(first, first + self.batch))
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return self.steps - self.start
 
 
 def build_train_loader(
@@ -364,25 +378,21 @@ def build_train_loader(
     batch_size: int,
     workers: int,
     start_step: int = 0,
-    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
     pin_memory: bool = False,
 ) -> DataLoader[dict[str, torch.Tensor]]:
-    """Loader over indices [start_step * batch_size, len(dataset)) in order, full batches only.
+    """Loader of the batches of steps start_step.. until the dataset is used up (len = steps*batch*world).
 
     Resuming at step t gives exactly the batches t, t+1, ... of an uninterrupted run, whatever
-    `workers` is, because items are seeded by index. `seed` only seeds torch's own worker RNG
-    (unused by edgesr items, but kept deterministic for any transform that might use it).
+    `workers` is, because items are seeded by index.
     """
-    if batch_size < 1 or workers < 0 or start_step < 0:
-        raise ValueError(f"bad batch_size={batch_size}, workers={workers} or start_step={start_step}")
-    sampler = IndexRangeSampler(start_step * batch_size, len(dataset))  # type: ignore[arg-type]
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    steps = len(dataset) // (batch_size * world)  # type: ignore[arg-type]
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+        batch_sampler=StepBatchSampler(start_step, steps, batch_size, rank, world),
         num_workers=workers,
-        drop_last=True,
         pin_memory=pin_memory,
-        persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(seed),
     )

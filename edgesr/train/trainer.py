@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -30,7 +29,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from edgesr.data import EvalImages, TrainPatches, open_dataset
+from edgesr.data import EvalImages, TrainPatches, build_train_loader, open_dataset
 from edgesr.evaluate import EvalRow, bicubic_rows, evaluate, psnr_by_width
 from edgesr.files import atomic_write_text
 from edgesr.models import build_model, materialize
@@ -90,25 +89,6 @@ def _init_distributed() -> _Dist:
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return _Dist(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
-
-
-class _StepBatches(torch.utils.data.Sampler[list[int]]):
-    """Batches of item indices for steps start..steps-1; rank r takes its slice of each step.
-
-    Items are seeded by index (see TrainPatches), so the data of step t never depends on how many
-    workers or restarts came before it.
-    """
-
-    def __init__(self, start: int, steps: int, batch: int, rank: int, world: int) -> None:
-        self.start, self.steps, self.batch, self.rank, self.world = start, steps, batch, rank, world
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for t in range(self.start, self.steps):
-            first = (t * self.world + self.rank) * self.batch
-            yield list(range(first, first + self.batch))
-
-    def __len__(self) -> int:
-        return self.steps - self.start
 
 
 def build_objective(recipe: Recipe) -> tuple[nn.Module, float | None]:
@@ -256,12 +236,14 @@ def train(
         device_ids = [dist.device.index] if use_cuda else None
         step_fn = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
 
-    loader = torch.utils.data.DataLoader(
+    loader = build_train_loader(
         train_set,
-        batch_sampler=_StepBatches(start, t.steps, recipe.data.batch_size, dist.rank, dist.world),
-        num_workers=recipe.data.workers,
+        recipe.data.batch_size,
+        recipe.data.workers,
+        start,
+        dist.rank,
+        dist.world,
         pin_memory=use_cuda,
-        persistent_workers=False,
     )
     trained_widths = (1.0, *t.widths) if t.mode == "csd" else tuple(t.widths)
     meta = CheckpointMeta(saved.arch, recipe.scale, trained_widths, mat_width, rhash, start)

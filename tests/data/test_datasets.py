@@ -202,11 +202,15 @@ def test_loader_resume_matches_uninterrupted_run(blocky_set: list[ImagePair], tm
     data = TrainPatches(blocky_set, 2, 8, length=6 * 4, seed=3, cache_dir=tmp_path)
     full = _batches(build_train_loader(data, batch_size=4, workers=0))
     assert len(full) == 6 and full[0].shape == (4, 3, 8, 8)
-    resumed = _batches(build_train_loader(data, batch_size=4, workers=2, start_step=4, seed=1))
+    resumed = _batches(build_train_loader(data, batch_size=4, workers=2, start_step=4))
     assert len(resumed) == 2
     for x, y in zip(full[4:], resumed, strict=True):
         assert torch.equal(x, y)
     assert _batches(build_train_loader(data, batch_size=4, workers=0, start_step=6)) == []
+    # two ranks split each step's global batch without overlap
+    halves = [_batches(build_train_loader(data, batch_size=2, workers=0, rank=r, world=2)) for r in (0, 1)]
+    for t, x in enumerate(full):
+        assert torch.equal(torch.cat([halves[0][t], halves[1][t]]), x)
 
 
 # ---------------------------------------------------------------- built-in set and open_dataset
