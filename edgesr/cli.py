@@ -12,9 +12,9 @@ examples:
   edgesr quickstart                                 # the whole pipeline on the built-in photos (CPU)
   edgesr train quickstart_teacher                   # one recipe by name
   edgesr train recipes/csd_edsr_x4_w025.yaml train.steps=1000 data.batch_size=8
-  edgesr train --resume runs/quickstart-20261122-120000
-  edgesr eval runs/quickstart-20261122-120000 --data builtin:val --scale 2 --width 0.25
-  edgesr upscale photo.png --checkpoint runs/quickstart-20261122-120000 --width 0.25 --out photo_x2.png
+  edgesr train --resume runs/quickstart/csd
+  edgesr eval runs/quickstart/csd --data builtin:val --width 0.25
+  edgesr upscale photo.png --checkpoint runs/quickstart/student --out photo_x2.png
   edgesr recipes ls
   edgesr recipes validate recipes/*.yaml
   edgesr bench distill --preset cpu --seeds 0 1 --out docs/bench/distill_cpu

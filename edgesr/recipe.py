@@ -287,8 +287,10 @@ class TrainCfg:
     # teacher's leading slice ("teacher-slice init"). None = from scratch. Existence is checked by the
     # trainer, so recipes can ship placeholder paths.
     init: str | None = None
-    # distill mode: the student starts as the teacher's leading slice, or from scratch.
+    # distill mode: the student starts as a leading slice (of `student_from`, default the teacher),
+    # or from scratch. `student_from` lets a CSD run seed the student while a stronger teacher distils.
     student_init: Literal["slice", "scratch"] = "slice"
+    student_from: str | None = None
     losses: tuple[LossCfg, ...] = ()
     steps: int = 1000
     optim: OptimCfg = field(default_factory=OptimCfg)

@@ -93,6 +93,15 @@ _CALLS: dict[str, Callable[[nn.Module, DistillBatch, LossCfg], Tensor]] = {
     "csd": lambda m, b, c: m(b.student, b.teacher, b.negatives),
 }
 _CHANNEL_ARGS = {"fitnet", "lsfd", "facd"}  # take student_channels / teacher_channels per tap
+_FEATURE_LOSSES = {*_CHANNEL_ARGS, "fakd"}  # read tapped features; the others only see outputs
+
+
+def _tap_paths(model: nn.Module, names: list[str], role: str) -> dict[str, str]:
+    available = default_taps(model)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ValueError(f"the {role} has no tap {missing} (a shallow body); its taps: {sorted(available)}")
+    return {n: available[n] for n in names}
 
 
 class DistillObjective(nn.Module):
@@ -105,9 +114,9 @@ class DistillObjective(nn.Module):
         self.scale, self.seed = recipe.scale, recipe.seed
         self.negatives_k = recipe.train.csd.negatives
         self.cfgs = tuple(recipe.train.losses)
-        taps = sorted({t for c in self.cfgs for t in c.taps})
-        self.student_taps = {t: default_taps(student)[t] for t in taps}
-        self.teacher_taps = {t: default_taps(teacher)[t] for t in taps}
+        taps = sorted({t for c in self.cfgs if c.name in _FEATURE_LOSSES for t in c.taps})
+        self.student_taps = _tap_paths(student, taps, "student")
+        self.teacher_taps = _tap_paths(teacher, taps, "teacher")
         s_ch, t_ch = self._channels()
         self.losses = nn.ModuleList(
             LOSSES.get(c.name)(weight=c.weight, **self._channel_args(c, s_ch, t_ch), **c.args)

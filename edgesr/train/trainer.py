@@ -103,8 +103,9 @@ def build_objective(recipe: Recipe) -> tuple[nn.Module, float | None]:
     width = t.widths[0]
     if width == 1.0:
         return SingleObjective(teacher or model), None
-    student = materialize(teacher or model, width)
-    if teacher is None or (t.mode == "distill" and t.student_init == "scratch"):
+    source = _load_init(t.student_from, model) if t.mode == "distill" and t.student_from else teacher
+    student = materialize(source or model, width)
+    if source is None or (t.mode == "distill" and t.student_init == "scratch"):
         for m in student.modules():  # a narrow net needs its own fan-in initialisation
             if isinstance(m, nn.Conv2d) and m.weight.requires_grad:
                 m.reset_parameters()
