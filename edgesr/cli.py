@@ -21,6 +21,15 @@ examples:
 """
 
 
+EXPORT_EXAMPLES = """\
+examples:
+  edgesr export runs/quickstart/student --target onnx            # -> exports/*.onnx + .onnx.json
+  edgesr export runs/quickstart/csd --target onnx --width 0.25 --input 1x3x360x640 --force
+  edgesr export runs/quickstart/student --target all --dynamic --out exports/dyn
+  edgesr inspect exports/edsr_x2_w0.25_180x320_fp32.onnx
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edgesr",
@@ -82,6 +91,24 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--teacher", type=Path, help="teacher run dir or checkpoint (default: train one)")
     d.add_argument("--teacher-steps", type=int, help="steps for the teacher (default: 2x the students')")
     d.add_argument("--out", type=Path, default=Path("runs/bench_distill"))
+
+    x = sub.add_parser(
+        "export",
+        help="convert a checkpoint to a device format, verify it on its runtime, write a manifest",
+        epilog=EXPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    x.add_argument("checkpoint", help=".safetensors file, checkpoint dir or run dir")
+    x.add_argument("--target", required=True, help="onnx, or all (every target whose SDK is installed)")
+    x.add_argument("--width", type=float, help="student width (default: the narrowest trained)")
+    x.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    x.add_argument("--input", default="1x3x180x320", metavar="1x3xHxW", help="LR input shape")
+    x.add_argument("--dynamic", action="store_true", help="free H and W at run time (where supported)")
+    x.add_argument("--out", type=Path, default=Path("exports"), help="output folder")
+    x.add_argument("--force", action="store_true", help="replace existing artifacts")
+
+    i = sub.add_parser("inspect", help="print an exported artifact's manifest")
+    i.add_argument("artifact", type=Path, help="the artifact, or its .json manifest")
 
     r = sub.add_parser("recipes", help="list or validate recipes")
     rs = r.add_subparsers(dest="recipes_command", required=True)
@@ -229,6 +256,48 @@ def _bench(args: argparse.Namespace, console) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, console) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgesr.export import ExportRequest, export_all, export_checkpoint, parse_input_shape
+
+    request = ExportRequest(
+        args.checkpoint,
+        target=args.target if args.target != "all" else "onnx",  # export_all sets each target
+        width=args.width,
+        precision=args.precision,
+        input_shape=parse_input_shape(args.input),
+        dynamic=args.dynamic,
+        out_dir=args.out,
+        force=args.force,
+    )
+    if args.target == "all":
+        report = export_all(request)
+        results, skipped = report.results, report.skipped
+    else:
+        results, skipped = [export_checkpoint(request)], {}
+    table = Table("target", "precision", "PSNR vs PyTorch (dB)", "max abs diff", "passed", "artifact")
+    table.title = "verification: artifact on its runtime vs PyTorch eager, built-in val image"
+    table.columns[-1].overflow = "fold"
+    for r in results:
+        v = r.verification
+        psnr = f"{v.psnr_db:.1f}" if v.numerics_run else "not run"
+        table.add_row(r.target, r.precision, psnr, f"{v.max_abs_diff:.2g}", str(v.passed), str(r.artifact))
+    Console().print(table)  # stdout, so it can be piped
+    for target, reason in skipped.items():
+        console.print(f"skipped {target}: {reason}", highlight=False, markup=False)
+    return 0 if results else 1
+
+
+def _inspect(args: argparse.Namespace, console) -> int:
+    from edgesr.export.manifest import print_manifest, read_manifest
+
+    manifest, path = read_manifest(args.artifact)
+    print_manifest(manifest, path)
+    return 0
+
+
 _COMMANDS = {
     "train": _train,
     "quickstart": _quickstart,
@@ -236,6 +305,8 @@ _COMMANDS = {
     "upscale": _upscale,
     "recipes": _recipes,
     "bench": _bench,
+    "export": _export,
+    "inspect": _inspect,
 }
 
 if __name__ == "__main__":

@@ -1,0 +1,172 @@
+"""The manifest: `<artifact>.json` next to every artifact, so it can be audited from the files alone.
+
+It records what the model is (architecture, arguments, width, scale, params, MACs), how to feed it
+(input/output shape, layout, range, dtype), where it came from (checkpoint sha256, recipe hash),
+what made it (tool versions), and what was checked (verification figures, delegation summary).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgesr.files import atomic_write_text, sha256_file
+
+if TYPE_CHECKING:
+    from edgesr.export.base import Exporter, ExportRequest
+    from edgesr.export.verify import Verification
+    from edgesr.train.checkpoint import CheckpointMeta
+
+FORMAT = "edgesr-artifact/1"
+
+
+def manifest_path(artifact: str | os.PathLike[str]) -> Path:
+    """`model.onnx` -> `model.onnx.json`."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def artifact_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder artifact's files (relative path + content, in order)."""
+    if path.is_file():
+        return sha256_file(path)
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def tool_versions(sdk: dict[str, str]) -> dict[str, str]:
+    import edgesr
+
+    return {
+        "edgesr": edgesr.__version__,
+        "torch": torch.__version__,
+        **sdk,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def build_manifest(
+    request: ExportRequest,
+    meta: CheckpointMeta,
+    model: nn.Module,
+    width: float,
+    artifact: Path,
+    verification: Verification,
+    delegation: dict[str, Any],
+    sdk: dict[str, str],
+    exporter: Exporter,
+    export_s: float,
+) -> dict[str, Any]:
+    from edgesr.models import count_macs, count_params
+    from edgesr.train.checkpoint import resolve_checkpoint
+
+    _, c, h, w = request.input_shape
+    s = meta.scale
+    in_shape: list[int | str] = [1, c, "height", "width"] if request.dynamic else [1, c, h, w]
+    out_shape: list[int | str] = (
+        [1, c, f"{s}*height", f"{s}*width"] if request.dynamic else [1, c, s * h, s * w]
+    )
+    io = {"layout": "NCHW", "range": [0.0, 1.0], "dtype": "float32", "color": "RGB"}
+    ckpt = resolve_checkpoint(request.checkpoint)
+    return {
+        "format": FORMAT,
+        "target": request.target,
+        "precision": request.precision,
+        "artifact": {"file": artifact.name, "sha256": artifact_sha256(artifact)},
+        "model": {
+            "name": meta.arch["name"],
+            "args": meta.arch["args"],
+            "width": width,
+            "trained_widths": list(meta.widths),
+            "scale": s,
+            "params": count_params(model),
+            "macs": count_macs(model, (h, w)),
+            "macs_input": [1, c, h, w],
+        },
+        "input": {"name": "lr", "shape": in_shape, "dynamic": request.dynamic, **io},
+        "output": {"name": "sr", "shape": out_shape, **io, "note": "not clamped unless the model clamps"},
+        "source": {
+            "checkpoint": str(ckpt),
+            "checkpoint_sha256": sha256_file(ckpt),
+            "recipe_hash": meta.recipe_hash,
+            "step": meta.step,
+        },
+        "tools": tool_versions(sdk),
+        "verification": verification.to_json(),
+        "delegation": delegation,
+        "export_s": round(export_s, 3),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_manifest(artifact: Path, manifest: dict[str, Any]) -> Path:
+    path = manifest_path(artifact)
+    atomic_write_text(path, json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
+    """Read the manifest of an artifact (or the manifest itself); returns (manifest, its path)."""
+    path = Path(path)
+    if path.suffix == ".json" and path.is_file():
+        mpath = path
+    else:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such artifact")
+        mpath = manifest_path(path)
+        if not mpath.is_file():
+            raise FileNotFoundError(
+                f"{path}: no manifest next to it (expected {mpath.name}); "
+                "artifacts made by `edgesr export` carry one"
+            )
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{mpath}: not valid JSON ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{mpath}: not an edgesr artifact manifest (expected format {FORMAT!r})")
+    return manifest, mpath
+
+
+def check_artifact(manifest: dict[str, Any], mpath: Path) -> str:
+    """'ok', 'MISMATCH' or 'missing': does the artifact next to the manifest still match its sha256?"""
+    artifact = mpath.with_name(manifest["artifact"]["file"])
+    if not artifact.exists():
+        return "missing"
+    return "ok" if artifact_sha256(artifact) == manifest["artifact"]["sha256"] else "MISMATCH"
+
+
+def print_manifest(manifest: dict[str, Any], mpath: Path, console: Any = None) -> None:
+    """A summary table then the full JSON (rich, to stdout unless `console` is given)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    m, v = manifest["model"], manifest["verification"]
+    t = Table(title=str(mpath), show_header=False)
+    t.add_row("artifact", f"{manifest['artifact']['file']} (sha256 {check_artifact(manifest, mpath)})")
+    t.add_row("target / precision", f"{manifest['target']} / {manifest['precision']}")
+    t.add_row("model", f"{m['name']} x{m['scale']} width {m['width']:g}, {m['params']:,} params")
+    t.add_row("input -> output", f"{manifest['input']['shape']} -> {manifest['output']['shape']}")
+    t.add_row(
+        "verification",
+        f"{'passed' if v['passed'] else 'FAILED'}: PSNR {v['psnr_db']} dB vs PyTorch, "
+        f"max abs diff {v['max_abs_diff']:.3g} on {v['runtime']}",
+    )
+    ops = manifest["delegation"].get("ops", {})
+    t.add_row("ops", ", ".join(f"{k} {n}" for k, n in ops.items()))
+    console.print(t)
+    console.print_json(data=manifest)

@@ -1,0 +1,173 @@
+"""The export orchestration, independent of any SDK: a TorchScript stand-in target exercises staging,
+`force`, verification and manifests; the error paths name the target, option or pip extra."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgesr.export import (
+    EXPORTERS,
+    ExportRequest,
+    MissingSDKError,
+    UnsupportedOptionError,
+    VerificationError,
+    export_all,
+    export_checkpoint,
+    parse_input_shape,
+    read_manifest,
+)
+from edgesr.export.base import staged, student_width
+from edgesr.export.verify import output_psnr, verification_input
+from edgesr.files import sha256_file
+from edgesr.models import build_model
+from edgesr.train.checkpoint import CheckpointMeta, read_meta, save_checkpoint
+
+SHAPE = (1, 3, 12, 16)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # the stand-in target
+
+
+class TorchScriptTarget:
+    """A stand-in target with no SDK: TorchScript files run by torch.jit (or deliberately wrong)."""
+
+    name, suffix, sdk_extra, precisions, dynamic_shapes = "ts", ".pt", "none", ("fp32",), False
+    runtime = "torch.jit"
+
+    def __init__(self, noise: float = 0.0) -> None:
+        self.noise = noise
+
+    def sdk_versions(self):
+        return {}
+
+    def export(self, model, example, path, request):
+        torch.jit.trace(model, example).save(str(path))
+
+    def load(self, path, threads=None):
+        m = torch.jit.load(str(path))
+
+        def run(x):
+            with torch.no_grad():
+                return m(torch.from_numpy(x)).numpy() + self.noise
+
+        return run
+
+    def run(self, path, x):
+        return self.load(path)(x)
+
+    def delegation(self, path):
+        return {"ops": {"TorchScript": 1}}
+
+
+@pytest.fixture
+def ts_target(monkeypatch):
+    monkeypatch.setitem(EXPORTERS._items, "ts", TorchScriptTarget())
+
+
+@pytest.fixture
+def shared_ckpt(tmp_path) -> Path:
+    torch.manual_seed(0)
+    model = build_model("edsr", scale=2, n_resblocks=1, n_feats=16)
+    meta = CheckpointMeta(model.arch, 2, (1.0, 0.5), None, "rhash", 3)
+    save_checkpoint(tmp_path / "run" / "checkpoints", model, meta, None)
+    return tmp_path / "run"
+
+
+def test_export_writes_verified_artifact_and_manifest(ts_target, shared_ckpt, tmp_path):
+    r = export_checkpoint(ExportRequest(shared_ckpt, "ts", input_shape=SHAPE, out_dir=tmp_path / "out"))
+    assert r.artifact == tmp_path / "out" / "edsr_x2_w0.5_12x16_fp32.pt"  # default: narrowest width
+    assert r.verification.passed and r.verification.psnr_db > 50
+    m, mpath = read_manifest(r.artifact)
+    assert mpath == r.manifest_path and m == json.loads(mpath.read_text())
+    assert m["artifact"]["sha256"] == sha256_file(r.artifact)
+    assert m["model"]["width"] == 0.5 and m["model"]["scale"] == 2
+    assert m["input"]["shape"] == list(SHAPE) and m["output"]["shape"] == [1, 3, 24, 32]
+    assert m["source"]["recipe_hash"] == "rhash"
+    assert m["source"]["checkpoint_sha256"] == sha256_file(
+        shared_ckpt / "checkpoints/step-0000003/model.safetensors"
+    )
+    assert not list((tmp_path / "out").glob(".*"))  # no staging leftovers
+
+
+def test_existing_artifact_needs_force(ts_target, shared_ckpt, tmp_path):
+    req = ExportRequest(shared_ckpt, "ts", input_shape=SHAPE, out_dir=tmp_path)
+    first = export_checkpoint(req).artifact
+    before, mtime = first.read_bytes(), first.stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match=first.name):
+        export_checkpoint(req)
+    assert first.read_bytes() == before and first.stat().st_mtime_ns == mtime
+    from dataclasses import replace
+
+    again = export_checkpoint(replace(req, force=True)).artifact
+    assert again == first and first.stat().st_mtime_ns != mtime
+
+
+def test_failed_verification_leaves_nothing(monkeypatch, shared_ckpt, tmp_path):
+    monkeypatch.setitem(EXPORTERS._items, "ts", TorchScriptTarget(noise=0.1))
+    with pytest.raises(VerificationError, match=r"PSNR \d+\.\d dB < 50 dB.*nothing was written"):
+        export_checkpoint(ExportRequest(shared_ckpt, "ts", input_shape=SHAPE, out_dir=tmp_path / "o"))
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_missing_sdk_names_the_pip_extra(monkeypatch, shared_ckpt, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    with pytest.raises(MissingSDKError) as e:
+        export_checkpoint(ExportRequest(shared_ckpt, "onnx", input_shape=SHAPE, out_dir=tmp_path))
+    assert str(e.value) == "target 'onnx' needs the ONNX SDK: pip install \"edgesr[onnx]\""
+    report = export_all(ExportRequest(shared_ckpt, "onnx", input_shape=SHAPE, out_dir=tmp_path))
+    assert report.results == [] and 'pip install "edgesr[onnx]"' in report.skipped["onnx"]
+    assert report.skipped["coreml"] == "not implemented yet"
+
+
+def test_unknown_target_lists_the_registered_ones(shared_ckpt):
+    with pytest.raises(KeyError, match="unknown target 'onyx'.*Did you mean 'onnx'.*Valid: onnx"):
+        export_checkpoint(ExportRequest(shared_ckpt, "onyx"))
+    with pytest.raises(ValueError, match="'coreml' is not implemented yet; available targets: onnx"):
+        export_checkpoint(ExportRequest(shared_ckpt, "coreml"))
+
+
+def test_unsupported_precision_names_target_precision_and_supported(shared_ckpt):
+    with pytest.raises(UnsupportedOptionError, match="'int8' is not yet supported for target 'onnx'.*fp32"):
+        export_checkpoint(ExportRequest(shared_ckpt, "onnx", precision="int8"))
+    with pytest.raises(ValueError, match="precision must be one of fp32, fp16, int8"):
+        ExportRequest(shared_ckpt, "onnx", precision="bf16")
+
+
+def test_width_choice(shared_ckpt, tmp_path):
+    meta = read_meta(shared_ckpt)
+    assert student_width(meta, None) == 0.5 and student_width(meta, 1.0) == 1.0
+    with pytest.raises(ValueError, match="width 0.25 was not trained.*1, 0.5"):
+        student_width(meta, 0.25)
+    narrow = CheckpointMeta(meta.arch, 2, (0.25,), 0.25, "h", 1)
+    assert student_width(narrow, None) == 0.25
+    with pytest.raises(ValueError, match="materialized student at width 0.25"):
+        student_width(narrow, 0.5)
+
+
+def test_input_shape_parsing():
+    assert parse_input_shape("1x3x180x320") == (1, 3, 180, 320)
+    for bad in ("1x3x180", "2x3x8x8", "1x1x8x8", "1x3xax8"):
+        with pytest.raises(ValueError, match="1x3xHxW|\\(1, 3, H, W\\)"):
+            parse_input_shape(bad)
+
+
+def test_staged_keeps_the_old_file_on_failure(tmp_path):
+    final = tmp_path / "a.bin"
+    final.write_bytes(b"old")
+    with pytest.raises(RuntimeError), staged(final, force=True) as tmp:
+        tmp.write_bytes(b"new")
+        raise RuntimeError("conversion failed")
+    assert final.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [final]
+
+
+def test_verification_input_is_a_real_padded_crop():
+    x, note = verification_input((1, 3, 300, 40), 2)  # taller than the 256x256 LR: padded
+    assert x.shape == (1, 3, 300, 40) and x.dtype == np.float32
+    assert x.min() >= 0 and x.max() <= 1 and x.std() > 0.05
+    assert "astronaut" in note and "mirror-padded" in note
+    assert output_psnr(x, x) == float("inf")
+    assert output_psnr(x / 2, x / 2 + 0.01) == pytest.approx(40.0)  # data range 1
