@@ -76,6 +76,11 @@ class _Dist:
     def main(self) -> bool:
         return self.rank == 0
 
+    def barrier(self) -> None:
+        """Rank 0 writes the run's files; the others wait here until they exist."""
+        if self.world > 1:
+            torch.distributed.barrier()
+
 
 def _init_distributed() -> _Dist:
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
@@ -224,6 +229,7 @@ def train(
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
     _status(run_dir, dist, "running", step=start)
+    dist.barrier()
 
     use_cuda = dist.device.type == "cuda"
     amp = t.amp == "bf16" or (t.amp == "auto" and use_cuda)
@@ -304,6 +310,9 @@ def train(
         results = {"step": step, "throughput": throughput, "rows": [r.__dict__ for r in rows]}
         atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     _status(run_dir, dist, "completed" if step >= t.steps else "stopped", step=step)
+    dist.barrier()
+    if dist.world > 1:
+        torch.distributed.destroy_process_group()
     return TrainResult(run_dir, resolve_checkpoint(run_dir), step, rows, throughput)
 
 
