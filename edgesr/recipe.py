@@ -391,9 +391,9 @@ def resolve_recipe(name_or_path: str | os.PathLike[str]) -> Path:
         return path
     text = str(name_or_path)
     looks_like_path = os.sep in text or "/" in text or path.suffix in (".yaml", ".yml")
-    if not looks_like_path and (RECIPES_DIR / f"{text}.yaml").is_file():
-        return RECIPES_DIR / f"{text}.yaml"
-    shipped = [name for name, _, _ in list_recipes()]
+    shipped = {name: p for name, p, _ in list_recipes()}
+    if not looks_like_path and text in shipped:
+        return shipped[text]
     if looks_like_path:
         raise RecipeError(f"no such recipe file: {text}. Shipped recipes: {', '.join(shipped)}")
     raise RecipeError(unknown_name_message("recipe", text, shipped))
@@ -458,9 +458,10 @@ def replace(recipe: Recipe, key: str, value: Any) -> Recipe:
 
 
 def list_recipes(root: str | os.PathLike[str] = RECIPES_DIR) -> list[tuple[str, Path, str]]:
-    """(name, path, description) of every `*.yaml` under `root`, by name; files are read, not validated."""
+    """(name, path, description) of every `*.yaml` under `root` and its folders (names are file stems,
+    unique across folders); files are read, not validated."""
     out = []
-    for path in sorted(Path(root).glob("*.yaml")):
+    for path in sorted(Path(root).rglob("*.yaml"), key=lambda p: p.stem):
         try:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)
             description = str(data.get("description", "")) if isinstance(data, dict) else ""

@@ -68,3 +68,19 @@ def test_every_method_is_a_valid_recipe(tmp_path):
 def test_unknown_method_lists_valid_ones(tmp_path):
     with pytest.raises(KeyError, match="fakd"):
         run_bench("cpu", tmp_path, ["fakdd"], [0], teacher=tmp_path)
+
+
+@pytest.mark.parametrize("method", ["output_kd", "fitnet", "fakd", "lsfd", "facd"])
+@pytest.mark.parametrize("size", ["quickstart", "paper"])
+def test_shipped_method_recipes_match_the_bench_definitions(method, size):
+    """recipes/distill/<method>_<size>.yaml is METHODS[method] applied to its base: they cannot drift."""
+    from edgesr.recipe import load_recipe, resolve_recipe
+
+    shipped = load_recipe(resolve_recipe(f"{method}_{size}"))
+    base = "quickstart_student" if size == "quickstart" else "bench_distill_gpu"
+    teacher = "runs/quickstart/teacher" if size == "quickstart" else "runs/rcan_x4_teacher"
+    overrides = [o.replace("{teacher}", teacher) for o in METHODS[method][1]]
+    expected = load_recipe(resolve_recipe(base), overrides)
+    assert shipped.train.losses == expected.train.losses and shipped.train.mode == expected.train.mode
+    assert (shipped.model, shipped.data, shipped.scale) == (expected.model, expected.data, expected.scale)
+    assert shipped.train.init == teacher and shipped.train.steps == expected.train.steps

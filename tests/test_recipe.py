@@ -24,7 +24,7 @@ from edgesr.recipe import (
     save_recipe,
 )
 
-SHIPPED = sorted(RECIPES_DIR.glob("*.yaml"))
+SHIPPED = sorted(RECIPES_DIR.rglob("*.yaml"), key=lambda p: p.stem)
 
 MINIMAL = """\
 name: tiny
@@ -74,7 +74,8 @@ def test_shipped_recipe_header_gives_its_command(path: Path) -> None:
             break
         header.append(line)
     assert header, f"{path.name} has no comment header"
-    assert any(f"edgesr train recipes/{path.name}" in line for line in header)
+    relative = path.relative_to(RECIPES_DIR).as_posix()
+    assert any(f"edgesr train recipes/{relative}" in line for line in header)
 
 
 def test_csd_paper_recipe_matches_the_paper_protocol() -> None:
