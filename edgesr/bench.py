@@ -185,8 +185,12 @@ def plot(rows: Sequence[BenchRow], path: Path) -> None:
         if ("bicubic", d) in summary:
             ax.axhline(summary[("bicubic", d)][0], color="gray", linestyle="--", label="bicubic")
             ax.legend(loc="lower right")
-        lo = min(m - s for m, s in zip(means, stds, strict=True))
-        ax.set_ylim(lo - 0.3, max(m + s for m, s in zip(means, stds, strict=True)) + 0.1)
+        lows = [m - s for m, s in zip(means, stds, strict=True)]
+        highs = [m + s for m, s in zip(means, stds, strict=True)]
+        if ("bicubic", d) in summary:  # keep the reference line in view
+            lows.append(summary[("bicubic", d)][0])
+            highs.append(summary[("bicubic", d)][0])
+        ax.set_ylim(min(lows) - 0.3, max(highs) + 0.2)
         ax.set_title(d)
         ax.set_ylabel("Y-PSNR (dB)")
         ax.tick_params(axis="x", rotation=45)
