@@ -174,7 +174,7 @@ def train(
 ) -> TrainResult:
     """Train what `recipe` describes into `run_dir`; with `resume`, continue its latest checkpoint.
 
-    `stop_at` ends the run after that step (for tests and time-boxed jobs), like a kill would.
+    `stop_at` ends the run after that step (for tests and time-boxed jobs), with a checkpoint there.
     """
     dist = _init_distributed()
     t = recipe.train
@@ -285,7 +285,7 @@ def train(
             monitor.step(step, terms, sched.get_last_lr()[0], log=step % t.log_every == 0 or step == end)
             if step % t.val_every == 0 and step != t.steps and dist.main:
                 monitor.validation(step, psnr_by_width(_validate(saved, val_sets, recipe, eval_widths, dist)))
-            if step % t.checkpoint_every == 0 or step == t.steps:
+            if step % t.checkpoint_every == 0 or step in (t.steps, end):  # a deliberate stop saves too
                 _checkpoint(run_dir, objective, meta, step, opt, sched, rhash, dist)
             if step >= end:
                 break
