@@ -81,6 +81,14 @@ class _Dist:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def from_main(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (e.g. a run directory named after the clock)."""
+        if self.world == 1:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def _init_distributed() -> _Dist:
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
@@ -224,7 +232,8 @@ def train(
         start = int(state["step"])
         console.print(f"resuming {run_dir} at step {start}")
     else:
-        run_dir = _new_run_dir(recipe, None if run_dir is None else Path(run_dir))
+        run_dir = dist.from_main(_new_run_dir(recipe, None if run_dir is None else Path(run_dir)))
+        dist.barrier()  # every rank has checked the directory before rank 0 writes into it
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
