@@ -14,11 +14,9 @@ loader, `a.b=value` overrides) lives in edgesr.schema. Semantic checks live in e
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import json
-import operator
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -32,20 +30,16 @@ from edgesr import schema
 from edgesr.files import atomic_write_text
 from edgesr.registry import unknown_name_message
 from edgesr.schema import (
-    _SECTION,
     RecipeError,
     StrictLoader,
     _apply_override,
     _check,
-    _coerce,
     _fail,
     _found,
-    _join,
     _overridden,
     _plain,
-    _unknown_key,
-    _Unsupported,
     _yaml_load,
+    check_kwargs,
     parse_override,
 )
 
@@ -113,61 +107,15 @@ class ModelCfg:
             sig = signature_for(self.name)
         except KeyError as e:
             raise _fail("name", str(e.args[0] if e.args else e)) from None
-        object.__setattr__(self, "args", _check_model_args(self.name, sig, self.args))
+        object.__setattr__(self, "args", check_kwargs(f"model {self.name!r}", sig, self.args, _FROM_RECIPE))
         _check(self.width_multiple >= 1, "width_multiple", f"must be >= 1, got {self.width_multiple}")
 
 
-# Constructor arguments the recipe sets from its own keys (Recipe.scale, ModelCfg.width_multiple).
-_FROM_RECIPE = ("scale", "width_multiple")
-
-_ANNOTATION_NAMES: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str, "None": None}
-
-
-def _arg_type(annotation: Any) -> Any:
-    """The type to check a model argument against, or Any when it cannot be known statically."""
-    if annotation is inspect.Parameter.empty:
-        return Any
-    if isinstance(annotation, str):  # a model module using `from __future__ import annotations`
-        parts = [p.strip() for p in annotation.split("|")]
-        if not all(p in _ANNOTATION_NAMES for p in parts):
-            return Any
-        kinds = [type(None) if _ANNOTATION_NAMES[p] is None else _ANNOTATION_NAMES[p] for p in parts]
-        return functools.reduce(operator.or_, kinds)  # int | None, as a real types.UnionType
-    return annotation
-
-
-def _check_model_args(model: str, sig: inspect.Signature, args: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(args, Mapping):
-        raise _fail("args", f"expected mapping, got {_found(args)}")
-    params = {
-        n: p
-        for n, p in sig.parameters.items()
-        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
-    open_ended = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    out: dict[str, Any] = {}
-    for name, value in args.items():
-        key = _join(_SECTION.get(), f"args.{name}")
-        if name == "scale":
-            raise _fail(
-                f"args.{name}", "do not set it here: the scale comes from the recipe's top-level `scale` key"
-            )
-        if name == "width_multiple":
-            raise _fail(f"args.{name}", "do not set it here: use the `width_multiple` key of this section")
-        if name not in params:
-            if open_ended:
-                out[name] = value
-                continue
-            raise _unknown_key(key, [n for n in params if n not in _FROM_RECIPE])
-        try:
-            out[name] = _coerce(_arg_type(params[name].annotation), value, key)
-        except _Unsupported:
-            out[name] = value
-    missing = [
-        n for n, p in params.items() if p.default is p.empty and n not in out and n not in _FROM_RECIPE
-    ]
-    _check(not missing, "args", f"model {model!r} needs {', '.join(missing)} (no default)")
-    return out
+# Constructor arguments the recipe sets from its own keys, with where to set them instead.
+_FROM_RECIPE = {
+    "scale": "do not set it here: the scale comes from the recipe's top-level `scale` key",
+    "width_multiple": "do not set it here: use the `width_multiple` key of this section",
+}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import contextvars
 import dataclasses
 import difflib
 import functools
+import inspect
+import operator
 import re
 import types
 from collections.abc import Iterator, Mapping, Sequence
@@ -344,3 +346,54 @@ def _overridden(key: str, overrides: Sequence[tuple[str, str]]) -> str | None:
         ):
             return text
     return None
+
+
+_ANNOTATION_NAMES: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str, "None": None}
+
+
+def _arg_type(annotation: Any) -> Any:
+    """The type to check an argument against, or Any when it cannot be known statically."""
+    if annotation is inspect.Parameter.empty:
+        return Any
+    if isinstance(annotation, str):  # a module using `from __future__ import annotations`
+        parts = [p.strip() for p in annotation.split("|")]
+        if not all(p in _ANNOTATION_NAMES for p in parts):
+            return Any
+        kinds = [type(None) if _ANNOTATION_NAMES[p] is None else _ANNOTATION_NAMES[p] for p in parts]
+        return functools.reduce(operator.or_, kinds)  # int | None, as a real types.UnionType
+    return annotation
+
+
+def check_kwargs(
+    owner: str, sig: inspect.Signature, args: Mapping[str, Any], reserved: Mapping[str, str]
+) -> dict[str, Any]:
+    """Keyword arguments for a callable, checked against its signature (names and annotated types).
+
+    `reserved` names are set elsewhere (key -> message saying where). Errors use the `args.<name>`
+    path under the current section.
+    """
+    if not isinstance(args, Mapping):
+        raise _fail("args", f"expected mapping, got {_found(args)}")
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    out: dict[str, Any] = {}
+    for name, value in args.items():
+        key = _join(_SECTION.get(), f"args.{name}")
+        if name in reserved:
+            raise _fail(f"args.{name}", reserved[name])
+        if name not in params:
+            if open_ended:
+                out[name] = value
+                continue
+            raise _unknown_key(key, [n for n in params if n not in reserved])
+        try:
+            out[name] = _coerce(_arg_type(params[name].annotation), value, key)
+        except _Unsupported:
+            out[name] = value
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in out and n not in reserved]
+    _check(not missing, "args", f"{owner} needs {', '.join(missing)} (no default)")
+    return out
