@@ -76,7 +76,7 @@ def run_bench(
     overrides: Sequence[str] = (),
     console: Console | None = None,
 ) -> list[BenchRow]:
-    from edgesr.train.trainer import train
+    from edgesr.train.trainer import train_or_continue
 
     console = console or Console(stderr=True)
     methods = list(dict.fromkeys([*BASELINES, *methods]))  # the baselines are never optional
@@ -91,30 +91,23 @@ def run_bench(
         atomic_write_text(base_path, dump_recipe(base))
     if teacher is None:
         teacher = out / "teacher"
-        if not (teacher / "checkpoints" / "latest").is_file():
-            steps = teacher_steps or 2 * base.train.steps
-            console.print(f"training the teacher ({steps} steps) into {teacher}")
-            as_teacher = [
-                "train.mode=single",
-                "train.widths=[1.0]",
-                "train.init=null",
-                f"train.steps={steps}",
-            ]
-            teacher_recipe = load_recipe(base_path, [*as_teacher, f"name={base.name}-teacher"])
-            train(teacher_recipe, teacher, console=console)
+        steps = teacher_steps or 2 * base.train.steps
+        as_teacher = ["train.mode=single", "train.widths=[1.0]", "train.init=null", f"train.steps={steps}"]
+        console.print(f"teacher ({steps} steps) in {teacher}")
+        train_or_continue(
+            load_recipe(base_path, [*as_teacher, f"name={base.name}-teacher"]), teacher, console
+        )
     rows: list[BenchRow] = []
     for method in methods:
         for seed in seeds:
             recipe = method_recipe(base, base_path, method, seed, teacher)
             run_dir = out / "runs" / f"{method}-s{seed}"
             console.print(f"[bold]{method}[/] seed {seed}: {METHODS[method][0]}")
-            result = train(
-                recipe, run_dir, resume=(run_dir / "checkpoints" / "latest").is_file(), console=console
-            )
-            student = [r for r in result.rows if r.width is not None and r.width < 1.0]
+            result_rows = train_or_continue(recipe, run_dir, console)
+            student = [r for r in result_rows if r.width is not None and r.width < 1.0]
             rows += [BenchRow(method, seed, r.dataset, r.psnr, r.ssim or float("nan")) for r in student]
             rows += [BenchRow("bicubic", seed, r.dataset, r.psnr, r.ssim or float("nan"))
-                     for r in result.rows if r.method == "bicubic" and method == methods[0]]  # fmt: skip
+                     for r in result_rows if r.method == "bicubic" and method == methods[0]]  # fmt: skip
     write_outputs(rows, out, base, list(seeds))
     return rows
 

@@ -63,7 +63,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="data set folder (DIV2K, Set5/HR[/LR_bicubic], plain folder) or builtin:val; repeatable",
     )
-    e.add_argument("--scale", type=int, help="scale (default: the checkpoint's)")
     e.add_argument(
         "--width", type=float, action="append", help="width(s) to evaluate (default: trained widths)"
     )
@@ -174,19 +173,14 @@ def _quickstart(args: argparse.Namespace, console) -> int:
 
 
 def _eval(args: argparse.Namespace, console) -> int:
-    from edgesr.data import EvalImages, open_dataset
+    from edgesr.data import eval_sets
     from edgesr.evaluate import bicubic_rows, evaluate, print_table, table_markdown
     from edgesr.files import atomic_write_text
     from edgesr.train.checkpoint import load_model
 
     model, meta = load_model(args.checkpoint)
-    scale = args.scale or meta.scale
-    if scale != meta.scale:
-        raise ValueError(f"{args.checkpoint}: trained for x{meta.scale}, asked to evaluate x{scale}")
-    sets = {}
-    for spec in args.data:
-        name = spec.split(":", 1)[1] if spec.startswith("builtin:") else Path(spec).name
-        sets[name] = EvalImages(open_dataset(spec, scale, args.cache_dir), scale, args.cache_dir)
+    scale = meta.scale
+    sets = eval_sets(args.data, meta.scale, args.cache_dir)
     widths = args.width or [w for w in meta.widths if w != 1.0] or [1.0]
     rows = bicubic_rows(sets, scale, not args.no_ssim) + evaluate(
         model, sets, scale, widths, self_ensemble=args.self_ensemble, with_ssim=not args.no_ssim

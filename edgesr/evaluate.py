@@ -31,31 +31,41 @@ def method_name(width: float) -> str:
     return "teacher (w=1)" if width == 1.0 else f"student w={width:g}"
 
 
-def run_sr(model: nn.Module, lr: torch.Tensor, width: float = 1.0, ensemble: bool = False) -> torch.Tensor:
+def run_sr(
+    model: nn.Module, lr: torch.Tensor, width: float | None = None, ensemble: bool = False
+) -> torch.Tensor:
     """Super-resolve a batch `lr` (N x 3 x h x w, [0, 1]) at `width`; returns N x 3 x sh x sw.
 
-    A materialized (stand-alone narrow) model only runs at its own width.
+    `width=None` runs the model as it is (full width, or a materialized model's own width). A
+    materialized (stand-alone narrow) model cannot run at any other width: asking is an error.
     """
     fixed = getattr(model, "materialized_width", None)
     if fixed is not None:
-        if abs(fixed - width) > 1e-9 and width != 1.0:
-            raise ValueError(
-                f"this model was materialized at width {fixed:g}; it cannot run at width {width:g}"
-            )
+        _check_fixed(fixed, [width] if width is not None else [])
 
         def fn(x: torch.Tensor) -> torch.Tensor:
             return model(x)
     else:
 
         def fn(x: torch.Tensor) -> torch.Tensor:
-            return model(x, width=width)
+            return model(x, width=1.0 if width is None else width)
 
     return self_ensemble(fn, lr) if ensemble else fn(lr)
 
 
+def _check_fixed(fixed: float, requested: Sequence[float]) -> None:
+    other = [w for w in requested if abs(w - fixed) > 1e-9]
+    if other:
+        raise ValueError(
+            f"this model was materialized at width {fixed:g}; it cannot run at width {other[0]:g}"
+        )
+
+
 def model_widths(model: nn.Module, requested: Sequence[float]) -> list[float]:
+    """The widths to evaluate: a materialized model's own, else the requested ones and the teacher's."""
     fixed = getattr(model, "materialized_width", None)
     if fixed is not None:
+        _check_fixed(fixed, requested)
         return [float(fixed)]
     return sorted({float(w) for w in requested} | {1.0}, reverse=True)
 

@@ -14,7 +14,6 @@ student, Y-PSNR / SSIM on the built-in val photos. docs/quickstart.md says why t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from rich.console import Console
 
 from edgesr.evaluate import EvalRow, print_table, table_markdown
 from edgesr.files import atomic_write_text
-from edgesr.recipe import load_recipe, recipe_hash, resolve_recipe
+from edgesr.recipe import load_recipe, resolve_recipe
 
 
 @dataclass(frozen=True)
@@ -33,32 +32,23 @@ class PipelineResult:
     student: Path  # the deployable student's run directory (its checkpoint is a narrow model)
 
 
-def _status(run_dir: Path) -> str | None:
-    path = run_dir / "status.json"
-    return json.loads(path.read_text())["state"] if path.is_file() else None
-
-
 def _run_stage(
     name: str, recipe_name: str, overrides: list[str], run_dir: Path, console: Console
 ) -> list[EvalRow]:
-    from edgesr.train.trainer import TrainingError, train
+    from edgesr.train.trainer import run_status, train_or_continue
 
     recipe = load_recipe(resolve_recipe(recipe_name), overrides)
-    state = _status(run_dir)
-    if state is not None and recipe_hash(load_recipe(run_dir / "recipe.yaml")) != recipe_hash(recipe):
-        raise TrainingError(f"{run_dir} holds a run of a different recipe; choose another output directory")
-    if state == "completed":
-        console.print(f"[bold]{name}[/]: already completed in {run_dir}")
-        rows = [EvalRow(**r) for r in json.loads((run_dir / "results.json").read_text())["rows"]]
-        return rows
-    console.print(f"[bold]{name}[/]: {recipe.description} -> {run_dir}")
-    resume = state is not None and (run_dir / "checkpoints" / "latest").is_file()
-    return train(recipe, run_dir, resume=resume, console=console).rows
+    done = run_status(run_dir) == "completed"
+    console.print(
+        f"[bold]{name}[/]: "
+        + (f"already completed in {run_dir}" if done else f"{recipe.description} -> {run_dir}")
+    )
+    return train_or_continue(recipe, run_dir, console)
 
 
 def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None = None,
                console: Console | None = None) -> PipelineResult:  # fmt: skip
-    """Run every quickstart stage into `out`; `overrides` apply to both recipes (e.g. train.steps=50)."""
+    """Run every quickstart stage into `out`; `overrides` apply to all three recipes (e.g. train.steps=50)."""
     out = Path(out)
     console = console or Console(stderr=True)
     extra = list(overrides or [])
@@ -73,8 +63,11 @@ def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None 
     )
     rows = [*teacher_rows]  # bicubic, teacher
     rows += [replace(r, method=f"CSD model {r.method}") for r in csd_rows if r.width is not None]
-    rows += [replace(r, method="student w=0.25 fine-tuned") for r in student_rows if r.width is not None]
-    title = "quickstart: x2 on the built-in val photos (Y-PSNR / SSIM, border crop 2)"
+    rows += [
+        replace(r, method=f"student w={r.width:g} fine-tuned") for r in student_rows if r.width is not None
+    ]
+    scale = load_recipe(resolve_recipe("quickstart"), extra).scale
+    title = f"quickstart: x{scale} on the val photos (Y-PSNR / SSIM, border crop {scale})"
     print_table(rows, title)
     atomic_write_text(out / "results.md", table_markdown(rows, title) + "\n")
     return PipelineResult(out, rows, stages, stages["student"])

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +168,14 @@ def open_dataset(
 
 
 # ----------------------------------------------------------------------------------- LR cache
+
+
+def dataset_name(spec: str) -> str:
+    """Display name of a data set: `builtin:val` -> `val`, `bench/Set5/HR` -> `Set5`, else the folder name."""
+    if spec.startswith("builtin:"):
+        return spec.split(":", 1)[1]
+    path = Path(spec)
+    return path.parent.name if path.name in ("HR", "hr") and path.parent.name else path.name
 
 
 def _fingerprint(hr_path: Path, scale: int) -> str:
@@ -396,3 +404,16 @@ def build_train_loader(
         num_workers=workers,
         pin_memory=pin_memory,
     )
+
+
+def eval_sets(
+    specs: Sequence[str], scale: int, cache_dir: str | os.PathLike[str] | None = None
+) -> dict[str, EvalImages]:
+    """Evaluation data sets by display name; two specs with one name are an error, not an overwrite."""
+    sets: dict[str, EvalImages] = {}
+    for spec in specs:
+        name = dataset_name(spec)
+        if name in sets:
+            raise DatasetError(f"two data sets are both named {name!r} ({spec}); give folders distinct names")
+        sets[name] = EvalImages(open_dataset(spec, scale, cache_dir), scale, cache_dir)
+    return sets

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from edgesr.data import EvalImages, TrainPatches, build_train_loader, open_dataset
+from edgesr.data import TrainPatches, build_train_loader, eval_sets, open_dataset
 from edgesr.evaluate import EvalRow, bicubic_rows, evaluate, psnr_by_width
 from edgesr.files import atomic_write_text
 from edgesr.models import build_model, materialize
@@ -154,16 +155,6 @@ def _load_init(path: str, model: nn.Module) -> nn.Module:
     return teacher
 
 
-def _val_sets(recipe: Recipe) -> dict[str, EvalImages]:
-    sets = {}
-    for spec in recipe.data.val:
-        name = spec.split(":", 1)[1] if spec.startswith("builtin:") else Path(spec).name
-        sets[name] = EvalImages(
-            open_dataset(spec, recipe.scale, recipe.data.cache_dir), recipe.scale, recipe.data.cache_dir
-        )
-    return sets
-
-
 def _new_run_dir(recipe: Recipe, run_dir: Path | None) -> Path:
     if run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -200,7 +191,7 @@ def train(
         seed=recipe.seed,
         cache_dir=recipe.data.cache_dir,
     )
-    val_sets = _val_sets(recipe)
+    val_sets = eval_sets(recipe.data.val, recipe.scale, recipe.data.cache_dir)
     objective, mat_width = build_objective(recipe)
     objective.to(dist.device)
     saved = objective.net
@@ -264,6 +255,8 @@ def train(
     trained_widths = (1.0, *t.widths) if t.mode == "csd" else tuple(t.widths)
     meta = CheckpointMeta(saved.arch, recipe.scale, trained_widths, mat_width, rhash, start)
     end = t.steps if stop_at is None else min(stop_at, t.steps)
+    if stop_at is not None and end <= start:
+        raise TrainingError(f"stop_at={stop_at} is not after the run's current step {start}")
     monitor = Monitor(run_dir if dist.main else None, t.steps, start, console)
     eval_widths = tuple(recipe.eval.widths or t.widths)
     images_seen, t0 = 0, time.perf_counter()
@@ -277,7 +270,10 @@ def train(
             hr = batch["hr"].to(dist.device, non_blocking=True)
             with autocast:
                 loss, terms = step_fn(lr_img, hr, step)
-            if not torch.isfinite(loss):
+            finite = torch.isfinite(loss.detach()).float()
+            if dist.world > 1:  # every rank stops together, or the others hang in the next all-reduce
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+            if not finite:
                 _status(run_dir, dist, "diverged", step=step, terms=terms)
                 raise TrainingError(
                     f"loss is {loss.item()} at step {step} ({terms}); stopped without saving this state. "
@@ -360,3 +356,26 @@ def _status(run_dir: Path, dist: _Dist, state: str, **info: Any) -> None:
         atomic_write_text(
             run_dir / "status.json", json.dumps({"state": state, "time": time.time(), **info}, indent=2)
         )
+
+
+def run_status(run_dir: Path) -> str | None:
+    """`status.json`'s state of a run directory, or None when there is none."""
+    path = Path(run_dir) / "status.json"
+    return json.loads(path.read_text())["state"] if path.is_file() else None
+
+
+def train_or_continue(recipe: Recipe, run_dir: Path, console: Console | None = None) -> list[EvalRow]:
+    """Final validation rows of `recipe` in `run_dir`: reused if the run completed, resumed from its
+    checkpoint if it has one, restarted if it stopped before its first checkpoint. A directory
+    holding another recipe's run is an error, never overwritten."""
+    from edgesr.recipe import load_recipe
+
+    state = run_status(run_dir)
+    if state is not None and recipe_hash(load_recipe(run_dir / "recipe.yaml")) != recipe_hash(recipe):
+        raise TrainingError(f"{run_dir} holds a run of a different recipe; choose another output directory")
+    if state == "completed":
+        return [EvalRow(**r) for r in json.loads((run_dir / "results.json").read_text())["rows"]]
+    if state is not None and not (run_dir / "checkpoints" / "latest").is_file():
+        shutil.rmtree(run_dir)  # same recipe, nothing saved yet: start it again
+    resume = (run_dir / "checkpoints" / "latest").is_file()
+    return train(recipe, run_dir, resume=resume, console=console).rows

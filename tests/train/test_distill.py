@@ -14,7 +14,12 @@ from edgesr.train.checkpoint import resolve_checkpoint
 from edgesr.train.objectives import extra_state
 from edgesr.train.trainer import build_objective, train
 
-LOSS_ARGS = {"csd": {"layers": ["relu1_1"], "layer_weights": [1.0]}, "fakd": {"max_positions": 16}}
+# output_kd with alpha 1 is L1(S, T) alone: its own L1(S, HR) part must not hide a cut-off KD term
+LOSS_ARGS = {
+    "csd": {"layers": ["relu1_1"], "layer_weights": [1.0]},
+    "fakd": {"max_positions": 16},
+    "output_kd": {"alpha": 1.0},
+}
 
 
 def recipe_for(photos: dict[str, Path], teacher: Path | None, losses: list[dict], **train: object) -> Recipe:

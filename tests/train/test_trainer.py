@@ -146,7 +146,7 @@ def test_bad_training_data_fails_before_any_run_dir(tiny_photos, tmp_path, probl
         Image.new("RGB", (6, 6)).save(data / "tiny.png")
         culprit = "tiny.png"
     else:
-        culprit = "data"
+        culprit = "no image"
     recipe = from_dict(
         Recipe,
         {
@@ -213,3 +213,40 @@ def test_init_from_a_checkpoint_of_another_architecture_is_refused(tiny_photos, 
     )
     with pytest.raises(TrainingError, match="train.init"):
         build_objective(bigger)
+
+
+def test_train_or_continue_restarts_a_run_stopped_before_its_first_checkpoint(tiny_photos, tmp_path):
+    from edgesr.recipe import dump_recipe
+    from edgesr.train.trainer import run_status, train_or_continue
+
+    recipe = tiny_recipe(tiny_photos)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text(dump_recipe(recipe))
+    (run / "status.json").write_text('{"state": "running"}')  # killed before step 2 was saved
+    rows = train_or_continue(recipe, run)
+    assert run_status(run) == "completed" and {r.method for r in rows} >= {"bicubic", "student w=0.5"}
+    assert train_or_continue(recipe, run) == rows  # completed: reused, not retrained
+    with pytest.raises(TrainingError, match="different recipe"):
+        train_or_continue(tiny_recipe(tiny_photos, steps=6), run)
+
+
+def test_stop_at_must_be_after_the_current_step(tiny_photos, tmp_path):
+    recipe = tiny_recipe(tiny_photos)
+    train(recipe, tmp_path / "run", stop_at=2)
+    with pytest.raises(TrainingError, match="stop_at=2"):
+        train(recipe, tmp_path / "run", resume=True, stop_at=2)
+
+
+def test_two_val_folders_with_one_name_are_an_error(tiny_photos, tmp_path):
+    import shutil
+
+    for parent in ("Set5", "Set14"):
+        shutil.copytree(tiny_photos["val"], tmp_path / parent / "HR")
+    from edgesr.data import eval_sets
+
+    assert list(eval_sets([str(tmp_path / "Set5/HR"), str(tmp_path / "Set14/HR")], 2)) == ["Set5", "Set14"]
+    shutil.copytree(tiny_photos["val"], tmp_path / "a" / "val")
+    shutil.copytree(tiny_photos["val"], tmp_path / "b" / "val")
+    with pytest.raises(ValueError, match="both named 'val'"):
+        eval_sets([str(tmp_path / "a/val"), str(tmp_path / "b/val")], 2)
