@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edgesr.losses.lsfd import apply_regressors, check_paired_taps, regressors
+from edgesr.losses.feature import apply_regressors, regressors
+from edgesr.losses.lsfd import check_paired_taps
 
 
 def pool_to_grid(x: Tensor, grid: int | None) -> Tensor:

@@ -63,6 +63,32 @@ def fitnet_loss(
     return torch.stack(terms).mean()
 
 
+def regressors(
+    student_channels: int | Sequence[int], teacher_channels: int | Sequence[int], bias: bool
+) -> nn.ModuleList:
+    """One trainable 1x1 conv per tap, student -> teacher channels (FitNet's regressor).
+
+    An int is one tap, or is broadcast against a sequence. The regressors belong to the loss, not
+    to the student: they are not in the student's state_dict and are dropped at export, but the
+    optimizer must be given the loss module's parameters too.
+    """
+    s = (student_channels,) if isinstance(student_channels, int) else tuple(student_channels)
+    t = (teacher_channels,) if isinstance(teacher_channels, int) else tuple(teacher_channels)
+    if len(s) == 1 and len(t) > 1:
+        s = s * len(t)
+    if len(t) == 1 and len(s) > 1:
+        t = t * len(s)
+    if len(s) != len(t) or not s:
+        raise ValueError(f"student_channels {s} and teacher_channels {t} must pair up tap by tap")
+    return nn.ModuleList(nn.Conv2d(cs, ct, 1, bias=bias) for cs, ct in zip(s, t, strict=True))
+
+
+def apply_regressors(regs: nn.ModuleList, student_feats: Sequence[Tensor]) -> list[Tensor]:
+    if len(student_feats) != len(regs):
+        raise ValueError(f"loss was built for {len(regs)} taps, got {len(student_feats)} student features")
+    return [r(s) for r, s in zip(regs, student_feats, strict=True)]
+
+
 class FitNetLoss(nn.Module):
     """``forward(student_feats, teacher_feats) -> weight * fitnet_loss(...)``, holding the regressors.
 
@@ -90,10 +116,11 @@ class FitNetLoss(nn.Module):
             raise ValueError(f"p must be 1 (L1) or 2 (L2), got {p}")
         self.p = p
         self.weight = weight
-        self.regressors = nn.ModuleList(
-            nn.Identity() if identity_when_equal and cs == ct else nn.Conv2d(cs, ct, 1)
-            for cs, ct in zip(student_channels, teacher_channels, strict=True)
-        )
+        self.regressors = regressors(student_channels, teacher_channels, bias=True)
+        if identity_when_equal:
+            for i, (cs, ct) in enumerate(zip(student_channels, teacher_channels, strict=True)):
+                if cs == ct:
+                    self.regressors[i] = nn.Identity()
 
     def forward(self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]) -> Tensor:
         return self.weight * fitnet_loss(student_feats, teacher_feats, self.regressors, self.p)

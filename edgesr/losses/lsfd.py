@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgesr.losses.feature import apply_regressors, regressors
+
 
 def local_contrast(x: Tensor, kernel: int = 3) -> Tensor:
     """x minus its k x k local mean: N x C x H x W -> N x C x H x W.
@@ -93,32 +95,6 @@ def check_paired_taps(student_feats: Sequence[Tensor], teacher_feats: Sequence[T
                 f"tap {i}: regressed student {tuple(s.shape)} and teacher {tuple(t.shape)} must both be "
                 "N x C x H x W with equal shapes"
             )
-
-
-def regressors(
-    student_channels: int | Sequence[int], teacher_channels: int | Sequence[int], bias: bool
-) -> nn.ModuleList:
-    """One trainable 1x1 conv per tap, student -> teacher channels (FitNet's regressor).
-
-    An int is one tap, or is broadcast against a sequence. The regressors belong to the loss, not
-    to the student: they are not in the student's state_dict and are dropped at export, but the
-    optimizer must be given the loss module's parameters too.
-    """
-    s = (student_channels,) if isinstance(student_channels, int) else tuple(student_channels)
-    t = (teacher_channels,) if isinstance(teacher_channels, int) else tuple(teacher_channels)
-    if len(s) == 1 and len(t) > 1:
-        s = s * len(t)
-    if len(t) == 1 and len(s) > 1:
-        t = t * len(s)
-    if len(s) != len(t) or not s:
-        raise ValueError(f"student_channels {s} and teacher_channels {t} must pair up tap by tap")
-    return nn.ModuleList(nn.Conv2d(cs, ct, 1, bias=bias) for cs, ct in zip(s, t, strict=True))
-
-
-def apply_regressors(regs: nn.ModuleList, student_feats: Sequence[Tensor]) -> list[Tensor]:
-    if len(student_feats) != len(regs):
-        raise ValueError(f"loss was built for {len(regs)} taps, got {len(student_feats)} student features")
-    return [r(s) for r, s in zip(regs, student_feats, strict=True)]
 
 
 class LSFDLoss(nn.Module):
