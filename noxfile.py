@@ -27,7 +27,7 @@ def _install(session: nox.Session, extras: str = "") -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite (CPU, no downloads)."""
-    _install(session, "test,onnx")
+    _install(session, "test,all")
     session.run("pytest", *(session.posargs or ["-q"]))
 
 

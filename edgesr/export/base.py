@@ -30,6 +30,9 @@ from torch import Tensor, nn
 from edgesr.registry import Registry, unknown_name_message
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+# How the last stage's sub-pixel upsampling is written in the exported graph (edgesr/export/graphs.py):
+# nn.PixelShuffle, a depth-to-space with reordered conv channels, or a fixed-weight ConvTranspose2d.
+UPSAMPLERS: tuple[str, ...] = ("pixelshuffle", "depth_to_space", "transposed_conv")
 # Targets the converters issue asks for; named in errors until their exporter is registered.
 PLANNED_TARGETS: tuple[str, ...] = ("coreml", "tflite", "executorch", "onnx")
 DEFAULT_INPUT: tuple[int, int, int, int] = (1, 3, 180, 320)
@@ -83,10 +86,20 @@ class ExportRequest:
     dynamic: bool = False  # H and W free at run time (where the target supports it)
     out_dir: str | os.PathLike[str] = "exports"
     force: bool = False  # replace an existing artifact
+    upsampler: str | None = None  # one of UPSAMPLERS; None = the target's default
+    delegate: str | None = None  # backend inside the artifact where a target has several (ExecuTorch)
+    fully_integer: bool = False  # int8 only: int8 input/output and no float ops (NPU targets)
+    calibration_images: int = 8  # int8 PTQ: built-in train crops used to calibrate activations
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.upsampler is not None and self.upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler must be one of {', '.join(UPSAMPLERS)}, got {self.upsampler!r}")
+        if self.fully_integer and self.precision != "int8":
+            raise ValueError(f"fully_integer needs precision int8, got {self.precision!r}")
+        if self.calibration_images < 1:
+            raise ValueError(f"calibration_images must be >= 1, got {self.calibration_images}")
         object.__setattr__(self, "input_shape", check_input_shape(self.input_shape))
         if self.width is not None and not 0.0 < float(self.width) <= 1.0:
             raise ValueError(f"width must be in (0, 1], got {self.width!r}")
@@ -140,6 +153,19 @@ class Exporter(Protocol):
         ...
 
 
+# Optional members of an exporter, read with `getattr` and these defaults:
+#   default_upsampler: str = "pixelshuffle"       the UPSAMPLERS variant used when the request names none
+#   upsamplers: tuple[str, ...] = UPSAMPLERS      variants the target converts
+#   delegates: tuple[str, ...] = ()               values `request.delegate` may take (first = default)
+#   fully_integer: bool = False                    whether `request.fully_integer` is honoured
+#   def runs_here(self) -> str | None             None, or why the artifact cannot run on this machine
+#                                                 (Core ML on Linux); verification is then structural
+#   def validate(self, path, request) -> dict     structural checks: {"checks": {name: ok}, "passed": bool}
+#   def io_spec(self, path) -> dict               {"input": {...}, "output": {...}} overriding float32 NCHW
+def upsampler_for(exporter: Exporter, request: ExportRequest) -> str:
+    return request.upsampler or getattr(exporter, "default_upsampler", "pixelshuffle")
+
+
 EXPORTERS: Registry[Exporter] = Registry("exporter")
 
 
@@ -162,6 +188,20 @@ def check_options(exporter: Exporter, request: ExportRequest) -> None:
         )
     if request.dynamic and not exporter.dynamic_shapes:
         raise UnsupportedOptionError(f"target {exporter.name!r} does not support dynamic input shapes")
+    variants = getattr(exporter, "upsamplers", UPSAMPLERS)
+    if upsampler_for(exporter, request) not in variants:
+        raise UnsupportedOptionError(
+            f"upsampler {upsampler_for(exporter, request)!r} is not supported for target {exporter.name!r} "
+            f"(supported: {', '.join(variants)})"
+        )
+    delegates = getattr(exporter, "delegates", ())
+    if request.delegate is not None and request.delegate not in delegates:
+        raise UnsupportedOptionError(
+            f"delegate {request.delegate!r} is not available for target {exporter.name!r}"
+            + (f" (available: {', '.join(delegates)})" if delegates else " (it has no delegate choice)")
+        )
+    if request.fully_integer and not getattr(exporter, "fully_integer", False):
+        raise UnsupportedOptionError(f"target {exporter.name!r} has no fully-integer int8 mode")
 
 
 @dataclass(frozen=True)
@@ -247,17 +287,20 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
     if final.exists() and not request.force:  # fail before the slow conversion
         raise FileExistsError(f"{final} exists; pass --force (force=True) to replace it")
     x, source = verification_input(request.input_shape, meta.scale)
+    example = torch.from_numpy(x)
+    model = deployable(model, upsampler_for(exporter, request))
     with staged(final, request.force) as tmp:
         t0 = time.perf_counter()
+        # int8: the converted q/dq graph the target lowers, and the reference its artifact must match
+        quantized = quantized_model(exporter, model, example, request, meta.scale)
         with torch.no_grad():
-            exporter.export(model, torch.from_numpy(x), tmp, request)
+            exporter.export(quantized if quantized is not None else model, example, tmp, request)
         export_s = time.perf_counter() - t0
-        result = verify(model, exporter, tmp, x, source, request.precision)
+        result = verify(model, exporter, tmp, x, source, request, quantized)
         if not result.passed:
             raise VerificationError(
-                f"{request.target} {request.precision} artifact disagrees with PyTorch: "
-                f"PSNR {result.psnr_db:.1f} dB < {result.threshold_db:g} dB "
-                f"(max abs diff {result.max_abs_diff:.3g}); nothing was written"
+                f"{request.target} {request.precision} artifact failed verification: {result.summary()}; "
+                "nothing was written"
             )
         delegation = exporter.delegation(tmp)
     manifest = build_manifest(request, meta, model, width, final, result, delegation, sdk, exporter, export_s)
@@ -265,6 +308,48 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
     return ExportResult(
         request.target, request.precision, final, manifest_path(final), result, manifest, export_s
     )
+
+
+def deployable(model: nn.Module, upsampler: str) -> nn.Module:
+    """`model` with its upsampler written as `upsampler` (numerically the same function)."""
+    if upsampler == "pixelshuffle":
+        return model
+    from edgesr.export.graphs import rewrite_upsampler
+
+    return rewrite_upsampler(model, upsampler).eval()
+
+
+def quantized_model(
+    exporter: Exporter, model: nn.Module, example: Tensor, request: ExportRequest, scale: int
+) -> Any:
+    """For int8: the converted PT2E graph (q/dq ops) the target lowers, from the checkpoint's QAT state
+    when it has one (for this target's backend), else post-training quantized on built-in train crops.
+    None for float precisions.
+    """
+    if request.precision != "int8":
+        return None
+    from edgesr import quant
+
+    backend = quant.TARGET_BACKEND.get(exporter.name)
+    if backend is None:
+        raise UnsupportedOptionError(f"target {exporter.name!r} has no int8 quantization backend")
+    if quant.is_qat_checkpoint(request.checkpoint):
+        converted, qmeta = quant.load_quantized(request.checkpoint, example=example)
+        if qmeta.backend != backend:
+            raise UnsupportedOptionError(
+                f"{request.checkpoint} was quantization-aware trained for backend {qmeta.backend!r}; "
+                f"target {exporter.name!r} needs backend {backend!r} (train a QAT stage for it, or export "
+                f"to the target of {qmeta.backend!r})"
+            )
+        if bool(qmeta.fully_integer) != request.fully_integer:
+            raise UnsupportedOptionError(
+                f"{request.checkpoint} was QAT-trained with fully_integer={qmeta.fully_integer}; "
+                f"the request asks for fully_integer={request.fully_integer}"
+            )
+        return converted
+    _, _, h, w = request.input_shape
+    images = quant.calibration_images(scale, n=request.calibration_images, size=min(h, w, 64))
+    return quant.ptq(model, backend, example, images, fully_integer=request.fully_integer)
 
 
 @dataclass

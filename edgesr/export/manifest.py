@@ -81,6 +81,29 @@ def build_manifest(
     )
     io = {"layout": "NCHW", "range": [0.0, 1.0], "dtype": "float32", "color": "RGB"}
     ckpt = resolve_checkpoint(request.checkpoint)
+    from edgesr.export.base import upsampler_for
+
+    inp = {"name": "lr", "shape": in_shape, "dynamic": request.dynamic, **io}
+    out = {"name": "sr", "shape": out_shape, **io, "note": "not clamped unless the model clamps"}
+    io_spec = getattr(exporter, "io_spec", None)  # targets whose I/O is not float32 NCHW say so
+    if io_spec is not None:
+        spec = io_spec(artifact)
+        inp.update(spec.get("input", {}))
+        out.update(spec.get("output", {}))
+    quantization = None
+    if request.precision == "int8":
+        from edgesr.quant import TARGET_BACKEND, is_qat_checkpoint
+
+        qat = is_qat_checkpoint(request.checkpoint)
+        quantization = {
+            "method": "qat" if qat else "ptq",
+            "backend": TARGET_BACKEND[request.target],
+            "fully_integer": request.fully_integer,
+            "calibration_images": None if qat else request.calibration_images,
+            "weights": "int8 symmetric per-channel",
+            "activations": "int8 per-tensor",
+        }
+    delegates = getattr(exporter, "delegates", ())
     return {
         "format": FORMAT,
         "target": request.target,
@@ -96,8 +119,13 @@ def build_manifest(
             "macs": count_macs(model, (h, w)),
             "macs_input": [1, c, h, w],
         },
-        "input": {"name": "lr", "shape": in_shape, "dynamic": request.dynamic, **io},
-        "output": {"name": "sr", "shape": out_shape, **io, "note": "not clamped unless the model clamps"},
+        "graph": {
+            "upsampler": upsampler_for(exporter, request),
+            "delegate": request.delegate or (delegates[0] if delegates else None),
+        },
+        "quantization": quantization,
+        "input": inp,
+        "output": out,
         "source": {
             "checkpoint": str(ckpt),
             "checkpoint_sha256": sha256_file(ckpt),
@@ -161,11 +189,17 @@ def print_manifest(manifest: dict[str, Any], mpath: Path, console: Any = None) -
     t.add_row("target / precision", f"{manifest['target']} / {manifest['precision']}")
     t.add_row("model", f"{m['name']} x{m['scale']} width {m['width']:g}, {m['params']:,} params")
     t.add_row("input -> output", f"{manifest['input']['shape']} -> {manifest['output']['shape']}")
-    t.add_row(
-        "verification",
-        f"{'passed' if v['passed'] else 'FAILED'}: PSNR {v['psnr_db']} dB vs PyTorch, "
-        f"max abs diff {v['max_abs_diff']:.3g} on {v['runtime']}",
-    )
+    status = "passed" if v["passed"] else "FAILED"
+    if v.get("numerics_run", True):
+        text = f"{status}: PSNR {v['psnr_db']} dB vs {v['reference']}, max abs diff {v['max_abs_diff']:.3g}"
+        if v.get("float_psnr_db") is not None:
+            text += f"; {v['float_psnr_db']} dB vs float"
+        text += f" on {v['runtime']}"
+    else:
+        text = f"{status} (structure only): {v.get('note', '')}"
+    t.add_row("verification", text)
+    graph = manifest.get("graph", {})
+    t.add_row("graph", ", ".join(f"{k} {val}" for k, val in graph.items() if val is not None))
     ops = manifest["delegation"].get("ops", {})
     t.add_row("ops", ", ".join(f"{k} {n}" for k, n in ops.items()))
     console.print(t)
