@@ -108,7 +108,8 @@ def test_existing_artifact_needs_force(ts_target, shared_ckpt, tmp_path):
 
 def test_failed_verification_leaves_nothing(monkeypatch, shared_ckpt, tmp_path):
     monkeypatch.setitem(EXPORTERS._items, "ts", TorchScriptTarget(noise=0.1))
-    with pytest.raises(VerificationError, match=r"PSNR \d+\.\d dB vs PyTorch.*\(bar 50 dB\).*nothing was written"):
+    msg = r"PSNR \d+\.\d dB vs PyTorch.*\(bar 50 dB\).*nothing was written"
+    with pytest.raises(VerificationError, match=msg):
         export_checkpoint(ExportRequest(shared_ckpt, "ts", input_shape=SHAPE, out_dir=tmp_path / "o"))
     assert list((tmp_path / "o").iterdir()) == []
 
