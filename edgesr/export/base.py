@@ -89,6 +89,7 @@ class ExportRequest:
     upsampler: str | None = None  # one of UPSAMPLERS; None = the target's default
     delegate: str | None = None  # backend inside the artifact where a target has several (ExecuTorch)
     fully_integer: bool = False  # int8 only: int8 input/output and no float ops (NPU targets)
+    weight_only: bool = False  # int8 only: int8 weights, float activations (no calibration, no QAT)
     calibration_images: int = 8  # int8 PTQ: built-in train crops used to calibrate activations
 
     def __post_init__(self) -> None:
@@ -98,6 +99,10 @@ class ExportRequest:
             raise ValueError(f"upsampler must be one of {', '.join(UPSAMPLERS)}, got {self.upsampler!r}")
         if self.fully_integer and self.precision != "int8":
             raise ValueError(f"fully_integer needs precision int8, got {self.precision!r}")
+        if self.weight_only and self.precision != "int8":
+            raise ValueError(f"weight_only needs precision int8, got {self.precision!r}")
+        if self.weight_only and self.fully_integer:
+            raise ValueError("weight_only and fully_integer exclude each other")
         if self.calibration_images < 1:
             raise ValueError(f"calibration_images must be >= 1, got {self.calibration_images}")
         object.__setattr__(self, "input_shape", check_input_shape(self.input_shape))
@@ -158,6 +163,9 @@ class Exporter(Protocol):
 #   upsamplers: tuple[str, ...] = UPSAMPLERS      variants the target converts
 #   delegates: tuple[str, ...] = ()               values `request.delegate` may take (first = default)
 #   fully_integer: bool = False                    whether `request.fully_integer` is honoured
+#   weight_only: bool = False                      whether `request.weight_only` is honoured; the exporter
+#                                                 then gets the float model and quantizes weights itself
+#   default_precision: str = "fp32"               what the CLI uses when --precision is not given
 #   def runs_here(self) -> str | None             None, or why the artifact cannot run on this machine
 #                                                 (Core ML on Linux); verification is then structural
 #   def validate(self, path, request) -> dict     structural checks: {"checks": {name: ok}, "passed": bool}
@@ -202,6 +210,8 @@ def check_options(exporter: Exporter, request: ExportRequest) -> None:
         )
     if request.fully_integer and not getattr(exporter, "fully_integer", False):
         raise UnsupportedOptionError(f"target {exporter.name!r} has no fully-integer int8 mode")
+    if request.weight_only and not getattr(exporter, "weight_only", False):
+        raise UnsupportedOptionError(f"target {exporter.name!r} has no int8 weight-only mode")
 
 
 @dataclass(frozen=True)
@@ -326,7 +336,7 @@ def quantized_model(
     when it has one (for this target's backend), else post-training quantized on built-in train crops.
     None for float precisions.
     """
-    if request.precision != "int8":
+    if request.precision != "int8" or request.weight_only:
         return None
     from edgesr import quant
 

@@ -91,7 +91,9 @@ def build_manifest(
         inp.update(spec.get("input", {}))
         out.update(spec.get("output", {}))
     quantization = None
-    if request.precision == "int8":
+    if request.precision == "int8" and request.weight_only:
+        quantization = {"method": "weight_only", "weights": "int8", "activations": "float"}
+    elif request.precision == "int8":
         from edgesr.quant import TARGET_BACKEND, is_qat_checkpoint
 
         qat = is_qat_checkpoint(request.checkpoint)

@@ -112,7 +112,7 @@ def verify(
     versions = exporter.sdk_versions()
     runtime = exporter.runtime + _version_note(versions)
     shape = tuple(x.shape)
-    int8 = request.precision == "int8"
+    int8 = request.precision == "int8" and not request.weight_only  # weight-only: compared with float
     if int8 and quantized is None:
         raise ValueError("int8 verification needs the converted (q/dq) model the artifact came from")
     reference = (
@@ -120,7 +120,7 @@ def verify(
         if int8
         else f"PyTorch {torch.__version__} eager, float32"
     )
-    threshold = INT8_PSNR_DB if int8 else FLOAT_PSNR_DB
+    threshold = INT8_PSNR_DB if request.precision == "int8" else FLOAT_PSNR_DB
     reason = getattr(exporter, "runs_here", lambda: None)()
     if reason is not None:
         structure = exporter.validate(path, request)  # type: ignore[attr-defined]
