@@ -98,9 +98,24 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     x.add_argument("checkpoint", help=".safetensors file, checkpoint dir or run dir")
-    x.add_argument("--target", required=True, help="onnx, or all (every target whose SDK is installed)")
+    x.add_argument(
+        "--target", required=True, help="coreml, tflite, executorch, onnx, or all (every installed target)"
+    )
     x.add_argument("--width", type=float, help="student width (default: the narrowest trained)")
-    x.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    x.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        help="default: the target's own (coreml fp16, others fp32); int8 uses the checkpoint's QAT state "
+        "when it has one, else post-training quantization on built-in train crops",
+    )
+    x.add_argument("--fully-integer", action="store_true", help="int8 I/O and no float ops (tflite, NPUs)")
+    x.add_argument("--weight-only", action="store_true", help="int8 weights, float activations (coreml)")
+    x.add_argument(
+        "--upsampler",
+        choices=["pixelshuffle", "depth_to_space", "transposed_conv"],
+        help="how the sub-pixel upsampling is written in the graph (default: the target's choice)",
+    )
+    x.add_argument("--delegate", help="backend inside the artifact, e.g. xnnpack or coreml for executorch")
     x.add_argument("--input", default="1x3x180x320", metavar="1x3xHxW", help="LR input shape")
     x.add_argument("--dynamic", action="store_true", help="free H and W at run time (where supported)")
     x.add_argument("--out", type=Path, default=Path("exports"), help="output folder")
@@ -252,33 +267,32 @@ def _bench(args: argparse.Namespace, console) -> int:
 
 def _export(args: argparse.Namespace, console) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from edgesr.export import ExportRequest, export_all, export_checkpoint, parse_input_shape
+    from edgesr.export.base import default_precision
+    from edgesr.export.verify import verification_table
 
+    precision = args.precision or ("int8" if args.fully_integer or args.weight_only else None)
     request = ExportRequest(
         args.checkpoint,
         target=args.target if args.target != "all" else "onnx",  # export_all sets each target
         width=args.width,
-        precision=args.precision,
+        precision=precision or (default_precision(args.target) if args.target != "all" else "fp32"),
         input_shape=parse_input_shape(args.input),
         dynamic=args.dynamic,
         out_dir=args.out,
         force=args.force,
+        upsampler=args.upsampler,
+        delegate=args.delegate,
+        fully_integer=args.fully_integer,
+        weight_only=args.weight_only,
     )
     if args.target == "all":
-        report = export_all(request)
+        report = export_all(request, target_defaults=precision is None)
         results, skipped = report.results, report.skipped
     else:
         results, skipped = [export_checkpoint(request)], {}
-    table = Table("target", "precision", "PSNR vs PyTorch (dB)", "max abs diff", "passed", "artifact")
-    table.title = "verification: artifact on its runtime vs PyTorch eager, built-in val image"
-    table.columns[-1].overflow = "fold"
-    for r in results:
-        v = r.verification
-        psnr = f"{v.psnr_db:.1f}" if v.numerics_run else "not run"
-        table.add_row(r.target, r.precision, psnr, f"{v.max_abs_diff:.2g}", str(v.passed), str(r.artifact))
-    Console().print(table)  # stdout, so it can be piped
+    Console().print(verification_table(results))  # stdout, so it can be piped
     for target, reason in skipped.items():
         console.print(f"skipped {target}: {reason}", highlight=False, markup=False)
     return 0 if results else 1

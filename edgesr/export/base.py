@@ -370,9 +370,17 @@ class ExportReport:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def export_all(request: ExportRequest, targets: list[str] | None = None) -> ExportReport:
+def default_precision(target: str) -> str:
+    """The precision a target exports at when none is asked for (Core ML: fp16; others: fp32)."""
+    return getattr(get_exporter(target), "default_precision", "fp32")
+
+
+def export_all(
+    request: ExportRequest, targets: list[str] | None = None, *, target_defaults: bool = False
+) -> ExportReport:
     """Export to every registered target (or `targets`) whose SDK is installed and that supports
     the requested options; the rest are reported in `skipped` with the reason (e.g. the pip extra).
+    `target_defaults=True` exports each target at its own default precision instead of the request's.
     Conversion and verification errors are not swallowed.
     """
     from dataclasses import replace
@@ -382,11 +390,14 @@ def export_all(request: ExportRequest, targets: list[str] | None = None) -> Expo
         report.skipped.update({t: "not implemented yet" for t in PLANNED_TARGETS if t not in EXPORTERS})
     for name in targets or EXPORTERS.names():
         exporter = get_exporter(name)
+        one = replace(request, target=name)
+        if target_defaults:
+            one = replace(one, precision=default_precision(name))
         try:
-            check_options(exporter, request)
+            check_options(exporter, one)
             exporter.sdk_versions()
         except (MissingSDKError, UnsupportedOptionError) as e:
             report.skipped[name] = str(e)
             continue
-        report.results.append(export_checkpoint(replace(request, target=name)))
+        report.results.append(export_checkpoint(one))
     return report

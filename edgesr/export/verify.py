@@ -152,3 +152,19 @@ def verify(
 
 def _version_note(versions: dict[str, str]) -> str:
     return " (" + ", ".join(f"{k} {v}" for k, v in versions.items()) + ")" if versions else ""
+
+
+def verification_table(results: list[Any]) -> Any:
+    """A rich table of `ExportResult`s: target, precision, figures against PyTorch, artifact."""
+    from rich.table import Table
+
+    table = Table("target", "precision", "runtime", "vs PyTorch (dB)", "vs float (dB)", "passed", "artifact")
+    table.title = "verification: each artifact on its runtime vs PyTorch, built-in val image"
+    table.columns[-1].overflow = "fold"
+    for r in results:
+        v = r.verification
+        psnr = f"{v.psnr_db:.1f}" if v.numerics_run else "not run here"
+        vs_float = f"{v.float_psnr_db:.1f}" if v.float_psnr_db is not None else ""
+        runtime = v.runtime.split(" (")[0]
+        table.add_row(r.target, r.precision, runtime, psnr, vs_float, str(v.passed), str(r.artifact))
+    return table
