@@ -10,12 +10,16 @@ an interrupted pipeline continues where it stopped):
    output distillation from the frozen stage-1 teacher (`recipes/quickstart_student.yaml`);
 then the final table: bicubic, the teacher, the CSD model at both widths, and the fine-tuned
 student, Y-PSNR / SSIM on the built-in val photos. docs/quickstart.md says why three stages.
+4. `export`: the student converted to every installed target (Core ML, TFLite, ExecuTorch, ONNX) at
+   each target's default precision, each artifact verified on its runtime against PyTorch; targets
+   whose SDK is missing are listed with the `pip install` that adds them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -30,6 +34,7 @@ class PipelineResult:
     rows: list[EvalRow]  # the final table: bicubic, teacher, student
     stages: dict[str, Path]  # stage name -> run directory
     student: Path  # the deployable student's run directory (its checkpoint is a narrow model)
+    exports: Any = None  # edgesr.export.ExportReport of stage 4
 
 
 def _run_stage(
@@ -47,19 +52,23 @@ def _run_stage(
 
 
 def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None = None,
-               console: Console | None = None) -> PipelineResult:  # fmt: skip
-    """Run every quickstart stage into `out`; `overrides` apply to all three recipes (e.g. train.steps=50)."""
+               console: Console | None = None,
+               export_targets: list[str] | None = None) -> PipelineResult:  # fmt: skip
+    """Run every quickstart stage into `out`; `overrides` apply to all three recipes (e.g. train.steps=50).
+
+    `export_targets`: the targets stage 4 exports to (default: every registered one; [] skips it).
+    """
     out = Path(out)
     console = console or Console(stderr=True)
     extra = list(overrides or [])
     stages = {"teacher": out / "teacher", "csd": out / "csd", "student": out / "student"}
-    teacher_rows = _run_stage("1/3 teacher", "quickstart_teacher", extra, stages["teacher"], console)
+    teacher_rows = _run_stage("1/4 teacher", "quickstart_teacher", extra, stages["teacher"], console)
     csd_rows = _run_stage(
-        "2/3 csd", "quickstart", [*extra, f"train.init={stages['teacher']}"], stages["csd"], console
+        "2/4 csd", "quickstart", [*extra, f"train.init={stages['teacher']}"], stages["csd"], console
     )
     from_runs = [f"train.init={stages['teacher']}", f"train.student_from={stages['csd']}"]
     student_rows = _run_stage(
-        "3/3 student", "quickstart_student", [*extra, *from_runs], stages["student"], console
+        "3/4 student", "quickstart_student", [*extra, *from_runs], stages["student"], console
     )
     rows = [*teacher_rows]  # bicubic, teacher
     rows += [replace(r, method=f"CSD model {r.method}") for r in csd_rows if r.width is not None]
@@ -70,4 +79,24 @@ def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None 
     title = f"quickstart: x{scale} on the val photos (Y-PSNR / SSIM, border crop {scale})"
     print_table(rows, title)
     atomic_write_text(out / "results.md", table_markdown(rows, title) + "\n")
-    return PipelineResult(out, rows, stages, stages["student"])
+    exports = None
+    if export_targets != []:
+        exports = export_stage(stages["student"], out / "exports", console, export_targets)
+    return PipelineResult(out, rows, stages, stages["student"], exports)
+
+
+def export_stage(student: Path, out: Path, console: Console, targets: list[str] | None = None) -> Any:
+    """Stage 4: export the student to every installed target and print the verification table.
+
+    Artifacts already in `out` are replaced, so a re-run exports the current student.
+    """
+    from edgesr.export import ExportRequest, export_all
+    from edgesr.export.verify import verification_table
+
+    console.print(f"[bold]4/4 export[/]: {student} -> {out}")
+    request = ExportRequest(student, target="onnx", out_dir=out, force=True)
+    report = export_all(request, targets, target_defaults=True)
+    console.print(verification_table(report.results))
+    for target, reason in report.skipped.items():
+        console.print(f"skipped {target}: {reason}", highlight=False, markup=False)
+    return report

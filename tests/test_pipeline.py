@@ -27,7 +27,8 @@ def tiny(photos) -> list[str]:
 
 
 def test_pipeline_chains_stages_and_skips_completed_ones(tiny_photos, tmp_path, capsys):
-    result = quickstart(tmp_path / "qs", tiny(tiny_photos))
+    pytest.importorskip("onnxruntime", reason="the export stage is checked with the onnx target")
+    result = quickstart(tmp_path / "qs", tiny(tiny_photos), export_targets=["onnx"])
     for stage in ("teacher", "csd", "student"):
         assert json.loads((tmp_path / "qs" / stage / "status.json").read_text())["state"] == "completed"
     methods = [r.method for r in result.rows]
@@ -41,13 +42,18 @@ def test_pipeline_chains_stages_and_skips_completed_ones(tiny_photos, tmp_path, 
     assert "student w=0.25 fine-tuned" in (tmp_path / "qs" / "results.md").read_text()
     # the deployable student is a stand-alone narrow model built from the CSD model's slices
     assert read_meta(result.student).materialized_width == 0.25
+    # stage 4: the student exported and verified on ONNX Runtime, at the default 180x320 input
+    (onnx,) = result.exports.results
+    assert onnx.verification.passed and onnx.verification.psnr_db > 50
+    assert onnx.artifact.parent == tmp_path / "qs" / "exports" and onnx.artifact.exists()
+    assert "_w0.25_180x320_fp32.onnx" in onnx.artifact.name
     # a second run reuses every completed stage
-    again = quickstart(tmp_path / "qs", tiny(tiny_photos))
+    again = quickstart(tmp_path / "qs", tiny(tiny_photos), export_targets=[])
     assert [r.psnr for r in again.rows] == [r.psnr for r in result.rows]
     assert capsys.readouterr().err.count("already completed") == 3
 
 
 def test_pipeline_refuses_a_directory_holding_another_recipe(tiny_photos, tmp_path):
-    quickstart(tmp_path / "qs", tiny(tiny_photos))
+    quickstart(tmp_path / "qs", tiny(tiny_photos), export_targets=[])
     with pytest.raises(TrainingError, match="different recipe"):
-        quickstart(tmp_path / "qs", [*tiny(tiny_photos), "seed=1"])
+        quickstart(tmp_path / "qs", [*tiny(tiny_photos), "seed=1"], export_targets=[])
