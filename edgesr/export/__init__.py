@@ -7,7 +7,10 @@
 Targets register in `EXPORTERS`; importing this package imports no export SDK.
 """
 
+from edgesr.export import coreml as _coreml  # noqa: F401  (registers the "coreml" target)
+from edgesr.export import executorch as _executorch  # noqa: F401  (registers the "executorch" target)
 from edgesr.export import onnx as _onnx  # noqa: F401  (registers the "onnx" target)
+from edgesr.export import tflite as _tflite  # noqa: F401  (registers the "tflite" target)
 from edgesr.export.base import (
     EXPORTERS,
     PRECISIONS,

@@ -33,8 +33,6 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 # How the last stage's sub-pixel upsampling is written in the exported graph (edgesr/export/graphs.py):
 # nn.PixelShuffle, a depth-to-space with reordered conv channels, or a fixed-weight ConvTranspose2d.
 UPSAMPLERS: tuple[str, ...] = ("pixelshuffle", "depth_to_space", "transposed_conv")
-# Targets the converters issue asks for; named in errors until their exporter is registered.
-PLANNED_TARGETS: tuple[str, ...] = ("coreml", "tflite", "executorch", "onnx")
 DEFAULT_INPUT: tuple[int, int, int, int] = (1, 3, 180, 320)
 
 
@@ -160,28 +158,28 @@ class Exporter(Protocol):
 
 # Optional members of an exporter, read with `getattr` and these defaults:
 #   default_upsampler: str = "pixelshuffle"       the UPSAMPLERS variant used when the request names none
+#   def upsampler_default(self, request) -> str   the same, when it depends on the request (precision...)
 #   upsamplers: tuple[str, ...] = UPSAMPLERS      variants the target converts
 #   delegates: tuple[str, ...] = ()               values `request.delegate` may take (first = default)
 #   fully_integer: bool = False                    whether `request.fully_integer` is honoured
 #   weight_only: bool = False                      whether `request.weight_only` is honoured; the exporter
 #                                                 then gets the float model and quantizes weights itself
 #   default_precision: str = "fp32"               what the CLI uses when --precision is not given
-#   def runs_here(self) -> str | None             None, or why the artifact cannot run on this machine
+#   def runs_here(self, path) -> str | None       None, or why the artifact cannot run on this machine
 #                                                 (Core ML on Linux); verification is then structural
 #   def validate(self, path, request) -> dict     structural checks: {"checks": {name: ok}, "passed": bool}
 #   def io_spec(self, path) -> dict               {"input": {...}, "output": {...}} overriding float32 NCHW
 def upsampler_for(exporter: Exporter, request: ExportRequest) -> str:
-    return request.upsampler or getattr(exporter, "default_upsampler", "pixelshuffle")
+    if request.upsampler:
+        return request.upsampler
+    by_request = getattr(exporter, "upsampler_default", None)
+    return by_request(request) if by_request else getattr(exporter, "default_upsampler", "pixelshuffle")
 
 
 EXPORTERS: Registry[Exporter] = Registry("exporter")
 
 
 def get_exporter(target: str) -> Exporter:
-    if target not in EXPORTERS and target in PLANNED_TARGETS:
-        raise ValueError(
-            f"target {target!r} is not implemented yet; available targets: {', '.join(EXPORTERS.names())}"
-        )
     if target not in EXPORTERS:
         raise KeyError(unknown_name_message("target", target, EXPORTERS.names()))
     return EXPORTERS.get(target)
@@ -259,7 +257,9 @@ def load_student(checkpoint: str | os.PathLike[str], width: float | None) -> tup
 def artifact_name(meta: Any, width: float, request: ExportRequest, suffix: str) -> str:
     _, _, h, w = request.input_shape
     size = "dynamic" if request.dynamic else f"{h}x{w}"
-    return f"{meta.arch['name']}_x{meta.scale}_w{width:g}_{size}_{request.precision}{suffix}"
+    # int8 variants get distinct names so one never replaces another: int8w (weights only), int8fi
+    precision = request.precision + ("w" if request.weight_only else "fi" if request.fully_integer else "")
+    return f"{meta.arch['name']}_x{meta.scale}_w{width:g}_{size}_{precision}{suffix}"
 
 
 @contextmanager
@@ -386,8 +386,6 @@ def export_all(
     from dataclasses import replace
 
     report = ExportReport()
-    if targets is None:
-        report.skipped.update({t: "not implemented yet" for t in PLANNED_TARGETS if t not in EXPORTERS})
     for name in targets or EXPORTERS.names():
         exporter = get_exporter(name)
         one = replace(request, target=name)

@@ -82,7 +82,8 @@ def verification_input(shape: tuple[int, int, int, int], scale: int) -> tuple[np
     note = f"builtin val {pair.name!r} x{scale} LR {lw}x{lh}, centre crop {w}x{h}"
     if ph or pw:
         note += " (mirror-padded)"
-    return np.ascontiguousarray(crop[None], dtype=np.float32), note
+    # a fresh array: np.pad's result can carry a 0 stride on the batch axis, which ExecuTorch rejects
+    return np.array(crop[None], dtype=np.float32, copy=True, order="C"), note
 
 
 def output_psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -106,7 +107,7 @@ def verify(
     Float artifacts are compared with `model(x)` (float32, bar FLOAT_PSNR_DB). An int8 artifact is
     compared with `quantized(x)`, the converted q/dq graph it was lowered from (bar INT8_PSNR_DB), and
     its distance from the float model is recorded. Where the runtime cannot run here
-    (`exporter.runs_here()` gives the reason) the result is the exporter's structural validation, with
+    (`exporter.runs_here(path)` gives the reason) the result is the exporter's structural validation, with
     `numerics_run=False`.
     """
     versions = exporter.sdk_versions()
@@ -121,9 +122,21 @@ def verify(
         else f"PyTorch {torch.__version__} eager, float32"
     )
     threshold = INT8_PSNR_DB if request.precision == "int8" else FLOAT_PSNR_DB
-    reason = getattr(exporter, "runs_here", lambda: None)()
+    reason = getattr(exporter, "runs_here", lambda _path: None)(path)
     if reason is not None:
         structure = exporter.validate(path, request)  # type: ignore[attr-defined]
+        evaluate = getattr(exporter, "evaluate", None)  # a program evaluator of our own, not the runtime
+        if evaluate is not None:
+            with torch.no_grad():
+                xt = torch.from_numpy(x)
+                ref = (quantized(xt) if int8 else model(xt)).numpy()
+            out = evaluate(path, x)
+            structure["reference_evaluator"] = {
+                "name": getattr(exporter, "evaluator_name", "edgesr program evaluator, not the runtime"),
+                "reference": reference,
+                "psnr_db": _db(output_psnr(out, ref)),
+                "max_abs_diff": float(np.max(np.abs(out.astype(np.float64) - ref))),
+            }
         return Verification(
             runtime=runtime, reference=reference, image=image, input_shape=shape, psnr_db=math.nan,
             max_abs_diff=math.nan, threshold_db=threshold, passed=bool(structure["passed"]),

@@ -63,7 +63,9 @@ class ResBlock(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.res_scale * self.conv2(self.act(self.conv1(x)))
+        res = self.conv2(self.act(self.conv1(x)))
+        # no multiply by 1: exported graphs would carry a MUL (int8: TRANSPOSE-MUL-TRANSPOSE) per block
+        return x + (res if self.res_scale == 1.0 else self.res_scale * res)
 
 
 class EDSR(nn.Module):

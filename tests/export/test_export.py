@@ -119,16 +119,14 @@ def test_missing_sdk_names_the_pip_extra(monkeypatch, shared_ckpt, tmp_path):
     with pytest.raises(MissingSDKError) as e:
         export_checkpoint(ExportRequest(shared_ckpt, "onnx", input_shape=SHAPE, out_dir=tmp_path))
     assert str(e.value) == "target 'onnx' needs the ONNX SDK: pip install \"edgesr[onnx]\""
-    report = export_all(ExportRequest(shared_ckpt, "onnx", input_shape=SHAPE, out_dir=tmp_path))
+    report = export_all(ExportRequest(shared_ckpt, "onnx", input_shape=SHAPE, out_dir=tmp_path), ["onnx"])
     assert report.results == [] and 'pip install "edgesr[onnx]"' in report.skipped["onnx"]
-    assert report.skipped["coreml"] == "not implemented yet"
 
 
 def test_unknown_target_lists_the_registered_ones(shared_ckpt):
-    with pytest.raises(KeyError, match="unknown target 'onyx'.*Did you mean 'onnx'.*Valid: onnx"):
+    valid = "Valid: coreml, executorch, onnx, tflite"
+    with pytest.raises(KeyError, match=f"unknown target 'onyx'.*Did you mean 'onnx'.*{valid}"):
         export_checkpoint(ExportRequest(shared_ckpt, "onyx"))
-    with pytest.raises(ValueError, match="'coreml' is not implemented yet; available targets: onnx"):
-        export_checkpoint(ExportRequest(shared_ckpt, "coreml"))
 
 
 def test_unsupported_precision_names_target_precision_and_supported(shared_ckpt):
