@@ -21,6 +21,13 @@ examples:
 """
 
 
+UPSCALE_EXAMPLES = """\
+examples:
+  edgesr upscale photo.png --checkpoint runs/quickstart/student --out photo_x2.png
+  edgesr upscale photo.png --artifact exports/edsr_x2_w0.25_180x320_fp32.onnx --threads 2 --force
+"""
+
+
 EXPORT_EXAMPLES = """\
 examples:
   edgesr export runs/quickstart/student --target onnx            # -> exports/*.onnx + .onnx.json
@@ -70,14 +77,41 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-ssim", action="store_true")
     e.add_argument("--cache-dir", help="where generated LR images are cached")
     e.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    e.add_argument(
+        "--quant",
+        action="store_true",
+        help="float, int8 PTQ and int8 QAT PSNR side by side: CHECKPOINT is a QAT run (its float student "
+        "is read from its recipe) or a float student (add --qat RUN for the QAT row)",
+    )
+    e.add_argument("--qat", help="with --quant and a float CHECKPOINT: the QAT run of that student")
+    e.add_argument(
+        "--backend", help="with --quant: int8 backend of the PTQ row (default: the QAT run's, or xnnpack)"
+    )
+    e.add_argument("--calibration-images", type=int, default=8, help="with --quant: PTQ calibration crops")
 
-    u = sub.add_parser("upscale", help="super-resolve one image, tiled so memory stays bounded")
+    u = sub.add_parser(
+        "upscale",
+        help="super-resolve one image with a checkpoint or an exported artifact, tiled (bounded memory)",
+        epilog=UPSCALE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     u.add_argument("image", type=Path)
-    u.add_argument("--checkpoint", required=True)
-    u.add_argument("--width", type=float, default=None, help="student width (default: narrowest trained)")
+    src = u.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--checkpoint", help="run a checkpoint in PyTorch (.safetensors file, checkpoint or run dir)"
+    )
+    src.add_argument(
+        "--artifact", type=Path, help="run an exported artifact (with its .json manifest) on its runtime here"
+    )
+    u.add_argument(
+        "--width", type=float, default=None, help="student width (--checkpoint only; default: narrowest)"
+    )
     u.add_argument("--out", type=Path, help="output path (default: <image>_x<scale>.png)")
-    u.add_argument("--tile", type=int, default=256, help="LR tile side in pixels")
+    u.add_argument(
+        "--tile", type=int, default=256, help="LR tile side in pixels (fixed-shape artifacts: their input)"
+    )
     u.add_argument("--overlap", type=int, default=16, help="LR context pixels around each tile")
+    u.add_argument("--threads", type=int, help="--artifact: runtime CPU threads (default: the runtime's own)")
     u.add_argument("--force", action="store_true", help="overwrite an existing output")
 
     b = sub.add_parser("bench", help="side-by-side comparisons")
@@ -129,6 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_parser("ls", help="list shipped recipes")
     v = rs.add_parser("validate", help="validate recipe files (default: every shipped recipe)")
     v.add_argument("paths", nargs="*", type=Path)
+
+    from edgesr.profile.commands import add_parsers as add_profile_parsers
+
+    add_profile_parsers(sub)  # `profile run|sweep|import|show` and `select-width`
     return p
 
 
@@ -193,6 +231,10 @@ def _eval(args: argparse.Namespace, console) -> int:
     from edgesr.files import atomic_write_text
     from edgesr.train.checkpoint import load_model
 
+    if args.quant:
+        return _eval_quant(args)
+    if args.qat or args.backend:
+        raise ValueError("--qat and --backend apply with --quant")
     model, meta = load_model(args.checkpoint)
     scale = meta.scale
     sets = eval_sets(args.data, meta.scale, args.cache_dir)
@@ -207,22 +249,56 @@ def _eval(args: argparse.Namespace, console) -> int:
     return 0
 
 
+def _eval_quant(args: argparse.Namespace) -> int:
+    """`edgesr eval CKPT --quant`: float / PTQ / QAT rows of one student (edgesr.quant.report)."""
+    from edgesr.data import eval_sets
+    from edgesr.evaluate import bicubic_rows, print_table, table_markdown
+    from edgesr.files import atomic_write_text
+    from edgesr.quant import is_qat_checkpoint
+    from edgesr.quant.report import compare_quantized, qat_student_source
+    from edgesr.train.checkpoint import read_meta
+
+    if args.width or args.self_ensemble:
+        raise ValueError("--quant evaluates the student's own width without self-ensemble")
+    qat = args.qat
+    student = args.checkpoint
+    if is_qat_checkpoint(args.checkpoint):
+        if qat:
+            raise ValueError("CHECKPOINT is already a QAT run; --qat is for a float CHECKPOINT")
+        qat, student = args.checkpoint, qat_student_source(args.checkpoint)
+    scale = read_meta(student).scale
+    sets = eval_sets(args.data, scale, args.cache_dir)
+    result = compare_quantized(
+        student, sets, qat=qat, backend=args.backend, calibration_images=args.calibration_images,
+        with_ssim=not args.no_ssim,
+    )  # fmt: skip
+    rows = bicubic_rows(sets, scale, not args.no_ssim) + result.rows
+    title = f"float vs int8 ({result.backend}), x{scale}, student {student}"
+    print_table(rows, title)
+    if args.markdown:
+        atomic_write_text(args.markdown, table_markdown(rows, title) + "\n")
+    return 0
+
+
 def _upscale(args: argparse.Namespace, console) -> int:
     from edgesr.data.images import read_image, write_image
-    from edgesr.evaluate import run_sr
-    from edgesr.train.checkpoint import load_model
-    from edgesr.upscale import upscale_image
+    from edgesr.upscale import artifact_upscaler, checkpoint_upscaler, upscale_image
 
-    model, meta = load_model(args.checkpoint)
-    model.eval()
-    width = args.width if args.width is not None else (meta.materialized_width or min(meta.widths))
-    out = args.out or args.image.with_name(f"{args.image.stem}_x{meta.scale}.png")
+    if args.artifact is not None and args.width is not None:
+        raise ValueError("--width applies to --checkpoint; an artifact has its width baked in")
+    if args.artifact is None and args.threads is not None:
+        raise ValueError("--threads applies to --artifact (PyTorch uses torch's own thread count)")
+    if args.artifact is not None:
+        up = artifact_upscaler(args.artifact, args.threads)
+    else:
+        up = checkpoint_upscaler(args.checkpoint, args.width)
+    out = args.out or args.image.with_name(f"{args.image.stem}_x{up.scale}.png")
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to overwrite it")
     image = read_image(args.image)
-    sr = upscale_image(lambda x: run_sr(model, x, width), image, meta.scale, args.tile, args.overlap)
-    write_image(out, sr)
-    console.print(f"wrote {out} ({sr.shape[1]}x{sr.shape[0]}, width {width:g})")
+    sr = upscale_image(up.fn, image, up.scale, args.tile, args.overlap, input_hw=up.input_hw)
+    write_image(out, sr)  # atomic: a crash leaves no half-written image
+    console.print(f"wrote {out} ({sr.shape[1]}x{sr.shape[0]}, {up.label})")
     return 0
 
 
@@ -315,7 +391,15 @@ _COMMANDS = {
     "bench": _bench,
     "export": _export,
     "inspect": _inspect,
+    "profile": lambda args, console: _profile_commands().profile_command(args, console),
+    "select-width": lambda args, console: _profile_commands().select_width_command(args, console),
 }
+
+
+def _profile_commands():  # imported on use, like every other command's module
+    from edgesr.profile import commands
+
+    return commands
 
 if __name__ == "__main__":
     sys.exit(main())

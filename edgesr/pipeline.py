@@ -13,6 +13,9 @@ student, Y-PSNR / SSIM on the built-in val photos. docs/quickstart.md says why t
 4. `export`: the student converted to every installed target (Core ML, TFLite, ExecuTorch, ONNX) at
    each target's default precision, each artifact verified on its runtime against PyTorch; targets
    whose SDK is missing are listed with the `pip install` that adds them.
+5. `profile`: the student's architecture timed on this host at a few widths (ONNX Runtime, else
+   PyTorch), and `select-width` for the host's budget (devices/host.yaml): the widest width whose
+   measured latency fits, with PSNR from the runs above (docs/devices.md).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class PipelineResult:
     stages: dict[str, Path]  # stage name -> run directory
     student: Path  # the deployable student's run directory (its checkpoint is a narrow model)
     exports: Any = None  # edgesr.export.ExportReport of stage 4
+    selection: Any = None  # edgesr.select.Selection of the final profile + select-width step
 
 
 def _run_stage(
@@ -53,22 +57,24 @@ def _run_stage(
 
 def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None = None,
                console: Console | None = None,
-               export_targets: list[str] | None = None) -> PipelineResult:  # fmt: skip
+               export_targets: list[str] | None = None,
+               profile: bool = True) -> PipelineResult:  # fmt: skip
     """Run every quickstart stage into `out`; `overrides` apply to all three recipes (e.g. train.steps=50).
 
     `export_targets`: the targets stage 4 exports to (default: every registered one; [] skips it).
+    `profile`: end with a short host latency sweep and a width selection for the host's budget.
     """
     out = Path(out)
     console = console or Console(stderr=True)
     extra = list(overrides or [])
     stages = {"teacher": out / "teacher", "csd": out / "csd", "student": out / "student"}
-    teacher_rows = _run_stage("1/4 teacher", "quickstart_teacher", extra, stages["teacher"], console)
+    teacher_rows = _run_stage("1/5 teacher", "quickstart_teacher", extra, stages["teacher"], console)
     csd_rows = _run_stage(
-        "2/4 csd", "quickstart", [*extra, f"train.init={stages['teacher']}"], stages["csd"], console
+        "2/5 csd", "quickstart", [*extra, f"train.init={stages['teacher']}"], stages["csd"], console
     )
     from_runs = [f"train.init={stages['teacher']}", f"train.student_from={stages['csd']}"]
     student_rows = _run_stage(
-        "3/4 student", "quickstart_student", [*extra, *from_runs], stages["student"], console
+        "3/5 student", "quickstart_student", [*extra, *from_runs], stages["student"], console
     )
     rows = [*teacher_rows]  # bicubic, teacher
     rows += [replace(r, method=f"CSD model {r.method}") for r in csd_rows if r.width is not None]
@@ -82,7 +88,8 @@ def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None 
     exports = None
     if export_targets != []:
         exports = export_stage(stages["student"], out / "exports", console, export_targets)
-    return PipelineResult(out, rows, stages, stages["student"], exports)
+    selection = profile_stage(stages["student"], stages["csd"], out, console) if profile else None
+    return PipelineResult(out, rows, stages, stages["student"], exports, selection)
 
 
 def export_stage(student: Path, out: Path, console: Console, targets: list[str] | None = None) -> Any:
@@ -93,10 +100,28 @@ def export_stage(student: Path, out: Path, console: Console, targets: list[str] 
     from edgesr.export import ExportRequest, export_all
     from edgesr.export.verify import verification_table
 
-    console.print(f"[bold]4/4 export[/]: {student} -> {out}")
+    console.print(f"[bold]4/5 export[/]: {student} -> {out}")
     request = ExportRequest(student, target="onnx", out_dir=out, force=True)
     report = export_all(request, targets, target_defaults=True)
     console.print(verification_table(report.results))
     for target, reason in report.skipped.items():
         console.print(f"skipped {target}: {reason}", highlight=False, markup=False)
     return report
+
+
+def profile_stage(student: Path, csd: Path, out: Path, console: Console) -> Any:
+    """Final step: host latency sweep of the student's architecture + width selection for the host's
+    budget; writes `out/select_width.md` and `out/select_width.png`, returns the Selection."""
+    from edgesr.profile.sweep import quickstart_loop
+    from edgesr.select import table_markdown
+
+    console.print(f"[bold]5/5 profile[/]: host latency of the student's architecture -> {out / 'profiles'}")
+    sel, plot = quickstart_loop(student, csd, out, log=console.print)
+    title = f"select-width on host: budget {sel.budget_ms:g} ms, {sel.runtime}, LR {sel.resolution}"
+    atomic_write_text(out / "select_width.md", f"{title}\n\n{table_markdown(sel)}\n")
+    console.print(table_markdown(sel), markup=False, highlight=False)
+    for note in sel.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    chosen = f"width {sel.chosen.width:g} ({sel.chosen.latency_ms:.1f} ms)" if sel.chosen else "no width fits"
+    console.print(f"select-width: {chosen}; plot {plot}")
+    return sel

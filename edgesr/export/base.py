@@ -313,7 +313,10 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
                 "nothing was written"
             )
         delegation = exporter.delegation(tmp)
-    manifest = build_manifest(request, meta, model, width, final, result, delegation, sdk, exporter, export_s)
+        # built from the staged artifact (same file name), so a failure here leaves nothing behind
+        manifest = build_manifest(
+            request, meta, model, width, tmp, result, delegation, sdk, exporter, export_s
+        )
     write_manifest(final, manifest)
     return ExportResult(
         request.target, request.precision, final, manifest_path(final), result, manifest, export_s
@@ -381,7 +384,7 @@ def export_all(
     """Export to every registered target (or `targets`) whose SDK is installed and that supports
     the requested options; the rest are reported in `skipped` with the reason (e.g. the pip extra).
     `target_defaults=True` exports each target at its own default precision instead of the request's.
-    Conversion and verification errors are not swallowed.
+    Conversion (unsupported op) and verification errors are not swallowed.
     """
     from dataclasses import replace
 
@@ -391,11 +394,10 @@ def export_all(
         one = replace(request, target=name)
         if target_defaults:
             one = replace(one, precision=default_precision(name))
-        try:
+        try:  # options a target refuses (some only while converting) and missing SDKs are skips
             check_options(exporter, one)
             exporter.sdk_versions()
+            report.results.append(export_checkpoint(one))
         except (MissingSDKError, UnsupportedOptionError) as e:
             report.skipped[name] = str(e)
-            continue
-        report.results.append(export_checkpoint(one))
     return report

@@ -129,6 +129,8 @@ def _check_output(
         return f"output dtype {dtype}, expected {io_dtype.upper()}", None
     if request.dynamic:  # the spec leaves the output shape open; read the rank from the program
         ttype = [o.type.tensorType for op in block.operations for o in op.outputs if o.name == "sr"]
+        if not ttype:
+            return "no program op produces the output 'sr'", None
         dims = [d.constant.size if d.HasField("constant") else None for d in ttype[0].dimensions]
         ok = len(dims) == 4 and dims[:2] == [1, 3]
         return (True if ok else f"program output dims {dims}, expected (1, 3, sH, sW)"), None

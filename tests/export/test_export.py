@@ -170,3 +170,37 @@ def test_verification_input_is_a_real_padded_crop():
     assert "astronaut" in note and "mirror-padded" in note
     assert output_psnr(x, x) == float("inf")
     assert output_psnr(x / 2, x / 2 + 0.01) == pytest.approx(40.0)  # data range 1
+
+
+class StructuralTarget(TorchScriptTarget):
+    """A target whose runtime "cannot run here": verification is structural plus an evaluator."""
+
+    def __init__(self, evaluator_noise: float) -> None:
+        super().__init__()
+        self.evaluator_noise = evaluator_noise
+
+    def runs_here(self, path=None):
+        return "needs another OS"
+
+    def validate(self, path, request):
+        return {"checks": {"readable": True}, "passed": True}
+
+    def evaluate(self, path, x):
+        return self.load(path)(x) + self.evaluator_noise
+
+
+@pytest.mark.parametrize("noise, passes", [(0.0, True), (0.1, False)])
+def test_structural_verification_counts_the_program_evaluator(
+    monkeypatch, shared_ckpt, tmp_path, noise, passes
+):
+    monkeypatch.setitem(EXPORTERS._items, "ts", StructuralTarget(noise))
+    req = ExportRequest(shared_ckpt, "ts", input_shape=SHAPE, out_dir=tmp_path / "o")
+    if not passes:  # the evaluator's numerics are part of the verdict, not a figure on the side
+        with pytest.raises(VerificationError, match="structure FAILED.*reference_evaluator"):
+            export_checkpoint(req)
+        assert list((tmp_path / "o").iterdir()) == []
+        return
+    v = export_checkpoint(req).verification
+    assert not v.numerics_run and v.passed and "needs another OS" in v.note
+    assert v.structure["checks"]["reference_evaluator"] is True
+    assert v.structure["reference_evaluator"]["psnr_db"] == "inf"

@@ -1,0 +1,161 @@
+"""Devices: one schema-validated YAML file per device under `devices/` (specs, never latencies).
+
+A device file says what the device is (SoC, OS), how edgesr measures on it (`transport`: on this
+machine, through `adb`, or imported from Xcode / a macOS host), which runtimes and delegates it
+offers, and the default LR input resolution and latency budget a width is chosen for. Measured
+latencies live beside the files, in `devices/profiles/<device>/` (see `edgesr.profile.store`).
+
+    d = load_device("pixel8")                  # a shipped name, or a path to a .yaml file
+    d.resolution.text, d.budget_ms            # "320x180", 33.3
+    [n for n, _ in list_devices()]            # ["galaxy_s24", "host", ...]
+
+A corrupt or unknown file raises `RecipeError` naming the file and the key (with "did you mean").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edgesr import schema
+from edgesr.registry import unknown_name_message
+from edgesr.schema import RecipeError, _check, _found, _yaml_load
+
+__all__ = [
+    "DEVICES_DIR",
+    "RUNTIME_OF_TARGET",
+    "Device",
+    "Resolution",
+    "RuntimeCfg",
+    "list_devices",
+    "load_device",
+    "parse_resolution",
+    "resolve_device",
+]
+
+DEVICES_DIR = Path(__file__).resolve().parents[1] / "devices"
+
+# Runtime that runs each export target's artifact ("pytorch" = eager PyTorch, no export).
+RUNTIME_OF_TARGET: dict[str, str] = {
+    "pytorch": "pytorch",
+    "onnx": "onnxruntime",
+    "executorch": "executorch",
+    "tflite": "litert",
+    "coreml": "coreml",
+}
+RuntimeName = Literal["pytorch", "onnxruntime", "executorch", "litert", "coreml"]
+_NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class RuntimeCfg:
+    """A runtime on the device and the delegates (backends) it can use there, e.g. cpu, xnnpack, gpu."""
+
+    name: RuntimeName
+    delegates: tuple[str, ...] = ("cpu",)
+    version: str | None = None  # the version installed on the device, when pinned
+
+    def __post_init__(self) -> None:
+        _check(bool(self.delegates), "delegates", "must list at least one delegate (e.g. cpu)")
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """LR input size in pixels (the network's input; the output is `scale` times larger)."""
+
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        _check(self.width >= 1 and self.height >= 1, "", f"must be >= 1 pixel, got {self.text}")
+
+    @property
+    def text(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.height, self.width
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str  # must equal the file's stem
+    soc: str
+    os: str
+    # host: measured on the machine edgesr runs on; adb: an Android device over adb;
+    # xcode: results imported from an Xcode Core ML performance report; macos: coremltools on a Mac.
+    transport: Literal["host", "adb", "xcode", "macos"]
+    runtimes: tuple[RuntimeCfg, ...]
+    resolution: Resolution  # default LR input resolution of the use case
+    budget_ms: float  # default latency budget per frame, milliseconds
+    description: str = ""
+    cpu: str = ""
+    threads: int | None = None  # default CPU threads for profiling (None = the runtime's default)
+    adb_serial: str | None = None  # adb -s SERIAL (None = the only connected device)
+
+    def __post_init__(self) -> None:
+        _check(_NAME.fullmatch(self.name) is not None, "name", f"must be lower_snake_case, got {self.name!r}")
+        _check(self.budget_ms > 0, "budget_ms", f"must be > 0 ms, got {self.budget_ms}")
+        _check(bool(self.runtimes), "runtimes", "must list at least one runtime")
+        names = [r.name for r in self.runtimes]
+        _check(len(set(names)) == len(names), "runtimes", f"has duplicate runtimes: {names}")
+        _check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+
+    def runtime(self, name: str) -> RuntimeCfg:
+        """The device's entry for runtime `name`; ValueError naming the available ones."""
+        for r in self.runtimes:
+            if r.name == name:
+                return r
+        have = ", ".join(r.name for r in self.runtimes)
+        raise ValueError(f"device {self.name!r} has no runtime {name!r} (it has: {have})")
+
+
+def parse_resolution(text: str) -> Resolution:
+    """'320x180' (W x H of the LR input) -> Resolution(320, 180)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or min(int(m.group(1)), int(m.group(2))) < 1:
+        raise ValueError(f"resolution must look like WxH in LR pixels (e.g. 320x180), got {text!r}")
+    return Resolution(int(m.group(1)), int(m.group(2)))
+
+
+def list_devices(root: str | os.PathLike[str] = DEVICES_DIR) -> list[tuple[str, Path]]:
+    """(name, path) of every `*.yaml` directly under `root` (profiles/ is not scanned)."""
+    return [(p.stem, p) for p in sorted(Path(root).glob("*.yaml"))]
+
+
+def resolve_device(name_or_path: str | os.PathLike[str], root: str | os.PathLike[str] = DEVICES_DIR) -> Path:
+    """A device file path, or a shipped device's name (`pixel8` -> devices/pixel8.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = dict(list_devices(root))
+    text = str(name_or_path)
+    if text in shipped:
+        return shipped[text]
+    if path.suffix in (".yaml", ".yml") or "/" in text:
+        raise RecipeError(f"no such device file: {text}. Devices in {root}: {', '.join(shipped)}")
+    raise KeyError(unknown_name_message("device", text, shipped))
+
+
+def load_device(name_or_path: str | os.PathLike[str], root: str | os.PathLike[str] = DEVICES_DIR) -> Device:
+    """Load and validate a device file; RecipeError names the file, the key and what was expected."""
+    file = resolve_device(name_or_path, root)
+    source = str(file)
+    data = _yaml_load(file.read_text(encoding="utf-8"), source)
+    if not isinstance(data, dict):
+        raise RecipeError(f"expected a mapping of device keys, got {_found(data)}", source=source)
+    try:
+        device = schema.from_dict(Device, data)
+    except RecipeError as e:
+        raise e.with_source(source) from None
+    if device.name != file.stem:
+        raise RecipeError(
+            f"name: {device.name!r} does not match the file name {file.name!r} (expected {file.stem!r})",
+            key="name",
+            source=source,
+        )
+    return device

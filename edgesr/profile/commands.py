@@ -1,0 +1,304 @@
+"""`edgesr profile ...` and `edgesr select-width`: argument parsing and thin handlers.
+
+The work happens in edgesr.profile.{host,adb,importers,latency_model} and edgesr.select.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+PROFILE_EXAMPLES = """\
+examples:
+  edgesr profile sweep runs/quickstart/student --device host --target onnx        # all widths, saved
+  edgesr profile sweep recipes/quickstart_student.yaml --device host --layers     # + latency-model table
+  edgesr profile run exports/edsr_x2_w0.25_180x320_fp32.onnx --device host
+  edgesr profile run m.tflite --device pixel8 --benchmark-binary ./benchmark_model --serial 3A1B2C
+  edgesr profile run m.pte --device galaxy_s24 --benchmark-binary ./executor_runner
+  edgesr profile import benchmark_results.json --device pixel8 --artifact exports/m.pte
+  edgesr profile import run.etdump --device pixel8 --resolution 320x180
+  edgesr profile show --device host
+  edgesr select-width --device host --budget-ms 33.3 --recipe quickstart_student --write
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", required=True, help="device name (devices/*.yaml) or a device file")
+    p.add_argument("--profiles", type=Path, help="profiles root (default: devices/profiles)")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "profile",
+        help="measure latency on a device, or import measurements",
+        epilog=PROFILE_EXAMPLES,
+        formatter_class=fmt,
+    )
+    ps = p.add_subparsers(dest="profile_command", required=True)
+    r = ps.add_parser("run", help="time one artifact (host: in-process; Android: over adb)")
+    r.add_argument("artifact", type=Path)
+    _common(r)
+    r.add_argument("--target", help="export target of the artifact (default: from its suffix)")
+    r.add_argument("--resolution", metavar="WxH", help="LR input size (default: the artifact's manifest)")
+    r.add_argument("--threads", type=int, help="CPU threads (default: the device file's)")
+    r.add_argument("--runs", type=int, default=20)
+    r.add_argument("--warmup", type=int, default=3)
+    r.add_argument(
+        "--benchmark-binary", type=Path, help="Android: benchmark_model or executor_runner to push"
+    )
+    r.add_argument("--adb", default="adb", help="adb executable (default: adb on PATH)")
+    r.add_argument("--serial", help="adb device serial (default: the device file's, else the only one)")
+    r.add_argument("--delegate", help="Android LiteRT delegate: xnnpack, gpu, nnapi (default: first listed)")
+    r.add_argument("--op-profiling", action="store_true", help="Android LiteRT: per-op times too")
+    r.add_argument("--no-save", action="store_true", help="print only; do not add to the device's profile")
+    s = ps.add_parser("sweep", help="export a student at several widths on the fly and time each (host)")
+    s.add_argument("source", help="checkpoint / run dir (its architecture) or recipe")
+    _common(s)
+    s.add_argument("--target", default="onnx", help="pytorch or a registered export target (default onnx)")
+    s.add_argument("--widths", type=float, nargs="+", help="default: every width on the channel grid")
+    s.add_argument("--resolution", metavar="WxH", help="LR input size (default: the device's)")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--runs", type=int, default=20)
+    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("--layers", action="store_true", help="also measure the latency model's per-layer table")
+    s.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="clock of the accuracy check")
+    i = ps.add_parser("import", help="ingest results produced elsewhere")
+    i.add_argument("file", type=Path)
+    _common(i)
+    i.add_argument(
+        "--format",
+        default="auto",
+        help="auto, benchmark_model, executor_runner, executorch-json, etdump, etdump-csv",
+    )
+    i.add_argument("--artifact", type=Path, help="the artifact measured (its manifest gives width, hash)")
+    i.add_argument("--resolution", metavar="WxH", help="LR input size (default: manifest, else device's)")
+    i.add_argument("--precision", default=None, help="default: the manifest's, else fp32")
+    i.add_argument("--threads", type=int, help="when the output does not say")
+    sh = ps.add_parser("show", help="list a device's measurements")
+    _common(sh)
+    w = sub.add_parser(
+        "select-width",
+        help="the widest student that meets a latency budget on a device",
+        epilog=PROFILE_EXAMPLES,
+        formatter_class=fmt,
+    )
+    _common(w)
+    w.add_argument("--budget-ms", type=float, help="latency budget per frame (default: the device's)")
+    w.add_argument("--resolution", metavar="WxH", help="LR input size (default: the device's)")
+    w.add_argument("--scale", type=int, help="only architectures with this scale")
+    w.add_argument("--recipe", help="the student's recipe (architecture; --write edits its width)")
+    w.add_argument("--write", action="store_true", help="set the recipe's student width to the choice")
+    w.add_argument(
+        "--runtime", help="runtime whose measurements decide (default: the device's first measured)"
+    )
+    w.add_argument("--precision", default="fp32")
+    w.add_argument("--threads", type=int, help="default: the device file's")
+    w.add_argument("--psnr-from", action="append", default=[], metavar="RUN_DIR", help="results.json source")
+    w.add_argument("--plot", type=Path, help="PNG path (default: runs/select_width/<device>.png)")
+    w.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="wall: wall-clock medians; cpu: process CPU-time medians (shared host, 1 thread)",
+    )
+
+
+def _root(args: argparse.Namespace) -> Any:
+    from edgesr.profile.store import PROFILES_DIR
+
+    return args.profiles or PROFILES_DIR
+
+
+def _print_records(records: list[Any], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(
+        "artifact",
+        "runtime",
+        "delegate",
+        "prec",
+        "thr",
+        "res",
+        "width",
+        "typical ms",
+        "p90",
+        "n",
+        "peak MB",
+        "method",
+        title=title,
+    )
+    for r in records:
+        s = r.stats
+        t.add_row(
+            r.artifact,
+            f"{r.runtime} {r.runtime_version or ''}".strip(),
+            r.delegate,
+            r.precision,
+            str(r.threads or "-"),
+            r.resolution,
+            f"{r.model.width:g}" if r.model else "-",
+            f"{s.typical_ms:.2f} ({s.typical_name})",
+            f"{s.p90_ms:.2f}" if s.p90_ms is not None else "-",
+            str(s.count or "-"),
+            f"{r.peak_mem_mb:.0f}" if r.peak_mem_mb is not None else "-",
+            r.method,
+        )
+    Console().print(t)
+
+
+def profile_command(args: argparse.Namespace, console: Any) -> int:
+    from edgesr.devices import load_device, parse_resolution
+    from edgesr.profile.store import device_records, save_records
+
+    device = load_device(args.device)
+    root = _root(args)
+    res = parse_resolution(args.resolution) if getattr(args, "resolution", None) else None
+    if args.profile_command == "show":
+        recs = device_records(device.name, root)
+        _print_records(recs, f"{device.name}: whole-model measurements")
+        layers = device_records(device.name, root, "layers")
+        console.print(f"{len(layers)} latency-table layer measurements")
+        return 0
+    if args.profile_command == "import":
+        from edgesr.profile.ingest import import_results
+
+        recs = import_results(
+            args.file, device, args.format, args.artifact, res, args.precision, args.threads
+        )
+    elif args.profile_command == "run":
+        recs = [_run(args, device, res)]
+        if args.no_save:
+            _print_records(recs, f"{device.name} (not saved)")
+            return 0
+    else:
+        return _sweep(args, device, res, root, console)
+    paths = {save_records(device.name, [r], f"models_{r.runtime}", root) for r in recs}
+    _print_records(recs, device.name)
+    console.print(f"saved to {', '.join(str(p) for p in sorted(paths))}")
+    return 0
+
+
+def _run(args: argparse.Namespace, device: Any, res: Any) -> Any:
+    threads = args.threads if args.threads is not None else device.threads
+    if device.transport in ("host", "macos"):
+        from edgesr.profile.host import profile_artifact
+
+        return profile_artifact(args.artifact, args.target, res, threads, args.warmup, args.runs)
+    if device.transport == "adb":
+        from edgesr.profile.adb import Adb, profile_android
+        from edgesr.profile.ingest import attach_manifest, manifest_resolution
+
+        if args.benchmark_binary is None:
+            raise ValueError(
+                "--benchmark-binary is needed on Android: benchmark_model (.tflite) or "
+                "executor_runner (.pte) built for the phone"
+            )
+        runtime = {".tflite": "litert", ".pte": "executorch"}.get(args.artifact.suffix)
+        delegate = args.delegate or (device.runtime(runtime).delegates[0] if runtime else "xnnpack")
+        # a fixed-shape artifact runs at its exported size, whatever the device's default
+        res = res or manifest_resolution(args.artifact)
+        rec, _ = profile_android(
+            args.artifact,
+            args.benchmark_binary,
+            Adb(args.serial or device.adb_serial, args.adb),
+            runtime,
+            threads,
+            args.runs,
+            args.warmup,
+            delegate,
+            args.op_profiling,
+            res.text if res else "",
+        )
+        return attach_manifest(rec, args.artifact, res or device.resolution)
+    raise ValueError(
+        f"device {device.name!r} is measured through {device.transport}: import its results "
+        f"with `edgesr profile import FILE --device {device.name}`"
+    )
+
+
+def _sweep(args: argparse.Namespace, device: Any, res: Any, root: Any, console: Any) -> int:
+    from edgesr.profile.store import save_records
+    from edgesr.profile.sweep import run_sweep
+
+    if device.transport not in ("host", "macos"):
+        raise ValueError(
+            f"a sweep exports and times here: device {device.name!r} is reached through "
+            f"{device.transport}; export the widths and use `profile run` / `profile import`"
+        )
+    threads = args.threads if args.threads is not None else device.threads
+    result = run_sweep(
+        args.source,
+        args.target,
+        res or device.resolution,
+        args.widths,
+        threads,
+        args.warmup,
+        args.runs,
+        args.layers,
+        log=console.print,
+        clock=args.clock,
+    )
+    runtime = result.models[0].runtime
+    path = save_records(device.name, result.models, f"models_{runtime}", root)
+    console.print(f"saved {len(result.models)} whole-model measurements to {path}")
+    if result.layers:
+        lpath = save_records(device.name, result.layers, f"layers_{runtime}", root, kind="layers")
+        console.print(f"saved {len(result.layers)} layer measurements to {lpath}")
+        console.print(result.accuracy.summary())
+    _print_records(result.models, f"{device.name}: sweep")
+    return 0
+
+
+def select_width_command(args: argparse.Namespace, console: Any) -> int:
+    from edgesr.profile.sweep import select_for
+
+    sel, plot = select_for(
+        args.device,
+        args.budget_ms,
+        args.resolution,
+        args.scale,
+        args.recipe,
+        args.runtime,
+        args.precision,
+        args.threads,
+        args.psnr_from,
+        args.plot,
+        _root(args),
+        args.clock,
+    )
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgesr.select import selection_table
+
+    header, rows = selection_table(sel)
+    t = Table(
+        *header,
+        title=f"{sel.device}: budget {sel.budget_ms:g} ms, {sel.runtime}/{sel.delegate} "
+        f"{sel.precision}, threads {sel.threads}, LR {sel.resolution}",
+    )
+    for row in rows:
+        t.add_row(*row)
+    Console().print(t)
+    console.print(sel.accuracy.summary())
+    for n in sel.notes:
+        console.print(f"note: {n}", highlight=False, markup=False)
+    console.print(f"plot: {plot}")
+    if sel.chosen is None:
+        console.print("no width meets the budget", style="red")
+        return 1
+    c = sel.chosen
+    console.print(f"chosen: width {c.width:g} ({c.channels} channels), {c.latency_ms:.1f} ms ({c.basis})")
+    if args.write:
+        if not args.recipe:
+            raise ValueError("--write needs --recipe (the recipe whose student width to set)")
+        from edgesr.recipe import resolve_recipe
+        from edgesr.select import write_recipe_width
+
+        path = resolve_recipe(args.recipe)
+        old, _ = write_recipe_width(path, c.width)
+        console.print(f"wrote {path}: train.widths [{old:g}] -> [{c.width:g}]")
+    return 0

@@ -1,0 +1,329 @@
+"""Time models on this machine with the real runtimes: any registered export target, or eager PyTorch.
+
+    rec = profile_artifact("exports/edsr_x2_w0.25_180x320_fp32.onnx", threads=2)
+    recs = sweep(arch, [0.125, 0.25, 0.5], "onnx", Resolution(320, 180), threads=2)
+
+Each measurement: load the artifact into its runtime (inside a peak-RSS window), `warmup` untimed
+runs, then `runs` timed runs on one fixed real-valued input; median/p90/std/count are recorded.
+A width sweep exports each width on the fly (latency does not depend on the weights' values, so a
+freshly initialised model of the checkpoint's architecture is used when the checkpoint has no
+weights for that width).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgesr.devices import RUNTIME_OF_TARGET, Resolution
+from edgesr.profile.store import LayerKey, ModelInfo, Record
+from edgesr.profile.timing import PeakRSS, now_utc, time_fn
+
+PYTORCH = "pytorch"
+# Which package's version is "the runtime version" of each target.
+_RUNTIME_PACKAGE = {
+    "onnx": "onnxruntime",
+    "tflite": "ai-edge-litert",
+    "executorch": "executorch",
+    "coreml": "coremltools",
+}
+_DEFAULT_DELEGATE = {"onnx": "cpu", "tflite": "xnnpack", "executorch": "xnnpack", "coreml": "all"}
+
+Loader = Callable[[int | None], Callable[[np.ndarray], np.ndarray]]
+
+
+def targets() -> list[str]:
+    """What can be timed here: eager PyTorch and every registered export target."""
+    from edgesr.export import EXPORTERS
+
+    return [PYTORCH, *EXPORTERS.names()]
+
+
+def _exporter(target: str) -> Any:
+    from edgesr.export import get_exporter
+
+    return get_exporter(target)
+
+
+def runtime_info(target: str) -> tuple[str, str, str]:
+    """(runtime name, runtime version, delegate) for a target; MissingSDKError when its SDK is absent,
+    RuntimeError when its runtime cannot run on this machine (Core ML off macOS)."""
+    if target == PYTORCH:
+        return "pytorch", torch.__version__, "cpu"
+    if target == "coreml" and sys.platform != "darwin":
+        raise RuntimeError(
+            "Core ML artifacts run only on macOS/iOS: time them on a Mac (a `transport: macos` device) "
+            "or import an on-device measurement with `edgesr profile import`"
+        )
+    exp = _exporter(target)
+    versions = exp.sdk_versions()
+    pkg = _RUNTIME_PACKAGE.get(target)
+    version = versions.get(pkg) if pkg in versions else ", ".join(f"{k} {v}" for k, v in versions.items())
+    delegates = getattr(exp, "delegates", ())
+    delegate = delegates[0] if delegates else _DEFAULT_DELEGATE.get(target, "cpu")
+    return RUNTIME_OF_TARGET.get(target, target), str(version), delegate
+
+
+def target_for_artifact(path: Path) -> str:
+    """The registered target whose suffix `path` has (.onnx -> onnx)."""
+    from edgesr.export import EXPORTERS
+
+    for name in EXPORTERS.names():
+        if path.name.endswith(EXPORTERS.get(name).suffix):
+            return name
+    raise ValueError(
+        f"{path}: no registered export target has suffix {path.suffix!r} "
+        f"(targets: {', '.join(EXPORTERS.names())}); pass --target"
+    )
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def pytorch_loader(model: nn.Module) -> Loader:
+    """Eager PyTorch as a runtime: float32 NCHW numpy in -> out, no autograd."""
+    model = model.eval()
+
+    def load(threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)).numpy()
+
+        return run
+
+    return load
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 of the state dict's safetensors bytes: the eager "artifact" identity."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return hashlib.sha256(save(state)).hexdigest()
+
+
+def real_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A fixed float32 input in [0, 1) (values do not change dense-conv latency; zeros could in
+    runtimes that skip them, so random is used)."""
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def measure(
+    load: Loader, x: np.ndarray, threads: int | None, warmup: int, runs: int
+) -> tuple[Any, float | None]:
+    """(Stats, peak RSS delta MB) of `load(threads)` then `warmup` + `runs` calls on `x`."""
+    with torch_threads(threads), PeakRSS() as mem:
+        fn = load(threads)
+        stats = time_fn(lambda: fn(x), warmup, runs)
+    return stats, mem.delta_mb
+
+
+def machine_load() -> str:
+    """The machine's 1-minute load average vs its CPUs, recorded with host timings: on a shared
+    machine it says how much the figures were disturbed by other work."""
+    try:
+        return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    except OSError:
+        return ""
+
+
+def macs_at(model: nn.Module, hw: tuple[int, int]) -> int:
+    """Conv MACs of one frame at `hw`, counted on a meta-device copy (no real compute)."""
+    from edgesr.models import count_macs
+
+    return count_macs(copy.deepcopy(model).to("meta"), hw)
+
+
+def model_info(arch: dict[str, Any], width: float, model: nn.Module, hw: tuple[int, int]) -> ModelInfo:
+    from edgesr.models import count_params, snap_channels
+
+    args = arch.get("args", {})
+    feats = int(args.get("n_feats", 0))
+    channels = snap_channels(feats, width, int(args.get("width_multiple", 8))) if feats else 0
+    return ModelInfo(dict(arch), float(width), channels, count_params(model), macs_at(model, hw))
+
+
+def _export(model: nn.Module, target: str, shape: tuple[int, int, int, int], folder: Path, stem: str) -> Path:
+    from edgesr.export import ExportRequest
+
+    exp = _exporter(target)
+    path = folder / f"{stem}{exp.suffix}"
+    # The request's shape must be RGB; single-layer models of the latency table take other channel
+    # counts, and exporters trace with `example`, so only H and W are passed through here.
+    request = ExportRequest(checkpoint=f"<profile {stem}>", target=target, input_shape=(1, 3, *shape[2:]))
+    if any(isinstance(m, nn.PixelShuffle) for m in model.modules()):
+        from edgesr.export.base import deployable, upsampler_for
+
+        # time the graph the target ships: its default upsampler (TFLite float: DEPTH_TO_SPACE)
+        model = deployable(model.eval(), upsampler_for(exp, request))
+    with torch.no_grad():
+        exp.export(model.eval(), torch.from_numpy(real_input(shape)), path, request)
+    return path
+
+
+def artifact_sha(path: Path) -> str:
+    from edgesr.export.manifest import artifact_sha256
+
+    return artifact_sha256(path)
+
+
+def profile_module(
+    model: nn.Module,
+    target: str,
+    shape: tuple[int, int, int, int],
+    name: str,
+    threads: int | None = None,
+    warmup: int = 3,
+    runs: int = 20,
+    model_meta: ModelInfo | None = None,
+    layer: LayerKey | None = None,
+    workdir: Path | None = None,
+) -> Record:
+    """Export `model` for `target` (none for pytorch), time it on input `shape`, return its Record."""
+    runtime, version, delegate = runtime_info(target)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        if target == PYTORCH:
+            load, sha, artifact = pytorch_loader(model), weights_sha256(model), f"{name}.pt (eager)"
+        else:
+            path = _export(model, target, shape, Path(tmp), name)
+            exp = _exporter(target)
+            load, sha, artifact = (lambda t: exp.load(path, t)), artifact_sha(path), path.name
+        busy = machine_load()
+        stats, peak = measure(load, real_input(shape), threads, warmup, runs)
+    return Record(
+        artifact=artifact,
+        runtime=runtime,
+        delegate=delegate,
+        precision="fp32",
+        resolution=f"{shape[3]}x{shape[2]}",
+        stats=stats,
+        measured_at=now_utc(),
+        method="host",
+        sha256=sha,
+        runtime_version=version,
+        threads=threads,
+        peak_mem_mb=peak,
+        model=model_meta,
+        layer=layer,
+        notes=busy,
+    )
+
+
+def info_from_manifest(manifest: dict[str, Any], resolution: Resolution) -> ModelInfo:
+    """ModelInfo of an artifact's manifest, MACs rescaled to `resolution` (conv MACs scale with H*W)."""
+    from edgesr.models import snap_channels
+
+    m = manifest["model"]
+    feats = int(m["args"].get("n_feats", 0))
+    ch = snap_channels(feats, m["width"], int(m["args"].get("width_multiple", 8))) if feats else 0
+    h, w = m["macs_input"][2], m["macs_input"][3]
+    macs = int(m["macs"] * resolution.width * resolution.height / (h * w))
+    return ModelInfo({"name": m["name"], "args": m["args"]}, float(m["width"]), ch, int(m["params"]), macs)
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The artifact's `<artifact>.json` manifest (edgesr.export.manifest), or None."""
+    from edgesr.export.manifest import manifest_path
+
+    m = manifest_path(path)
+    return json.loads(m.read_text()) if m.is_file() else None
+
+
+def profile_artifact(
+    path: str | Path,
+    target: str | None = None,
+    resolution: Resolution | None = None,
+    threads: int | None = None,
+    warmup: int = 3,
+    runs: int = 20,
+) -> Record:
+    """Time an exported artifact on its runtime here. Input size: `resolution`, else the manifest's."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such artifact: {path}")
+    target = target or target_for_artifact(path)
+    manifest = read_manifest(path)
+    if resolution is None:
+        shape = (manifest or {}).get("input", {}).get("shape")
+        if not shape or not all(isinstance(v, int) for v in shape):
+            raise ValueError(f"{path}: no fixed input shape in its manifest; pass --resolution WxH")
+        resolution = Resolution(shape[3], shape[2])
+    runtime, version, delegate = runtime_info(target)
+    exp = _exporter(target)
+    info = info_from_manifest(manifest, resolution) if manifest else None
+    precision = manifest.get("precision", "fp32") if manifest else "fp32"
+    shape = (1, 3, resolution.height, resolution.width)
+    busy = machine_load()
+    stats, peak = measure(lambda t: exp.load(path, t), real_input(shape), threads, warmup, runs)
+    return Record(
+        artifact=path.name,
+        runtime=runtime,
+        delegate=delegate,
+        precision=precision,
+        resolution=resolution.text,
+        stats=stats,
+        measured_at=now_utc(),
+        method="host",
+        sha256=artifact_sha(path),
+        runtime_version=version,
+        threads=threads,
+        peak_mem_mb=peak,
+        model=info,
+        notes=busy,
+    )
+
+
+def sweep(
+    arch: dict[str, Any],
+    widths: Sequence[float],
+    target: str,
+    resolution: Resolution,
+    threads: int | None = None,
+    warmup: int = 3,
+    runs: int = 20,
+    weights: nn.Module | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[Record]:
+    """Export and time the architecture at each width. `weights`: a full-width model to slice
+    (e.g. a CSD checkpoint); by default a seeded fresh model of `arch` (latency is weight-independent).
+    """
+    from edgesr.models import build_model, materialize
+
+    if weights is None:
+        torch.manual_seed(0)
+        weights = build_model(arch["name"], **arch["args"])
+    shape = (1, 3, resolution.height, resolution.width)
+    out = []
+    for w in widths:
+        model = weights if w == 1.0 else materialize(weights, w)
+        info = model_info(arch, w, model, resolution.hw)
+        size = f"{resolution.height}x{resolution.width}"
+        name = f"{arch['name']}_x{arch['args'].get('scale', '')}_w{w:g}_{size}_fp32"
+        rec = profile_module(model, target, shape, name, threads, warmup, runs, info)
+        if log:
+            log(
+                f"  width {w:<6g} {info.channels:>3} ch  {rec.stats.typical_ms:8.2f} ms median "
+                f"(p90 {rec.stats.p90_ms:.2f}, n={rec.stats.count})"
+            )
+        out.append(rec)
+    return out

@@ -1,0 +1,90 @@
+"""`edgesr profile import`: parsed results (edgesr.profile.importers) -> profile Records of a device."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from edgesr.devices import Device, Resolution
+from edgesr.profile.importers import detect_format, parse_file
+from edgesr.profile.store import Record
+from edgesr.profile.timing import now_utc
+
+
+def manifest_resolution(artifact: Path | None) -> Resolution | None:
+    """The LR input size an artifact was exported at, from its manifest; None when unknown (dynamic)."""
+    if artifact is None:
+        return None
+    from edgesr.profile.host import read_manifest
+
+    shape = ((read_manifest(artifact) or {}).get("input") or {}).get("shape") or []
+    if len(shape) == 4 and all(isinstance(v, int) for v in shape):
+        return Resolution(shape[3], shape[2])
+    return None
+
+
+def attach_manifest(rec: Record, artifact: Path | None, resolution: Resolution) -> Record:
+    """Fill in what the artifact's manifest knows (model, width, hash, precision) and the resolution."""
+    from edgesr.profile.host import artifact_sha, info_from_manifest, read_manifest
+
+    rec = replace(rec, resolution=rec.resolution or resolution.text)
+    if artifact is None or not artifact.exists():
+        return rec
+    manifest = read_manifest(artifact)
+    rec = replace(rec, artifact=artifact.name, sha256=artifact_sha(artifact))
+    if manifest is None:
+        return rec
+    return replace(
+        rec, model=info_from_manifest(manifest, resolution), precision=manifest.get("precision", "fp32")
+    )
+
+
+def import_results(
+    file: Path,
+    device: Device,
+    fmt: str = "auto",
+    artifact: Path | None = None,
+    resolution: Resolution | None = None,
+    precision: str | None = None,
+    threads: int | None = None,
+) -> list[Record]:
+    """Parse `file` and turn each result into a Record of `device`.
+
+    The resolution is `resolution`, else the artifact manifest's input, else the device's default
+    (benchmark outputs do not state it). The runtime must be one the device file lists.
+    """
+    file = Path(file)
+    parsed = parse_file(file, fmt)
+    if fmt == "auto":
+        try:
+            fmt = detect_format(file, file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            fmt = "etdump"
+    if artifact is not None and len(parsed) > 1:
+        raise ValueError(f"{file} holds {len(parsed)} results; --artifact can describe only one")
+    res = resolution or manifest_resolution(artifact) or device.resolution
+    out = []
+    for p in parsed:
+        cfg = device.runtime(p.runtime)  # raises naming the device's runtimes
+        rec = Record(
+            artifact=p.artifact or file.name,
+            runtime=p.runtime,
+            delegate=p.delegate or cfg.delegates[0],
+            precision=precision or "fp32",
+            resolution=res.text,
+            stats=p.stats,
+            measured_at=now_utc(),
+            method=f"import:{fmt}",
+            runtime_version=cfg.version,
+            threads=p.threads if p.threads is not None else threads,
+            peak_mem_mb=p.peak_mem_mb,
+            ops=p.ops,
+            notes="; ".join(
+                s for s in (p.notes, f"imported from {file.name}; measured_at = import time") if s
+            ),
+        )
+        rec = attach_manifest(rec, artifact, res)
+        if precision is not None:
+            rec = replace(rec, precision=precision)
+        out.append(rec)
+    return out

@@ -1,0 +1,64 @@
+"""The selection plot: latency vs width, and PSNR vs latency (PNG)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgesr.select import Selection
+
+
+def plot_selection(sel: Selection, path: str | os.PathLike[str]) -> Path:
+    """PNG: latency vs width (measured, predicted, budget) and PSNR vs latency where both are known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgesr.files import atomic_path
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    cs = sel.candidates
+    unit = "CPU-time" if sel.clock == "cpu" else "wall-clock"
+    pm = [(c.width, c.predicted_ms) for c in cs if c.predicted_ms is not None]
+    mm = [(c.width, c.measured_ms) for c in cs if c.measured_ms is not None]
+    if pm:
+        a.plot(*zip(*pm, strict=True), "o--", color="tab:gray", label="latency model")
+    if mm:
+        a.plot(*zip(*mm, strict=True), "s-", color="tab:blue", label=f"measured ({unit} median)")
+    a.axhline(sel.budget_ms, color="tab:red", lw=1, label=f"budget {sel.budget_ms:g} ms")
+    if sel.chosen is not None and sel.chosen.latency_ms is not None:
+        a.plot([sel.chosen.width], [sel.chosen.latency_ms], "*", ms=16, color="tab:green", label="chosen")
+    a.set(
+        xlabel="student width",
+        ylabel=f"{unit} ms per frame",
+        yscale="log",
+        title=f"{sel.device}: {sel.runtime}/{sel.delegate} {sel.precision}, {sel.resolution}",
+    )
+    a.legend(fontsize=8)
+    pts = [
+        (c.latency_ms, c.psnr_db, c.width) for c in cs if c.latency_ms is not None and c.psnr_db is not None
+    ]
+    if pts:
+        b.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
+        for ms, db, w in pts:
+            b.annotate(f"w={w:g}", (ms, db), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        b.axvline(sel.budget_ms, color="tab:red", lw=1)
+    else:
+        b.text(
+            0.5,
+            0.5,
+            "no width has both a PSNR and a latency\n(pass --psnr-from RUN_DIR)",
+            ha="center",
+            va="center",
+            transform=b.transAxes,
+        )
+    b.set(xlabel=f"{unit} ms per frame", ylabel="Y-PSNR (dB)", title="PSNR vs latency")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

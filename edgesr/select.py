@@ -1,0 +1,356 @@
+"""Latency-driven width selection: the widest student that meets a device's budget.
+
+    sel = select_width(load_device("host"), budget_ms=33.3, arch=arch, runtime="onnxruntime")
+    sel.chosen.width, sel.chosen.latency_ms       # from a measurement where there is one
+    plot_selection(sel, "select.png")  # edgesr.profile.plot
+    write_recipe_width("recipes/quickstart_student.yaml", 0.375)
+
+Candidates are every width on the architecture's channel grid (multiples of `width_multiple`).
+A candidate's latency is its whole-model measurement on the device when there is one; otherwise the
+latency model's prediction, but only when the model is trusted on this device (at least 90% of the
+measured widths predicted within +-10%, edgesr.profile.latency_model); otherwise it has none and
+cannot be chosen. Budgets are compared with the typical figure (median, where the source has one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgesr.devices import Device, Resolution
+from edgesr.profile.latency_model import Accuracy, Check, LayerTable, MissingLayerError, table_from_records
+from edgesr.profile.store import PROFILES_DIR, Record, device_records
+
+
+@dataclass(frozen=True)
+class Candidate:
+    width: float
+    channels: int
+    params: int
+    macs: int
+    predicted_ms: float | None = None
+    measured_ms: float | None = None
+    measured_p90_ms: float | None = None
+    psnr_db: float | None = None
+    latency_ms: float | None = None  # what the choice uses: measured, else trusted prediction
+    basis: str = "none"  # measured | predicted | none
+
+
+@dataclass(frozen=True)
+class Selection:
+    device: str
+    runtime: str
+    delegate: str
+    precision: str
+    threads: int | None
+    resolution: str
+    budget_ms: float
+    arch: dict[str, Any]
+    candidates: tuple[Candidate, ...]
+    accuracy: Accuracy
+    chosen: Candidate | None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    clock: str = "wall"  # wall: wall-clock medians; cpu: process CPU-time medians
+
+
+def candidate_widths(arch: dict[str, Any]) -> list[float]:
+    """Widths k * width_multiple / n_feats, k = 1 .. n_feats / width_multiple (each a distinct student)."""
+    from edgesr.models import build_model
+
+    model = build_model(arch["name"], **arch["args"])  # defaults filled in (n_feats, width_multiple)
+    args = model.arch["args"]
+    n, m = int(args["n_feats"]), int(args.get("width_multiple", 8))
+    return [round(k * m / n, 6) for k in range(1, n // m + 1)]
+
+
+def _models(arch: dict[str, Any], widths: list[float]) -> dict[float, Any]:
+    import torch
+
+    from edgesr.models import build_model, materialize
+
+    with torch.device("meta"):
+        full = build_model(arch["name"], **arch["args"])
+    return {w: full if w == 1.0 else materialize(full, w) for w in widths}
+
+
+def _matches(r: Record, runtime: str, delegate: str, precision: str, res: str, threads: int | None) -> bool:
+    return (r.runtime, r.delegate, r.precision, r.resolution) == (runtime, delegate, precision, res) and (
+        r.threads == threads  # exact: latencies at different thread counts are not comparable
+    )
+
+
+def measured_archs(
+    device: str, runtime: str, resolution: str, root: str | os.PathLike[str] = PROFILES_DIR
+) -> list[dict]:
+    """Distinct architectures with whole-model measurements on `device` at `resolution`."""
+    out: list[dict] = []
+    for r in device_records(device, root):
+        if (
+            r.model is not None
+            and r.runtime == runtime
+            and r.resolution == resolution
+            and r.model.arch not in out
+        ):
+            out.append(r.model.arch)
+    return out
+
+
+def psnr_from_runs(paths: list[str | os.PathLike[str]]) -> dict[float, float]:
+    """Width -> best known Y-PSNR (dB, first data set) from run directories' results.json."""
+    best: dict[float, float] = {}
+    for p in paths:
+        f = Path(p) / "results.json" if Path(p).is_dir() else Path(p)
+        if not f.is_file():
+            raise FileNotFoundError(f"{p}: no results.json (is it a finished run directory?)")
+        rows = json.loads(f.read_text())["rows"]
+        first = rows[0]["dataset"] if rows else None
+        for r in rows:
+            if r["width"] is not None and r["dataset"] == first:
+                best[float(r["width"])] = max(best.get(float(r["width"]), -1e9), float(r["psnr"]))
+    return best
+
+
+def select_width(
+    device: Device,
+    budget_ms: float,
+    arch: dict[str, Any],
+    runtime: str,
+    resolution: Resolution | None = None,
+    precision: str = "fp32",
+    threads: int | None = None,
+    delegate: str | None = None,
+    psnr: dict[float, float] | None = None,
+    root: str | os.PathLike[str] = PROFILES_DIR,
+    clock: str = "wall",
+) -> Selection:
+    """Candidates at `resolution` (default: the device's) on `runtime`; `clock`: compare wall-clock
+    medians (default) or process CPU-time medians (host timings on a shared machine, 1 thread)."""
+    from edgesr.models import count_macs, count_params
+    from edgesr.profile.layers import UnsupportedLayerError, model_layers
+
+    if budget_ms <= 0:
+        raise ValueError(f"budget must be > 0 ms, got {budget_ms}")
+    res = resolution or device.resolution
+    delegate = delegate or device.runtime(runtime).delegates[0]
+    threads = threads if threads is not None else device.threads
+    cond = (runtime, delegate, precision, res.text, threads)
+    measured: dict[int, Record] = {}
+    for r in device_records(device.name, root):
+        if r.model is None or r.model.arch != arch or not _matches(r, *cond) or r.stats.value(clock) is None:
+            continue
+        if r.model.channels not in measured or r.measured_at > measured[r.model.channels].measured_at:
+            measured[r.model.channels] = r
+    # Layer records carry their own input size in `layer`: any entry may serve this resolution.
+    layer_recs = [
+        r
+        for r in device_records(device.name, root, "layers")
+        if _matches(r, runtime, delegate, precision, r.resolution, threads)
+    ]
+    table: LayerTable = table_from_records(
+        layer_recs, runtime, delegate, precision, threads, clock
+    )
+    notes: list[str] = []
+    rows = []
+    for w, model in _models(arch, candidate_widths(arch)).items():
+        from edgesr.models import snap_channels
+
+        ch = snap_channels(
+            int(model.arch["args"]["n_feats"]), w, int(model.arch["args"].get("width_multiple", 8))
+        )
+        pred = None
+        if table.entries:
+            try:
+                pred = table.predict(model_layers(model, res.hw))
+            except (MissingLayerError, UnsupportedLayerError) as e:
+                if not notes:
+                    notes.append(f"latency model cannot predict every width: {e}")
+        rec = measured.get(ch)
+        rows.append((w, ch, count_params(model), count_macs(model, res.hw), pred, rec))
+    checks = tuple(
+        Check(w, ch, rec.stats.value(clock), pred)
+        for w, ch, _, _, pred, rec in rows
+        if pred is not None and rec is not None
+    )
+    acc = Accuracy(checks)
+    cands = []
+    for w, ch, params, macs, pred, rec in rows:
+        meas = rec.stats.value(clock) if rec else None
+        lat, basis = (
+            (meas, "measured")
+            if meas is not None
+            else ((pred, "predicted") if pred is not None and acc.trusted else (None, "none"))
+        )
+        cands.append(
+            Candidate(
+                w,
+                ch,
+                params,
+                macs,
+                pred,
+                meas,
+                rec.stats.p90(clock) if rec else None,
+                (psnr or {}).get(w),
+                lat,
+                basis,
+            )
+        )
+    ok = [c for c in cands if c.latency_ms is not None and c.latency_ms <= budget_ms]
+    chosen = max(ok, key=lambda c: c.width) if ok else None
+    if not measured and not acc.trusted:
+        notes.append(
+            f"no whole-model measurements of this architecture on {device.name} ({runtime}/{delegate}, "
+            f"{precision}, {res.text}, threads {threads}): run `edgesr profile sweep` first"
+        )
+    if chosen is None and any(c.latency_ms is not None for c in cands):
+        fastest = min((c for c in cands if c.latency_ms is not None), key=lambda c: c.latency_ms or 0)
+        notes.append(
+            f"no width meets {budget_ms:g} ms; the fastest known is width {fastest.width:g} "
+            f"at {fastest.latency_ms:.1f} ms"
+        )
+    if chosen is not None and chosen.basis == "predicted":
+        notes.append(
+            f"width {chosen.width:g} is predicted, not measured: confirm with "
+            f"`edgesr profile sweep ... --widths {chosen.width:g}`"
+        )
+    return Selection(
+        device.name,
+        runtime,
+        delegate,
+        precision,
+        threads,
+        res.text,
+        budget_ms,
+        arch,
+        tuple(cands),
+        acc,
+        chosen,
+        tuple(notes),
+        clock,
+    )
+
+
+def selection_table(sel: Selection) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the candidate table, as strings."""
+    unit = "CPU ms" if sel.clock == "cpu" else "ms"
+    header = ["width", "channels", "params", "GMACs", f"predicted {unit}", f"measured {unit}", f"p90 {unit}",
+              "PSNR dB", "fits"]  # fmt: skip
+
+    def f(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    rows = []
+    for c in sel.candidates:
+        fits = "-" if c.latency_ms is None else ("yes" if c.latency_ms <= sel.budget_ms else "no")
+        mark = " <- chosen" if sel.chosen is not None and c.width == sel.chosen.width else ""
+        rows.append(
+            [
+                f"{c.width:g}",
+                str(c.channels),
+                f"{c.params:,}",
+                f"{c.macs / 1e9:.2f}",
+                f(c.predicted_ms, ".1f"),
+                f(c.measured_ms, ".1f"),
+                f(c.measured_p90_ms, ".1f"),
+                f(c.psnr_db, ".2f"),
+                fits + mark,
+            ]
+        )
+    return header, rows
+
+
+def table_markdown(sel: Selection) -> str:
+    header, rows = selection_table(sel)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _child(node: Any, key: str) -> Any:
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == key:
+            return v
+    return None
+
+
+def write_recipe_width(path: str | os.PathLike[str], width: float) -> tuple[float, str]:
+    """Set the recipe's student width to `width`, editing only that number's characters in the file.
+
+    The student width is the single entry of `train.widths` (entries of `eval.widths` equal to it
+    follow it, so the recipe stays valid). The edit is located with the YAML node's character
+    positions, the result is validated by loading it as a recipe, then written atomically. Returns
+    (old width, new text). Raises RecipeError when the file has no single-entry `train.widths`.
+    """
+    import tempfile
+
+    import yaml
+
+    from edgesr.files import atomic_write_text
+    from edgesr.recipe import RecipeError, load_recipe
+    from edgesr.schema import StrictLoader
+
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": CRLF files stay CRLF
+        text = f.read()
+    root = yaml.compose(text, Loader=StrictLoader)
+    widths = _child(_child(root, "train"), "widths")
+    if not isinstance(widths, yaml.SequenceNode) or len(widths.value) != 1:
+        raise RecipeError(
+            "train.widths: expected a list with exactly one student width (e.g. `widths: [0.25]`) to "
+            "replace; edit recipes that train several widths by hand",
+            key="train.widths",
+            source=str(path),
+        )
+    old = float(widths.value[0].value)
+    new = f"{width:.6g}"
+    nodes = [widths.value[0]]
+    ev = _child(_child(root, "eval"), "widths")
+    if isinstance(ev, yaml.SequenceNode):
+        nodes += [n for n in ev.value if isinstance(n, yaml.ScalarNode) and _float(n.value) == old]
+    out = text
+    for n in sorted(nodes, key=lambda n: n.start_mark.index, reverse=True):
+        out = out[: n.start_mark.index] + new + out[n.end_mark.index :]
+    with tempfile.TemporaryDirectory() as tmp:  # validate before replacing the file
+        check = Path(tmp) / path.name
+        check.write_bytes(out.encode("utf-8"))
+        recipe = load_recipe(check)
+    if recipe.train.widths != (float(new),):
+        raise RecipeError(
+            f"train.widths: edit produced {list(recipe.train.widths)}, expected [{new}]", source=str(path)
+        )
+    atomic_write_text(path, out)
+    return old, out
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def resolve_arch(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """The full architecture (every constructor argument) of a checkpoint / run dir, or of a recipe."""
+    import torch
+
+    from edgesr.models import build_model
+
+    p = Path(source)
+    if p.is_dir() or p.suffix == ".safetensors":
+        from edgesr.train.checkpoint import read_meta, resolve_checkpoint
+
+        arch = read_meta(resolve_checkpoint(p)).arch
+    else:
+        from edgesr.recipe import load_recipe, resolve_recipe
+
+        r = load_recipe(resolve_recipe(source))
+        args = {**r.model.args, "scale": r.scale, "width_multiple": r.model.width_multiple}
+        arch = {"name": r.model.name, "args": args}
+    with torch.device("meta"):
+        return build_model(arch["name"], **arch["args"]).arch
