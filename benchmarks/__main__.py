@@ -1,17 +1,23 @@
-"""Benchmarks entry point: `python -m benchmarks train RECIPE [k=v ...] [--steps N]`."""
+"""Benchmarks entry point: `python -m benchmarks train RECIPE [k=v ...] [--steps N]`,
+`python -m benchmarks export-latency [--runs N] [--threads N] [--targets ...] [--out table.md]`,
+`python -m benchmarks latency-model [SOURCE] [--target onnx] [--resolution WxH]`,
+`python -m benchmarks quant [--backend xnnpack] [k=v ...]` (float / PTQ / QAT PSNR)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from benchmarks import train_throughput
+from benchmarks import export_latency, latency_model, quant, train_throughput
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = p.add_subparsers(dest="bench", required=True)
     train_throughput.add_parser(sub)
+    quant.add_parser(sub)
+    latency_model.add_parser(sub)
+    export_latency.add_parser(sub)
     args = p.parse_args(argv)
     return args.run(args)
 

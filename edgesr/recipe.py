@@ -51,6 +51,7 @@ __all__ = [
     "EvalCfg",
     "ModelCfg",
     "OptimCfg",
+    "QuantCfg",
     "Recipe",
     "RecipeError",
     "RecipeLoader",
@@ -218,6 +219,38 @@ class LossCfg:
                 raise _fail(f"taps[{i}]", unknown_name_message("tap", tap, TAP_NAMES))
 
 
+QUANT_BACKENDS = ("xnnpack", "litert", "coreml")  # edgesr.quant.BACKENDS (a test keeps the two in step)
+QAT_LOSSES = ("l1", "output_kd", "csd")  # losses on outputs only: taps cannot hook an exported graph
+
+
+@dataclass(frozen=True)
+class QuantCfg:
+    """The int8 target of a `qat` stage, and the PTQ baseline it is compared with."""
+
+    backend: str = "xnnpack"  # xnnpack (ExecuTorch), litert (TFLite), coreml
+    fully_integer: bool = False  # int8 I/O; add, clamp and depth-to-space quantized too (NPU targets)
+    # Step after which the fake-quant ranges stop following the data (weights and activations keep
+    # their last ranges and training only adapts the weights to them); None = observe throughout.
+    freeze_observers_at: int | None = None
+    # false = the float control of a QAT run: same graph, data and steps, fake quantization off
+    # (tells the training gain apart from the quantization recovery, see benchmarks/quant.py)
+    fake_quant: bool = True
+    calibration_images: int = 8  # PTQ baseline: built-in train crops used to calibrate
+    calibration_size: int = 64  # LR side of each calibration crop, pixels
+
+    def __post_init__(self) -> None:
+        if self.backend not in QUANT_BACKENDS:
+            raise _fail("backend", unknown_name_message("quantization backend", self.backend, QUANT_BACKENDS))
+        _check(
+            self.freeze_observers_at is None or self.freeze_observers_at >= 1,
+            "freeze_observers_at",
+            f"must be >= 1 or null, got {self.freeze_observers_at}",
+        )
+        n = self.calibration_images
+        _check(n >= 1, "calibration_images", f"must be >= 1, got {n}")
+        _check(self.calibration_size >= 8, "calibration_size", f"must be >= 8, got {self.calibration_size}")
+
+
 def _check_widths(key: str, widths: tuple[float, ...]) -> None:
     for i, w in enumerate(widths):
         _check(0 < w <= 1, f"{key}[{i}]", f"width must be in (0, 1], got {w}")
@@ -229,7 +262,10 @@ class TrainCfg:
     # csd: the width-1 teacher and every student width train jointly on one set of weights.
     # single: exactly one width, trained alone (width 1 = a plain model, < 1 = a narrow student).
     # distill: a frozen teacher (`init`) distilled into one stand-alone student width with `losses`.
-    mode: Literal["csd", "single", "distill"] = "csd"
+    # qat: the trained student (`student_from`, a materialized student or a CSD checkpoint sliced at
+    # `widths[0]`) fine-tuned with int8 fake quantization for `quant.backend`, distilled from the
+    # float teacher (`init`) with output `losses` (docs/quantization.md).
+    mode: Literal["csd", "single", "distill", "qat"] = "csd"
     widths: tuple[float, ...] = (0.25,)
     # Checkpoint to start from (a teacher). In single mode with width < 1 the student starts from the
     # teacher's leading slice ("teacher-slice init"). None = from scratch. Existence is checked by the
@@ -243,6 +279,7 @@ class TrainCfg:
     steps: int = 1000
     optim: OptimCfg = field(default_factory=OptimCfg)
     csd: CSDCfg = field(default_factory=CSDCfg)
+    quant: QuantCfg = field(default_factory=QuantCfg)  # qat mode only
     checkpoint_every: int = 1000
     val_every: int = 1000
     log_every: int = 50
@@ -253,7 +290,7 @@ class TrainCfg:
     def __post_init__(self) -> None:
         _check(bool(self.widths), "widths", "must list at least one width")
         _check_widths("widths", self.widths)
-        if self.mode in ("single", "distill"):
+        if self.mode in ("single", "distill", "qat"):
             _check(
                 len(self.widths) == 1,
                 "widths",
@@ -267,6 +304,21 @@ class TrainCfg:
                 "widths",
                 f"the distilled student must be narrower than 1, got {self.widths[0]}",
             )
+        if self.mode == "qat":
+            _check(self.init is not None, "init", "qat mode needs the float teacher checkpoint to distil")
+            _check(
+                self.student_from is not None, "student_from", "qat mode needs the trained student checkpoint"
+            )
+            _check(bool(self.losses), "losses", "qat mode needs at least one loss, e.g. [{name: output_kd}]")
+            for i, loss in enumerate(self.losses):
+                _check(
+                    loss.name in QAT_LOSSES,
+                    f"losses[{i}].name",
+                    f"qat mode takes losses on outputs ({', '.join(QAT_LOSSES)}), got {loss.name!r}: feature "
+                    "taps are forward hooks, which an exported fake-quant graph does not call",
+                )
+            w = self.widths[0]
+            _check(w < 1, "widths", f"the QAT student must be narrower than 1, got {w}")
         if self.mode == "csd":
             _check(
                 all(w < 1 for w in self.widths),

@@ -148,7 +148,7 @@ def test_missing_name(tmp_path: Path) -> None:
         ("  widths: [0.25, half]", "train.widths[1]: expected float, got str 'half'"),
         ("  compile: 1", "train.compile: expected bool (true/false), got int 1"),
         ("  init: 3", "train.init: expected str or null, got int 3"),
-        ("  mode: cds", "train.mode: expected one of 'csd', 'single', 'distill', got str 'cds'"),
+        ("  mode: cds", "train.mode: expected one of 'csd', 'single', 'distill', 'qat', got str 'cds'"),
         ("  optim: {betas: [0.9]}", "train.optim.betas: expected list of 2 [float, float], got list [0.9]"),
         ("  csd: [1]", "train.csd: expected mapping, got list [1]"),
     ],

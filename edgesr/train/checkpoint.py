@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,12 @@ class CheckpointMeta:
     materialized_width: float | None  # set when the weights are a stand-alone narrow model
     recipe_hash: str
     step: int
+    # QAT checkpoints only: {"backend", "fully_integer", "example"}; the weights are then the state of
+    # the fake-quant graph (edgesr.quant.state). None for float checkpoints.
+    quant: dict[str, Any] | None = None
 
     def to_strings(self) -> dict[str, str]:
+        quant = {} if self.quant is None else {"quant": json.dumps(self.quant, sort_keys=True)}
         return {
             "format": FORMAT,
             "arch": json.dumps(self.arch, sort_keys=True),
@@ -56,6 +61,7 @@ class CheckpointMeta:
             "materialized_width": json.dumps(self.materialized_width),
             "recipe_hash": self.recipe_hash,
             "step": str(self.step),
+            **quant,
         }
 
     @classmethod
@@ -72,6 +78,7 @@ class CheckpointMeta:
             materialized_width=json.loads(meta["materialized_width"]),
             recipe_hash=meta["recipe_hash"],
             step=int(meta["step"]),
+            quant=json.loads(meta["quant"]) if "quant" in meta else None,
         )
 
 
@@ -137,20 +144,39 @@ def read_meta(path: str | Path) -> CheckpointMeta:
 
 
 def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, CheckpointMeta]:
-    """Rebuild the model a checkpoint describes and load its weights (strict)."""
+    """Rebuild the model a checkpoint describes and load its weights (strict).
+
+    A QAT checkpoint comes back as its fake-quant graph (train mode; needs torchao).
+    """
     path = resolve_checkpoint(path)
     meta = read_meta(path)
     model = build_model(meta.arch["name"], **meta.arch["args"])
     if meta.materialized_width is not None:
         model = materialize(model, meta.materialized_width)
+    if meta.quant is not None:
+        from edgesr.quant import fake_quant_model
+
+        model = fake_quant_model(model, meta.quant)
     from safetensors.torch import load_file
 
     state = load_file(path, device=map_location)
     try:
-        model.load_state_dict(state, strict=True)
+        load_weights(model, state)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not match {meta.arch}: {e}") from e
     return model, meta
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """`model.load_state_dict(state, strict=True)` for a state read back from safetensors.
+
+    safetensors keeps tensors only, not the per-module versions a `state_dict()` carries; without
+    them torchao's observers take the state for version 1 and reset their `eps` buffers (QAT resume
+    would then differ). The versions come from `model`, which has the same modules.
+    """
+    versioned = OrderedDict(state)
+    versioned._metadata = getattr(model.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
+    model.load_state_dict(versioned, strict=True)
 
 
 def load_training_state(ckpt_weights: Path) -> dict[str, Any]:

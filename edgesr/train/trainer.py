@@ -39,6 +39,7 @@ from edgesr.train.checkpoint import (
     CheckpointMeta,
     load_model,
     load_training_state,
+    load_weights,
     resolve_checkpoint,
     rng_state,
     save_checkpoint,
@@ -111,6 +112,10 @@ def build_objective(recipe: Recipe) -> tuple[nn.Module, float | None]:
     model = build_model(
         recipe.model.name, scale=recipe.scale, width_multiple=recipe.model.width_multiple, **recipe.model.args
     )
+    if t.mode == "qat":  # a fake-quant student distilled from the float teacher (edgesr.quant.stage)
+        from edgesr.quant.stage import build_qat_objective
+
+        return build_qat_objective(recipe, model, _load_init)
     teacher = _load_init(t.init, model) if t.init is not None else None
     if t.mode == "csd":
         return CSDObjective(teacher or model, recipe), None
@@ -215,7 +220,7 @@ def train(
             )
         from safetensors.torch import load_file
 
-        saved.load_state_dict(load_file(ckpt, device=str(dist.device)))
+        load_weights(saved, load_file(ckpt, device=str(dist.device)))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         load_extra_state(objective, state["loss_params"])
@@ -253,7 +258,8 @@ def train(
         pin_memory=use_cuda,
     )
     trained_widths = (1.0, *t.widths) if t.mode == "csd" else tuple(t.widths)
-    meta = CheckpointMeta(saved.arch, recipe.scale, trained_widths, mat_width, rhash, start)
+    quant = getattr(objective, "quant_entry", None)  # QAT: the checkpoint describes its fake quant
+    meta = CheckpointMeta(saved.arch, recipe.scale, trained_widths, mat_width, rhash, start, quant)
     end = t.steps if stop_at is None else min(stop_at, t.steps)
     if stop_at is not None and end <= start:
         raise TrainingError(f"stop_at={stop_at} is not after the run's current step {start}")

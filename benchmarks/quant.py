@@ -1,0 +1,76 @@
+"""Float vs INT8 PTQ vs INT8 QAT PSNR of the quickstart student (x2, built-in val photos).
+
+    python -m benchmarks quant                   # runs/quickstart/{teacher,student} -> runs/quickstart/qat
+    python -m benchmarks quant --backend litert train.steps=300   # overrides of quickstart_qat.yaml
+
+Trains (or reuses, or resumes) the QAT stage of `recipes/quickstart_qat.yaml` in `--run-dir`, then
+measures the float student, the same student post-training quantized on built-in *train* crops, and
+the QAT checkpoint converted to int8, on the built-in val images; and a float control trained
+exactly like the QAT run with fake quantization off (`train.quant.fake_quant=false`), because QAT
+is also more distillation: QAT - control is the quantization cost at equal training. The target:
+QAT loses at most 0.1 dB to the float student and less than PTQ; the last line says whether it was
+met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quant", help="float / PTQ / QAT PSNR of the quickstart student")
+    p.add_argument("overrides", nargs="*", help="a.b=value overrides of recipes/quickstart_qat.yaml")
+    p.add_argument("--recipe", default="quickstart_qat")
+    p.add_argument("--backend", default=None, help="xnnpack (default), litert or coreml")
+    p.add_argument("--run-dir", type=Path, default=None, help="default: runs/quickstart/qat[-BACKEND]")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesr.data import eval_sets
+    from edgesr.evaluate import bicubic_rows, evaluate, print_table
+    from edgesr.quant.report import compare_quantized
+    from edgesr.recipe import load_recipe
+    from edgesr.train.checkpoint import load_model
+    from edgesr.train.trainer import train_or_continue
+
+    overrides = list(args.overrides)
+    if args.backend:
+        overrides.append(f"train.quant.backend={args.backend}")
+    recipe = load_recipe(args.recipe, overrides)
+    q = recipe.train.quant
+    run_dir = args.run_dir or Path(f"runs/quickstart/qat{'' if q.backend == 'xnnpack' else '-' + q.backend}")
+    control_dir = run_dir.with_name(run_dir.name + "-float-control")
+    t0 = time.perf_counter()
+    train_or_continue(recipe, run_dir)
+    # the float control: same recipe with fake quantization off, so QAT's training gain shows apart
+    train_or_continue(load_recipe(args.recipe, [*overrides, "train.quant.fake_quant=false"]), control_dir)
+    train_s = time.perf_counter() - t0
+    sets = eval_sets(recipe.data.val, recipe.scale, recipe.data.cache_dir)
+    assert recipe.train.student_from is not None
+    result = compare_quantized(
+        recipe.train.student_from, sets, qat=run_dir, calibration_images=q.calibration_images,
+        calibration_size=q.calibration_size, with_ssim=False,
+    )  # fmt: skip
+    control, _ = load_model(control_dir)
+    control_rows = [
+        replace(r, method=f"float fine-tuned like QAT (control) w={result.width:g}")
+        for r in evaluate(control, sets, recipe.scale, [result.width], with_ssim=False)
+    ]
+    rows = bicubic_rows(sets, recipe.scale, False) + result.rows + control_rows
+    print_table(rows, f"float vs int8 ({q.backend}), x{recipe.scale}")
+    for name in sets:
+        psnr = {r.method.split(" (")[0].split(" w=")[0]: r.psnr for r in result.rows if r.dataset == name}
+        f, p, qat = psnr["float"], psnr["int8 PTQ"], psnr["int8 QAT"]
+        c = next(r.psnr for r in control_rows if r.dataset == name)
+        met = f - qat <= 0.1 and qat > p
+        print(
+            f"{name}: float {f:.3f} dB, PTQ {p:.3f} dB ({p - f:+.3f}), QAT {qat:.3f} dB ({qat - f:+.3f}), "
+            f"float control {c:.3f} dB (QAT - control {qat - c:+.3f}); target (QAT loses <= 0.1 dB to float "
+            f"and less than PTQ) {'MET' if met else 'NOT MET'} [backend {q.backend}, {recipe.train.steps} "
+            f"steps, runs {run_dir} and {control_dir}, {train_s:.0f} s to train/reuse]"
+        )
+    return 0

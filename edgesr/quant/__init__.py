@@ -1,0 +1,38 @@
+"""INT8 for phones: PT2E post-training quantization and quantization-aware training (QAT).
+
+The API the exporters call for `--precision int8` (docs/quantization.md has the recipes):
+
+    from edgesr import quant
+    backend = quant.TARGET_BACKEND["executorch"]                 # "xnnpack"
+    if quant.is_qat_checkpoint(ckpt):
+        int8, qmeta = quant.load_quantized(ckpt, example=x)      # the QAT-trained graph, converted
+    else:
+        int8 = quant.ptq(student, backend, x, quant.calibration_images(scale=2))
+
+`int8` is a torch.fx GraphModule of quantize/dequantize + float ops that each SDK lowers to its
+integer kernels. Importing this package imports no export SDK and not torchao: both are imported
+by the functions that need them (`MissingSDKError` names the pip extra when one is missing).
+"""
+
+from edgesr.quant.backends import BACKENDS, TARGET_BACKEND, check_backend, get_quantizer
+from edgesr.quant.pt2e import calibrate, calibration_images, convert, export_graph, prepare, ptq, set_training
+from edgesr.quant.state import QAT_EXAMPLE, QuantMeta, fake_quant_model, is_qat_checkpoint, load_quantized
+
+__all__ = [
+    "BACKENDS",
+    "QAT_EXAMPLE",
+    "TARGET_BACKEND",
+    "QuantMeta",
+    "calibrate",
+    "calibration_images",
+    "check_backend",
+    "convert",
+    "export_graph",
+    "fake_quant_model",
+    "get_quantizer",
+    "is_qat_checkpoint",
+    "load_quantized",
+    "prepare",
+    "ptq",
+    "set_training",
+]

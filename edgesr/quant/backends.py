@@ -1,0 +1,115 @@
+"""Backend quantizers: which PT2E quantizer each export target's INT8 path uses.
+
+| backend | export target | quantizer | SDK extra |
+|---|---|---|---|
+| xnnpack | executorch | ExecuTorch `XNNPACKQuantizer` | executorch |
+| litert | tflite | litert-torch `PT2EQuantizer` (QAT shim below) | tflite |
+| coreml | coreml | `edgesr.quant.annotate.W8A8Quantizer` (coremltools' `CoreMLQuantizer` needs the
+  `torch.ao.quantization.quantizer` module that torch 2.13 removed) | coreml |
+
+All three: int8 weights per output channel (symmetric), int8 activations per tensor.
+`fully_integer=True` adds `annotate_float_islands` (int8 I/O; add, clamp and depth-to-space
+quantized too). Every SDK is imported inside `get_quantizer`, through `import_sdk`, so that
+`import edgesr.quant` works on machines without any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.fx import GraphModule
+
+from edgesr.export.base import import_sdk
+from edgesr.registry import unknown_name_message
+
+__all__ = [
+    "BACKENDS", "TARGET_BACKEND", "check_backend", "get_quantizer", "litert_quantizer_class",
+    "require_torchao",
+]  # fmt: skip
+
+BACKENDS: tuple[str, ...] = ("xnnpack", "litert", "coreml")
+TARGET_BACKEND: dict[str, str] = {"executorch": "xnnpack", "tflite": "litert", "coreml": "coreml"}
+_SDK = {  # backend -> (target, label, pip extra, modules to import)
+    "xnnpack": (
+        "executorch", "ExecuTorch", "executorch",
+        ("executorch.backends.xnnpack.quantizer.xnnpack_quantizer",),
+    ),
+    "litert": ("tflite", "LiteRT (litert-torch)", "tflite", ("litert_torch.quantize.pt2e_quantizer",)),
+    "coreml": ("coreml", "Core ML (coremltools)", "coreml", ("coremltools",)),
+}  # fmt: skip
+
+
+def check_backend(backend: str) -> str:
+    """`backend` if it is one of BACKENDS, else a ValueError listing them."""
+    if backend not in BACKENDS:
+        raise ValueError(unknown_name_message("quantization backend", backend, BACKENDS))
+    return backend
+
+
+def require_torchao() -> None:
+    """Import torchao's PT2E package, or raise MissingSDKError: training machines may lack it."""
+    import_sdk("quantization", "torchao (PT2E quantization)", "quant", "torchao.quantization.pt2e")
+
+
+def litert_quantizer_class() -> type:
+    """litert-torch's `PT2EQuantizer` with the QAT bug worked around (imports the SDK).
+
+    The bug: with `is_qat=True`, litert-torch annotates conv-batchnorm patterns by handing a bare
+    function to torchao's `_get_aten_graph_module_for_pattern`, and `prepare_qat_pt2e` fails with
+    "Expected 'mod' to be an instance of torch.nn.Module, got function". edgesr's networks have no
+    batch norm, so the shim skips those QAT-only annotators and refuses a graph that has a batch
+    norm (which it would otherwise leave unquantized). Conv, conv-ReLU, add, etc. are annotated by
+    litert-torch's own code, so the converter sees exactly the annotations it expects.
+    """
+    require_torchao()
+    (mod,) = import_sdk(*_SDK["litert"][:3], *_SDK["litert"][3])
+    from edgesr.quant.annotate import annotate_float_islands
+
+    class LiteRTQuantizer(mod.PT2EQuantizer):
+        STATIC_QAT_ONLY_OPS: list[str] = []  # the conv-bn annotators that trip the bug
+
+        def __init__(self, fully_integer: bool = False) -> None:
+            super().__init__()
+            self.fully_integer = fully_integer
+
+        def annotate(self, model: GraphModule) -> GraphModule:
+            bn = [n.name for n in model.graph.nodes if "batch_norm" in str(n.target)]
+            if bn and self.global_config is not None and self.global_config.is_qat:
+                raise NotImplementedError(
+                    f"litert QAT: the graph has batch norm {bn}; litert-torch's conv-bn QAT annotation is "
+                    "broken (see edgesr.quant.backends) and edgesr's shim does not annotate it"
+                )
+            model = super().annotate(model)
+            if self.fully_integer:
+                annotate_float_islands(model, bool(self.global_config and self.global_config.is_qat))
+            return model
+
+    return LiteRTQuantizer
+
+
+def get_quantizer(backend: str, *, qat: bool = False, fully_integer: bool = False) -> Any:
+    """The torchao PT2E quantizer for `backend` (per-channel int8 weights, per-tensor int8 activations).
+
+    For `litert` it is a litert-torch `PT2EQuantizer` (what `litert_torch.convert`'s
+    `QuantConfig(pt2e_quantizer=...)` accepts). Raises `MissingSDKError` naming the pip extra when
+    the backend's SDK is missing, ValueError for an unknown backend.
+    """
+    target, label, extra, modules = _SDK[check_backend(backend)]
+    require_torchao()
+    from torchao.quantization.pt2e.quantizer import ComposableQuantizer
+
+    from edgesr.quant.annotate import FloatIslandsQuantizer, W8A8Quantizer
+
+    if backend == "litert":
+        (mod,) = import_sdk(target, label, extra, *modules)
+        quantizer = litert_quantizer_class()(fully_integer=fully_integer)
+        return quantizer.set_global(mod.get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
+    if backend == "xnnpack":
+        (mod,) = import_sdk(target, label, extra, *modules)
+        base = mod.XNNPACKQuantizer().set_global(
+            mod.get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
+        )
+    else:
+        import_sdk(target, label, extra, *modules)
+        base = W8A8Quantizer(qat=qat)
+    return ComposableQuantizer([base, FloatIslandsQuantizer(qat)]) if fully_integer else base

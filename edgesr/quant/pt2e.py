@@ -1,0 +1,187 @@
+"""The PT2E quantization steps: export -> prepare (observers or fake quant) -> calibrate -> convert.
+
+    q = prepare(student, "xnnpack", example)             # PTQ: observers
+    calibrate(q, calibration_images(scale=2))            # built-in *train* crops, never val
+    int8 = convert(q, "xnnpack")                         # q/dq graph the backend lowers
+    int8 = ptq(student, "xnnpack", example)              # the same in one call
+
+    fq = prepare(student, "xnnpack", example, qat=True)  # QAT: fake quant, trainable, batch/H/W free
+
+Everything here runs on CPU torch + torchao; only `get_quantizer` imports a backend SDK.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.fx import GraphModule
+
+from edgesr.quant.backends import check_backend, get_quantizer, require_torchao
+
+__all__ = ["calibrate", "calibration_images", "convert", "export_graph", "prepare", "ptq", "set_training"]
+
+
+def export_graph(model: nn.Module, example: Tensor, *, dynamic: bool) -> GraphModule:
+    """`torch.export` of `model` in eval mode as a GraphModule, with H and W free (calibration crops
+    and validation images differ from `example`'s size). `dynamic` frees the batch too: export
+    specialises a batch of 1, so the example is then repeated to a batch of 2.
+    """
+    if example.ndim != 4 or example.shape[1] != 3:
+        raise ValueError(f"example must be an (N, 3, H, W) LR batch, got shape {tuple(example.shape)}")
+    if dynamic and example.shape[0] < 2:
+        example = example.expand(2, -1, -1, -1).contiguous()
+    auto = torch.export.Dim.AUTO
+    shapes = ({0: auto, 2: auto, 3: auto} if dynamic else {2: auto, 3: auto},)
+    # a copy: the exported graph would otherwise share (and QAT would train) `model`'s parameters
+    ep = torch.export.export(copy.deepcopy(model).eval(), (example,), dynamic_shapes=shapes)
+    return ep.module()
+
+
+def prepare(
+    model: nn.Module,
+    backend: str,
+    example: Tensor,
+    *,
+    qat: bool = False,
+    fully_integer: bool = False,
+    dynamic: bool | None = None,
+) -> GraphModule:
+    """`model` exported and annotated for `backend`: observers (PTQ) or fake quantization (QAT).
+
+    `example`: an (N, 3, H, W) LR batch in [0, 1]; H and W are always free. `dynamic` (default:
+    `qat`) frees the batch too, so a QAT graph trains on patch batches. The returned graph is
+    in eval mode for PTQ and train mode for QAT (`set_training` switches it).
+    """
+    quantizer = get_quantizer(backend, qat=qat, fully_integer=fully_integer)  # checks SDK and torchao
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    graph = export_graph(model, example, dynamic=qat if dynamic is None else dynamic)
+    prepared = prepare_qat_pt2e(graph, quantizer) if qat else prepare_pt2e(graph, quantizer)
+    set_training(prepared, qat)
+    return prepared
+
+
+def set_training(prepared: GraphModule, mode: bool) -> GraphModule:
+    """Put a prepared graph in train or eval mode, and make its `.train()` / `.eval()` work.
+
+    An exported graph refuses `.train()`; torchao's `move_exported_model_to_train/eval` switch its
+    ops instead. Eval also pauses the QAT fake-quant observers (validation images must not move the
+    ranges being learnt), and sets each fake quant's scale and zero point to what `convert` will use;
+    train restores the observers as they were (frozen ones stay frozen). PTQ
+    observers keep observing in eval: that is how calibration runs.
+    """
+    from torchao.quantization.pt2e import FakeQuantizeBase
+
+    if not hasattr(prepared, "_edgesr_modes"):
+        prepared._edgesr_modes = True
+        prepared.train = types.MethodType(_train, prepared)
+        prepared.eval = types.MethodType(lambda self: self.train(False), prepared)
+        prepared._edgesr_fake_quants = [m for m in prepared.modules() if isinstance(m, FakeQuantizeBase)]
+        prepared.training = not mode  # force the switch below
+    return prepared.train(mode)
+
+
+def _train(self: GraphModule, mode: bool = True) -> GraphModule:
+    from torchao.quantization.pt2e import (
+        FakeQuantize,
+        move_exported_model_to_eval,
+        move_exported_model_to_train,
+    )
+
+    if mode == self.training:
+        return self
+    fqs = self._edgesr_fake_quants
+    if mode:
+        saved = getattr(self, "_edgesr_observing", None)
+        for i, m in enumerate(fqs):
+            m.__dict__.pop("forward", None)  # back to the fused kernel
+            if saved is not None:
+                m.observer_enabled[0] = int(saved[i])
+    else:
+        self._edgesr_observing = [bool(m.observer_enabled[0]) for m in fqs]
+        with torch.no_grad():
+            for m in fqs:
+                m.disable_observer()
+                if not m.fake_quant_enabled[0]:
+                    continue  # a float control (fake quant off): nothing observed, nothing to sync
+                # The fused fake-quant kernel recomputes its scale from the observed range on every
+                # call, about 0.4% away from the observer's `calculate_qparams` that `convert` uses.
+                # Eval runs the plain fake quant with convert's qparams: it evaluates what is deployed.
+                scale, zero_point = m.calculate_qparams()
+                m.scale.resize_(scale.shape).copy_(scale)
+                m.zero_point.resize_(zero_point.shape).copy_(zero_point)
+                if isinstance(m, FakeQuantize):
+                    m.forward = types.MethodType(FakeQuantize.forward, m)
+    (move_exported_model_to_train if mode else move_exported_model_to_eval)(self)
+    self.training = mode
+    return self
+
+
+@torch.no_grad()
+def calibrate(prepared: GraphModule, images: Iterable[Tensor]) -> None:
+    """Run each (1, 3, h, w) LR image in [0, 1] through `prepared` so its observers see real ranges."""
+    n = 0
+    for x in images:
+        prepared(x)
+        n += 1
+    if n == 0:
+        raise ValueError("calibrate: no calibration images")
+
+
+def convert(prepared: GraphModule, backend: str) -> GraphModule:
+    """The int8 q/dq graph of a calibrated or QAT-trained `prepared` graph, in eval mode.
+
+    For `litert` the weights are left as float + quantize ops (`fold_quantize=False`): that is the
+    form `litert_torch.convert` recognises.
+    """
+    require_torchao()
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    set_training(prepared, False)
+    return convert_pt2e(prepared, fold_quantize=check_backend(backend) != "litert")
+
+
+def calibration_images(scale: int, n: int = 8, size: int = 64, seed: int = 0) -> list[Tensor]:
+    """`n` LR crops (1, 3, size, size) in [0, 1] from the built-in *train* photos (never val).
+
+    Crops cycle over the photos at seeded positions, so calibration is reproducible.
+    """
+    from edgesr.data import builtin_pairs, load_lr, to_tensor
+
+    if n < 1 or size < 8:
+        raise ValueError(f"calibration_images: need n >= 1 and size >= 8 LR pixels, got n={n}, size={size}")
+    pairs = builtin_pairs("train")
+    rng = np.random.default_rng(seed)
+    lrs = [load_lr(p, scale) for p in pairs]
+    crops = []
+    for i in range(n):
+        lr = lrs[i % len(lrs)]
+        h, w = lr.shape[:2]
+        s = min(size, h, w)
+        top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        crops.append(to_tensor(np.ascontiguousarray(lr[top : top + s, left : left + s])).unsqueeze(0))
+    return crops
+
+
+def ptq(
+    model: nn.Module,
+    backend: str,
+    example: Tensor,
+    images: list[Tensor] | None = None,
+    *,
+    fully_integer: bool = False,
+    dynamic: bool = False,
+    scale: int | None = None,
+) -> GraphModule:
+    """Post-training static int8: prepare, calibrate on `images` (default: 8 built-in train crops
+    at the model's scale), convert. H and W of the result are free; `dynamic` frees the batch."""
+    if images is None:
+        images = calibration_images(scale or int(getattr(model, "scale", 2)))
+    prepared = prepare(model, backend, example, fully_integer=fully_integer, dynamic=dynamic)
+    calibrate(prepared, images)
+    return convert(prepared, backend)

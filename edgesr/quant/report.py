@@ -1,0 +1,104 @@
+"""Float, PTQ and QAT PSNR of one student, side by side (`edgesr eval CKPT --quant`, the benchmark).
+
+The three rows are measured on the same images with the same protocol as `edgesr.evaluate`:
+- float: the student checkpoint (materialized at its width);
+- int8 PTQ: that student quantized post-training for the backend on built-in *train* crops;
+- int8 QAT: the QAT checkpoint converted to its int8 q/dq graph (what the exporters lower).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from edgesr.evaluate import EvalRow, evaluate
+
+__all__ = ["Int8Student", "QuantComparison", "compare_quantized", "qat_student_source"]
+
+
+class Int8Student(nn.Module):
+    """A converted int8 graph with the attributes `edgesr.evaluate` reads (runs as it is, no width)."""
+
+    def __init__(self, graph: nn.Module, width: float) -> None:
+        super().__init__()
+        self.graph = graph
+        self.materialized_width = width
+
+    def train(self, mode: bool = True) -> Int8Student:
+        self.training = mode  # an exported graph refuses .train(); int8 inference has no modes
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, 3, H, W) -> (N, 3, sH, sW)
+        return self.graph(x)
+
+
+@dataclass(frozen=True)
+class QuantComparison:
+    backend: str
+    width: float
+    rows: list[EvalRow]  # float, int8 PTQ, and int8 QAT when a QAT checkpoint was given
+
+
+def qat_student_source(qat_checkpoint: str | os.PathLike[str]) -> str:
+    """The float student a QAT run started from (`train.student_from` of its run's recipe.yaml)."""
+    from edgesr.recipe import load_recipe
+    from edgesr.train.checkpoint import resolve_checkpoint
+
+    weights = resolve_checkpoint(qat_checkpoint)
+    for folder in [Path(qat_checkpoint), *weights.parents]:
+        if (folder / "recipe.yaml").is_file():
+            source = load_recipe(folder / "recipe.yaml").train.student_from
+            if source:
+                return source
+    raise ValueError(
+        f"{qat_checkpoint}: no recipe.yaml with train.student_from next to it; pass the float student"
+    )
+
+
+def compare_quantized(
+    student: str | os.PathLike[str],
+    datasets: Mapping[str, Sequence[dict]],
+    *,
+    qat: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    calibration_images: int = 8,
+    calibration_size: int = 64,
+    with_ssim: bool = True,
+) -> QuantComparison:
+    """Rows for `student` in float and int8 PTQ, plus `qat` (a QAT checkpoint of that student) in int8.
+
+    `backend` defaults to the QAT checkpoint's, else xnnpack. PSNR in dB on the Y channel.
+    """
+    from edgesr.quant import calibration_images as crops
+    from edgesr.quant import check_backend, load_quantized, ptq
+    from edgesr.quant.stage import load_student
+    from edgesr.train.checkpoint import read_meta
+
+    qmeta = None
+    int8_qat = None
+    if qat is not None:
+        int8_qat, qmeta = load_quantized(qat)
+        if backend is not None and backend != qmeta.backend:
+            raise ValueError(f"{qat} was QAT-trained for backend {qmeta.backend!r}, not {backend!r}")
+    backend = check_backend(backend or (qmeta.backend if qmeta else "xnnpack"))
+    smeta = read_meta(student)
+    width = float(qmeta.width if qmeta and qmeta.width else smeta.materialized_width or min(smeta.widths))
+    model = load_student(str(student), width).eval()
+    fully_integer = bool(qmeta.fully_integer) if qmeta else False
+    images = crops(smeta.scale, n=calibration_images, size=calibration_size)
+    int8_ptq = ptq(model, backend, images[0], images, fully_integer=fully_integer)
+    tag = f"{backend}{', fully integer' if fully_integer else ''}"
+    candidates = [("float", model), (f"int8 PTQ ({tag})", Int8Student(int8_ptq, width))]
+    if int8_qat is not None:
+        candidates.append((f"int8 QAT ({tag})", Int8Student(int8_qat, width)))
+    rows = []
+    with torch.no_grad():
+        for method, m in candidates:
+            for r in evaluate(m, datasets, smeta.scale, [width], with_ssim=with_ssim):
+                rows.append(EvalRow(r.dataset, f"{method} w={width:g}", r.width, r.psnr, r.ssim, r.images))
+    return QuantComparison(backend, width, rows)

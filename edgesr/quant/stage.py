@@ -1,0 +1,80 @@
+"""The `qat` training stage: a trained student, fake-quantized for a backend, distilled from its teacher.
+
+    L = sum_i weight_i * loss_i(FQ(student)(LR), teacher(LR), HR)      (output losses: l1, output_kd, csd)
+
+The student is materialized from `train.student_from` at `train.widths[0]` (or taken as it is when
+that checkpoint already is a materialized student), exported and prepared with fake quantization
+for `train.quant.backend` (`edgesr.quant.prepare(qat=True)`), and trained by the ordinary trainer
+through this objective. Its checkpoints are QAT checkpoints (`edgesr.quant.state`): the trainer
+saves and resumes them like any other stage. After `quant.freeze_observers_at` the fake-quant
+ranges stop moving, so the last steps adapt the weights to fixed int8 grids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from edgesr.models import materialize
+from edgesr.quant.state import fake_quant_model, quant_entry
+from edgesr.recipe import Recipe
+from edgesr.train.objectives import DistillObjective
+
+__all__ = ["QATObjective", "build_qat_objective", "load_student"]
+
+
+class QATObjective(DistillObjective):
+    """`DistillObjective` whose student is a fake-quant graph; freezes observers at the set step."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, recipe: Recipe) -> None:
+        super().__init__(student, teacher, recipe)
+        q = recipe.train.quant
+        self.quant_entry = quant_entry(q.backend, q.fully_integer)  # checkpoint metadata
+        self.freeze_at = q.freeze_observers_at
+        if not q.fake_quant:  # the float control: the same graph with every fake quant off
+            for m in self.net._edgesr_fake_quants:
+                m.disable_fake_quant()
+                m.disable_observer()
+
+    def forward(self, lr: Tensor, hr: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:
+        if self.freeze_at is not None and step > self.freeze_at:  # from (step): exact on resume
+            for m in self.net._edgesr_fake_quants:
+                m.disable_observer()
+        return super().forward(lr, hr, step)
+
+
+def load_student(path: str, width: float) -> nn.Module:
+    """The float student at `width` from a materialized-student, CSD or teacher checkpoint."""
+    from edgesr.train.checkpoint import load_model
+
+    model, meta = load_model(path)
+    if meta.quant is not None:
+        raise ValueError(f"train.student_from={path} is already a QAT checkpoint; give the float student")
+    if meta.materialized_width is None:
+        return materialize(model, width)
+    if abs(meta.materialized_width - width) > 1e-9:
+        raise ValueError(
+            f"train.student_from={path} is a student of width {meta.materialized_width:g}, "
+            f"but train.widths is [{width:g}]"
+        )
+    return model
+
+
+def build_qat_objective(
+    recipe: Recipe, model: nn.Module, load_teacher: Callable[[str, nn.Module], nn.Module]
+) -> tuple[QATObjective, float]:
+    """The objective of a `qat` recipe and the student's width. `model` is the recipe's (full-width,
+    untrained) architecture that the teacher must match; `load_teacher` the trainer's `train.init`
+    loader."""
+    t = recipe.train
+    assert t.init is not None and t.student_from is not None  # the recipe checks both in qat mode
+    width = t.widths[0]
+    teacher = load_teacher(t.init, model)
+    student = load_student(t.student_from, width)
+    if student.arch != model.arch:
+        raise ValueError(
+            f"train.student_from={t.student_from} holds {student.arch}; the recipe builds {model.arch}"
+        )
+    fq = fake_quant_model(student, quant_entry(t.quant.backend, t.quant.fully_integer))
+    return QATObjective(fq, teacher, recipe), width

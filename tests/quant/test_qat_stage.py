@@ -1,0 +1,128 @@
+"""The `qat` recipe stage: gradients in QAT mode, self-describing checkpoints, kill-and-resume equality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytest.importorskip("torchao.quantization.pt2e")
+pytest.importorskip("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
+
+from edgesr import quant  # noqa: E402
+from edgesr.recipe import QAT_LOSSES, QUANT_BACKENDS, Recipe, RecipeError, from_dict  # noqa: E402
+from edgesr.train.checkpoint import load_model, read_meta, resolve_checkpoint  # noqa: E402
+from edgesr.train.trainer import build_objective, train  # noqa: E402
+
+
+def _recipe(photos: dict[str, Path], mode: str, **train_cfg: object) -> Recipe:
+    cfg = {
+        "name": f"qat-{mode}",
+        "scale": 2,
+        "model": {"name": "edsr", "args": {"n_resblocks": 1, "n_feats": 16}},
+        "data": {"train": str(photos["train"]), "val": [str(photos["val"])], "patch_size": 8,
+                 "batch_size": 2, "workers": 0},
+        "train": {"mode": mode, "steps": 4, "checkpoint_every": 2, "val_every": 2, "log_every": 1,
+                  "optim": {"lr": 1e-3}, **train_cfg},
+    }  # fmt: skip
+    return from_dict(Recipe, cfg)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_photos, tmp_path_factory) -> dict[str, Path]:
+    """A 2-step teacher and a 2-step distilled width-0.5 student: the inputs of a QAT stage."""
+    root = tmp_path_factory.mktemp("qat")
+    train(_recipe(tiny_photos, "single", widths=[1.0], steps=2), root / "teacher")
+    distill = {"widths": [0.5], "init": str(root / "teacher"), "losses": [{"name": "output_kd"}], "steps": 2}
+    train(_recipe(tiny_photos, "distill", **distill), root / "student")
+    return {"teacher": root / "teacher", "student": root / "student"}
+
+
+def _qat(photos, runs, **extra: object) -> Recipe:
+    cfg = {"widths": [0.5], "init": str(runs["teacher"]), "student_from": str(runs["student"]),
+           "losses": [{"name": "output_kd", "args": {"alpha": 0.5}}], **extra}  # fmt: skip
+    return _recipe(photos, "qat", **cfg)
+
+
+def test_recipe_lists_match_the_package() -> None:
+    assert QUANT_BACKENDS == quant.BACKENDS
+    from edgesr.losses import LOSSES
+
+    assert set(QAT_LOSSES) <= set(LOSSES.names())
+
+
+def test_qat_recipe_rejects_feature_losses_and_unknown_backends(tiny_photos, runs) -> None:
+    with pytest.raises(RecipeError, match=r"losses\[0\].name.*feature"):
+        _qat(tiny_photos, runs, losses=[{"name": "fakd"}])
+    with pytest.raises(RecipeError, match=r"quant.backend.*xnnpack"):
+        _qat(tiny_photos, runs, quant={"backend": "tensorrt"})
+    with pytest.raises(RecipeError, match="student_from"):
+        _recipe(tiny_photos, "qat", widths=[0.5], init=str(runs["teacher"]), losses=[{"name": "l1"}])
+
+
+@pytest.mark.parametrize("loss", QAT_LOSSES)
+def test_every_qat_loss_reaches_the_fake_quant_student(tiny_photos, runs, loss) -> None:
+    args = {"csd": {"layers": ["relu1_1"], "layer_weights": [1.0]}, "output_kd": {"alpha": 1.0}}.get(loss, {})
+    recipe = _qat(tiny_photos, runs, losses=[{"name": loss, "args": args}], csd={"negatives": 1})
+    objective, width = build_objective(recipe)
+    assert width == 0.5 and objective.quant_entry["backend"] == "xnnpack"
+    assert any(hasattr(m, "observer_enabled") for m in objective.net.modules())  # really fake-quantized
+    objective.train()
+    loss_value, _ = objective(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16), step=1)
+    loss_value.backward()
+    trainable = {n: p for n, p in objective.net.named_parameters() if p.requires_grad}
+    assert trainable
+    for name, p in trainable.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{loss}: no gradient reached {name}"
+    assert all(p.grad is None for p in objective.teacher.parameters())
+
+
+def test_qat_run_killed_and_resumed_equals_uninterrupted(tiny_photos, runs, tmp_path) -> None:
+    """Weights and every fake-quant buffer (ranges, scales, observer flags) end bit-identical; the
+    observer freeze at step 3 falls after the kill, so it must be re-derived on resume."""
+    recipe = _qat(tiny_photos, runs, quant={"freeze_observers_at": 3})
+    train(recipe, tmp_path / "full")
+    part = train(recipe, tmp_path / "part", stop_at=1)
+    assert part.steps == 1
+    train(recipe, tmp_path / "part", resume=True)
+    a, b = load_file(resolve_checkpoint(tmp_path / "full")), load_file(resolve_checkpoint(tmp_path / "part"))
+    assert a.keys() == b.keys() and any("activation_post_process" in k for k in a)
+    diff = [(k, a[k], b[k]) for k in a if not torch.equal(a[k], b[k])]
+    assert not diff, diff
+    flags = [v for k, v in a.items() if k.endswith("observer_enabled")]
+    assert flags and all(int(f) == 0 for f in flags)  # frozen after step 3
+    start = load_file(resolve_checkpoint(runs["student"]))
+    assert not torch.equal(a["head.weight"], start["head.weight"])  # it trained
+    assert json.loads((tmp_path / "full/results.json").read_text())["rows"]
+
+
+def test_qat_checkpoint_describes_itself_and_converts(tiny_photos, runs, tmp_path) -> None:
+    train(_qat(tiny_photos, runs, steps=2), tmp_path / "run")
+    meta = read_meta(tmp_path / "run")
+    assert meta.quant is not None and meta.quant["backend"] == "xnnpack" and meta.materialized_width == 0.5
+    assert quant.is_qat_checkpoint(tmp_path / "run") and not quant.is_qat_checkpoint(runs["student"])
+    fq, _ = load_model(tmp_path / "run")
+    fq.eval()
+    int8, qmeta = quant.load_quantized(tmp_path / "run", example=torch.rand(1, 3, 12, 12))
+    assert (qmeta.backend, qmeta.fully_integer, qmeta.width, qmeta.scale) == ("xnnpack", False, 0.5, 2)
+    x = torch.rand(1, 3, 12, 16)
+    with torch.no_grad():
+        assert (int8(x) - fq(x)).abs().max() < 1e-5
+
+
+def test_eval_quant_reports_float_ptq_and_qat_of_one_student(tiny_photos, runs, tmp_path, capsys) -> None:
+    from edgesr.cli import main
+
+    train(_qat(tiny_photos, runs, steps=2), tmp_path / "qat")
+    out = tmp_path / "table.md"
+    rc = main(["eval", str(tmp_path / "qat"), "--data", str(tiny_photos["val"]), "--quant", "--no-ssim",
+               "--markdown", str(out)])  # fmt: skip
+    assert rc == 0
+    table = out.read_text()
+    for method in ("bicubic", "float w=0.5", "int8 PTQ (xnnpack) w=0.5", "int8 QAT (xnnpack) w=0.5"):
+        assert f"| {method} |" in table, table
+    cells = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in table.splitlines()[4:]}
+    assert cells["int8 QAT (xnnpack) w=0.5"] != cells["float w=0.5"]  # the QAT row is its own model
