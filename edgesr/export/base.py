@@ -62,6 +62,18 @@ class VerificationError(RuntimeError):
     """The artifact's runtime output disagrees with PyTorch beyond the bar; nothing was written."""
 
 
+class ImageOnly(nn.Module):
+    """`forward(x)` only, so an export traces the image input and nothing else: our models' defaulted
+    `width=1.0` argument would otherwise be traced as a tensor (TorchScript) or an extra input."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:  # (1, 3, H, W) -> (1, 3, sH, sW)
+        return self.model(x)
+
+
 def import_sdk(target: str, label: str, extra: str, *modules: str) -> list[ModuleType]:
     """Import a target's SDK modules, or raise `MissingSDKError` naming the pip extra."""
     try:

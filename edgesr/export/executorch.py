@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from edgesr.export.base import (
     EXPORTERS,
     ExportRequest,
+    ImageOnly,
     UnsupportedOpError,
     UnsupportedOptionError,
     import_sdk,
@@ -56,17 +57,6 @@ COREML_NOT_HERE = (
     "the ExecuTorch runtime here has no CoreMLBackend (it is built only for Apple devices); "
     "run the .pte on iOS/macOS"
 )
-
-
-class _ImageOnly(nn.Module):
-    """`forward(x)` only: our models' `width=1.0` argument stays a constant of the graph."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:  # (1, 3, H, W) -> (1, 3, sH, sW)
-        return self.model(x)
 
 
 class ExecutorchExporter:
@@ -124,7 +114,7 @@ class ExecutorchExporter:
         exir = self._sdk()
         partitioner = self._partitioner(request)
         xnnpack_half = request.precision == "fp16" and (request.delegate or self.delegates[0]) == "xnnpack"
-        module = _ImageOnly(copy.deepcopy(model).half() if xnnpack_half else model)
+        module = ImageOnly(copy.deepcopy(model).half() if xnnpack_half else model)
         # fresh strides: a size-1 dim may carry stride 0 (numpy padding does that), which ExecuTorch rejects
         example = example.clone(memory_format=torch.contiguous_format)
         example = example.half() if xnnpack_half else example

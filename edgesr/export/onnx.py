@@ -15,23 +15,11 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from edgesr.export.base import EXPORTERS, ExportRequest, UnsupportedOpError, import_sdk
+from edgesr.export.base import EXPORTERS, ExportRequest, ImageOnly, UnsupportedOpError, import_sdk
 
 OPSET = 17
 INPUT, OUTPUT = "lr", "sr"
 PROVIDERS = ["CPUExecutionProvider"]
-
-
-class _ImageOnly(nn.Module):
-    """`forward(x)` only: the TorchScript exporter feeds defaulted arguments (our models'
-    `width=1.0`) to the trace as tensors, which the width check would then read back as floats."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
 
 
 class OnnxExporter:
@@ -62,7 +50,7 @@ class OnnxExporter:
                 # pinned extra does not install; the TorchScript one warns that it is legacy.
                 warnings.simplefilter("ignore", DeprecationWarning)
                 torch.onnx.export(
-                    _ImageOnly(model),
+                    ImageOnly(model),
                     (example,),
                     str(path),
                     dynamo=False,

@@ -35,6 +35,7 @@ from edgesr.export.base import (
     EXPORTERS,
     UPSAMPLERS,
     ExportRequest,
+    ImageOnly,
     UnsupportedOpError,
     UnsupportedOptionError,
     import_sdk,
@@ -44,17 +45,6 @@ from edgesr.export.base import (
 LABEL = "LiteRT (litert-torch + ai-edge-litert)"
 MAX_SIDE = 4096  # dynamic exports: the largest LR height/width the graph accepts, pixels
 _PACKAGES = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
-
-
-class _ImageOnly(nn.Module):
-    """`forward(x)` only, so the export traces the image input and nothing else."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
 
 
 class TfliteExporter:
@@ -109,7 +99,7 @@ class TfliteExporter:
             kwargs["quant_config"] = _static_quant_config()
         else:  # float graphs: a real DEPTH_TO_SPACE op (the q/dq graph is already traced)
             model = with_tflite_depth_to_space(model)
-        module = model if isinstance(model, GraphModule) else _ImageOnly(model).eval()
+        module = model if isinstance(model, GraphModule) else ImageOnly(model).eval()
         try:
             edge = litert_torch.convert(module, (example,), **kwargs)
         except Exception as e:  # litert-torch raises RuntimeError, TypeError, jax errors, ...
