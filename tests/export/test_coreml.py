@@ -17,6 +17,8 @@ from torch import nn
 
 pytest.importorskip("coremltools", reason='coremltools not installed (pip install "edgesr[coreml]")')
 
+from export_checkpoints import checkpoint as save_checkpoint_of  # noqa: E402
+
 from edgesr.cli import main  # noqa: E402
 from edgesr.export import (  # noqa: E402
     ExportRequest,
@@ -30,7 +32,6 @@ from edgesr.export.coreml_eval import NAME as EVALUATOR  # noqa: E402
 from edgesr.export.manifest import artifact_sha256  # noqa: E402
 from edgesr.export.verify import FLOAT_PSNR_DB, INT8_PSNR_DB, output_psnr, verification_input  # noqa: E402
 from edgesr.models import build_model, materialize  # noqa: E402
-from edgesr.train.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 
 SHAPE = (1, 3, 12, 16)
 MODELS = {
@@ -49,10 +50,7 @@ ON_MAC = platform.system() == "Darwin"
 
 def checkpoint(tmp_path, name: str):
     widths, args = MODELS[name]
-    torch.manual_seed(0)
-    model = build_model(name, scale=2, **args)
-    save_checkpoint(tmp_path / name, model, CheckpointMeta(model.arch, 2, widths, None, "r", 1), None)
-    return tmp_path / name
+    return save_checkpoint_of(tmp_path, name, widths, **args)
 
 
 @pytest.fixture(scope="module")

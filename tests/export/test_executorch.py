@@ -14,6 +14,8 @@ from torch import nn
 
 pytest.importorskip("executorch", reason='ExecuTorch not installed (pip install "edgesr[executorch]")')
 
+from export_checkpoints import checkpoint  # noqa: E402
+
 from edgesr.cli import main  # noqa: E402
 from edgesr.export import (  # noqa: E402
     ExportRequest,
@@ -27,20 +29,10 @@ from edgesr.export.base import load_student  # noqa: E402
 from edgesr.export.verify import output_psnr  # noqa: E402
 from edgesr.files import sha256_file  # noqa: E402
 from edgesr.models import build_model, materialize  # noqa: E402
-from edgesr.train.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 
 SHAPE = (1, 3, 12, 16)
 XNNPACK = "XnnpackBackend"
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
-
-
-def checkpoint(tmp_path, name: str, widths, materialized=None, **args):
-    torch.manual_seed(0)
-    model = build_model(name, scale=2, **args)
-    if materialized is not None:
-        model = materialize(model, materialized)
-    save_checkpoint(tmp_path / name, model, CheckpointMeta(model.arch, 2, widths, materialized, "r", 1), None)
-    return tmp_path / name
 
 
 def fully_delegated(d: dict) -> bool:

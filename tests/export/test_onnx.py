@@ -12,22 +12,13 @@ from torch import nn
 pytest.importorskip("onnxruntime", reason='ONNX Runtime not installed (pip install "edgesr[onnx]")')
 pytest.importorskip("onnx", reason='onnx not installed (pip install "edgesr[onnx]")')
 
+from export_checkpoints import checkpoint  # noqa: E402
+
 from edgesr.cli import main  # noqa: E402
 from edgesr.export import ExportRequest, UnsupportedOpError, export_checkpoint, get_exporter  # noqa: E402
 from edgesr.files import sha256_file  # noqa: E402
-from edgesr.models import build_model, materialize  # noqa: E402
-from edgesr.train.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 
 SHAPE = (1, 3, 24, 32)
-
-
-def checkpoint(tmp_path, name: str, widths, materialized=None, **args):
-    torch.manual_seed(0)
-    model = build_model(name, scale=2, **args)
-    if materialized is not None:
-        model = materialize(model, materialized)
-    save_checkpoint(tmp_path / name, model, CheckpointMeta(model.arch, 2, widths, materialized, "r", 1), None)
-    return tmp_path / name
 
 
 @pytest.mark.parametrize(

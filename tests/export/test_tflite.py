@@ -14,6 +14,8 @@ from torch import nn
 pytest.importorskip("litert_torch", reason='litert-torch not installed (pip install "edgesr[tflite]")')
 pytest.importorskip("ai_edge_litert", reason='ai-edge-litert not installed (pip install "edgesr[tflite]")')
 
+from export_checkpoints import checkpoint  # noqa: E402
+
 from edgesr.export import (  # noqa: E402
     ExportRequest,
     MissingSDKError,
@@ -26,18 +28,10 @@ from edgesr.export.base import deployable  # noqa: E402
 from edgesr.export.verify import FLOAT_PSNR_DB, INT8_PSNR_DB, output_psnr  # noqa: E402
 from edgesr.files import sha256_file  # noqa: E402
 from edgesr.models import build_model, materialize  # noqa: E402
-from edgesr.train.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 
 SHAPE = (1, 3, 12, 16)
 EDSR = {"n_resblocks": 1, "n_feats": 16}
 PLAIN = {"n_convs": 3, "n_feats": 8, "clamp": True}
-
-
-def checkpoint(tmp_path, name: str, widths, **args):
-    torch.manual_seed(0)
-    model = build_model(name, scale=2, **args)
-    save_checkpoint(tmp_path / name, model, CheckpointMeta(model.arch, 2, widths, None, "r", 1), None)
-    return tmp_path / name
 
 
 def tiny(name: str, width: float = 1.0) -> nn.Module:
