@@ -401,5 +401,6 @@ def _profile_commands():  # imported on use, like every other command's module
 
     return commands
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -223,19 +223,26 @@ QUANT_BACKENDS = ("xnnpack", "litert", "coreml")  # edgesr.quant.BACKENDS (a tes
 QAT_LOSSES = ("l1", "output_kd", "csd")  # losses on outputs only: taps cannot hook an exported graph
 
 
+ACTIVATION_RANGES = ("calibrate", "observe")
+
+
 @dataclass(frozen=True)
 class QuantCfg:
     """The int8 target of a `qat` stage, and the PTQ baseline it is compared with."""
 
     backend: str = "xnnpack"  # xnnpack (ExecuTorch), litert (TFLite), coreml
     fully_integer: bool = False  # int8 I/O; add, clamp and depth-to-space quantized too (NPU targets)
+    # Where the activation ranges come from. calibrate: PTQ's histogram calibration on the
+    # calibration crops before training, then fixed (training adapts the weights to them);
+    # observe: a moving-average min/max of the training batches (torchao's QAT default).
+    activation_ranges: str = "calibrate"
     # Step after which the fake-quant ranges stop following the data (weights and activations keep
     # their last ranges and training only adapts the weights to them); None = observe throughout.
     freeze_observers_at: int | None = None
     # false = the float control of a QAT run: same graph, data and steps, fake quantization off
     # (tells the training gain apart from the quantization recovery, see benchmarks/quant.py)
     fake_quant: bool = True
-    calibration_images: int = 8  # PTQ baseline: built-in train crops used to calibrate
+    calibration_images: int = 8  # built-in train crops that calibrate PTQ (and QAT's start)
     calibration_size: int = 64  # LR side of each calibration crop, pixels
 
     def __post_init__(self) -> None:
@@ -245,6 +252,11 @@ class QuantCfg:
             self.freeze_observers_at is None or self.freeze_observers_at >= 1,
             "freeze_observers_at",
             f"must be >= 1 or null, got {self.freeze_observers_at}",
+        )
+        _check(
+            self.activation_ranges in ACTIVATION_RANGES,
+            "activation_ranges",
+            f"must be one of {', '.join(ACTIVATION_RANGES)}, got {self.activation_ranges!r}",
         )
         n = self.calibration_images
         _check(n >= 1, "calibration_images", f"must be >= 1, got {n}")

@@ -7,8 +7,9 @@
 
 Candidates are every width on the architecture's channel grid (multiples of `width_multiple`).
 A candidate's latency is its whole-model measurement on the device when there is one; otherwise the
-latency model's prediction, but only when the model is trusted on this device (at least 90% of the
-measured widths predicted within +-10%, edgesr.profile.latency_model); otherwise it has none and
+latency model's prediction (the per-layer sum times the scale fitted on this device's measured
+widths), but only when the model is trusted on this device (at least 90% of the measured widths
+predicted within +-10% leave-one-out, edgesr.profile.latency_model); otherwise it has none and
 cannot be chosen. Budgets are compared with the typical figure (median, where the source has one).
 """
 
@@ -149,9 +150,7 @@ def select_width(
         for r in device_records(device.name, root, "layers")
         if _matches(r, runtime, delegate, precision, r.resolution, threads)
     ]
-    table: LayerTable = table_from_records(
-        layer_recs, runtime, delegate, precision, threads, clock
-    )
+    table: LayerTable = table_from_records(layer_recs, runtime, delegate, precision, threads, clock)
     notes: list[str] = []
     rows = []
     for w, model in _models(arch, candidate_widths(arch)).items():
@@ -176,7 +175,8 @@ def select_width(
     )
     acc = Accuracy(checks)
     cands = []
-    for w, ch, params, macs, pred, rec in rows:
+    for w, ch, params, macs, raw, rec in rows:
+        pred = acc.predict(raw) if raw is not None else None  # corrected for this device
         meas = rec.stats.value(clock) if rec else None
         lat, basis = (
             (meas, "measured")

@@ -18,6 +18,7 @@ examples:
   edgesr profile run m.pte --device galaxy_s24 --benchmark-binary ./executor_runner
   edgesr profile import benchmark_results.json --device pixel8 --artifact exports/m.pte
   edgesr profile import run.etdump --device pixel8 --resolution 320x180
+  edgesr profile import aihub_profile.json --device galaxy_s24 --runtime litert --artifact exports/m.tflite
   edgesr profile show --device host
   edgesr select-width --device host --budget-ms 33.3 --recipe quickstart_student --write
 """
@@ -70,8 +71,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument(
         "--format",
         default="auto",
-        help="auto, benchmark_model, executor_runner, executorch-json, etdump, etdump-csv",
+        help="auto, benchmark_model, executor_runner, executorch-json, etdump, etdump-csv, aihub-json",
     )
+    i.add_argument(
+        "--runtime",
+        help="the runtime measured, when the output does not say (aihub-json: litert, coreml, ...)",
+    )
+    i.add_argument("--delegate", help="the delegate, when the output does not say or says it ambiguously")
     i.add_argument("--artifact", type=Path, help="the artifact measured (its manifest gives width, hash)")
     i.add_argument("--resolution", metavar="WxH", help="LR input size (default: manifest, else device's)")
     i.add_argument("--precision", default=None, help="default: the manifest's, else fp32")
@@ -166,7 +172,15 @@ def profile_command(args: argparse.Namespace, console: Any) -> int:
         from edgesr.profile.ingest import import_results
 
         recs = import_results(
-            args.file, device, args.format, args.artifact, res, args.precision, args.threads
+            args.file,
+            device,
+            args.format,
+            args.artifact,
+            res,
+            args.precision,
+            args.threads,
+            args.runtime,
+            args.delegate,
         )
     elif args.profile_command == "run":
         recs = [_run(args, device, res)]

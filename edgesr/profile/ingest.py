@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgesr.devices import Device, Resolution
-from edgesr.profile.importers import detect_format, parse_file
+from edgesr.profile.importers import Parsed, aihub_delegate, aihub_top_unit, detect_format, parse_file
 from edgesr.profile.store import Record
 from edgesr.profile.timing import now_utc
 
@@ -47,11 +47,15 @@ def import_results(
     resolution: Resolution | None = None,
     precision: str | None = None,
     threads: int | None = None,
+    runtime: str | None = None,
+    delegate: str | None = None,
 ) -> list[Record]:
     """Parse `file` and turn each result into a Record of `device`.
 
     The resolution is `resolution`, else the artifact manifest's input, else the device's default
-    (benchmark outputs do not state it). The runtime must be one the device file lists.
+    (benchmark outputs do not state it). The runtime must be one the device file lists: the output's,
+    else `runtime` (needed for an AI Hub profile, which does not name it). The delegate is `delegate`,
+    else the output's, else (AI Hub) the one its compute units map to, else the device's first.
     """
     file = Path(file)
     parsed = parse_file(file, fmt)
@@ -65,11 +69,28 @@ def import_results(
     res = resolution or manifest_resolution(artifact) or device.resolution
     out = []
     for p in parsed:
-        cfg = device.runtime(p.runtime)  # raises naming the device's runtimes
+        if runtime and p.runtime and runtime != p.runtime:
+            raise ValueError(f"{file} is {p.runtime} output ({fmt}); --runtime {runtime} contradicts it")
+        rt = runtime or p.runtime
+        if not rt:
+            have = ", ".join(r.name for r in device.runtimes)
+            raise ValueError(
+                f"{file}: {fmt} output does not name its runtime; pass --runtime "
+                f"(device {device.name!r} has: {have})"
+            )
+        cfg = device.runtime(rt)  # raises naming the device's runtimes
+        if delegate is not None and delegate not in cfg.delegates:
+            raise ValueError(
+                f"device {device.name!r} lists no delegate {delegate!r} for {rt} "
+                f"(it has: {', '.join(cfg.delegates)})"
+            )
         rec = Record(
             artifact=p.artifact or file.name,
-            runtime=p.runtime,
-            delegate=p.delegate or cfg.delegates[0],
+            runtime=rt,
+            delegate=delegate
+            or p.delegate
+            or _unit_delegate(p, rt, cfg.delegates, file, device.name)
+            or cfg.delegates[0],
             precision=precision or "fp32",
             resolution=res.text,
             stats=p.stats,
@@ -88,3 +109,20 @@ def import_results(
             rec = replace(rec, precision=precision)
         out.append(rec)
     return out
+
+
+def _unit_delegate(
+    p: Parsed, runtime: str, delegates: tuple[str, ...], file: Path, device: str
+) -> str | None:
+    """The delegate an AI Hub profile's compute units point to; an error rather than a guess when the
+    device file has no delegate for that unit (pass --delegate)."""
+    units = p.extra.get("compute_units")
+    if not units:
+        return None
+    d = aihub_delegate(runtime, units)
+    if d is None or d not in delegates:
+        raise ValueError(
+            f"{file}: ran on {aihub_top_unit(units)}; which {runtime} delegate of {device!r} that is "
+            f"cannot be told (it has: {', '.join(delegates)}); pass --delegate"
+        )
+    return d

@@ -15,7 +15,17 @@ by the functions that need them (`MissingSDKError` names the pip extra when one 
 """
 
 from edgesr.quant.backends import BACKENDS, TARGET_BACKEND, check_backend, get_quantizer
-from edgesr.quant.pt2e import calibrate, calibration_images, convert, export_graph, prepare, ptq, set_training
+from edgesr.quant.pt2e import (
+    activation_fake_quants,
+    calibrate,
+    calibrate_ranges,
+    calibration_images,
+    convert,
+    export_graph,
+    prepare,
+    ptq,
+    set_training,
+)
 from edgesr.quant.state import QAT_EXAMPLE, QuantMeta, fake_quant_model, is_qat_checkpoint, load_quantized
 
 __all__ = [
@@ -23,7 +33,9 @@ __all__ = [
     "QAT_EXAMPLE",
     "TARGET_BACKEND",
     "QuantMeta",
+    "activation_fake_quants",
     "calibrate",
+    "calibrate_ranges",
     "calibration_images",
     "check_backend",
     "convert",

@@ -6,6 +6,7 @@
     int8 = ptq(student, "xnnpack", example)              # the same in one call
 
     fq = prepare(student, "xnnpack", example, qat=True)  # QAT: fake quant, trainable, batch/H/W free
+    calibrate_ranges(fq, calibration_images(scale=2))    # QAT starts from PTQ's activation ranges
 
 Everything here runs on CPU torch + torchao; only `get_quantizer` imports a backend SDK.
 """
@@ -23,7 +24,10 @@ from torch.fx import GraphModule
 
 from edgesr.quant.backends import check_backend, get_quantizer, require_torchao
 
-__all__ = ["calibrate", "calibration_images", "convert", "export_graph", "prepare", "ptq", "set_training"]
+__all__ = [
+    "activation_fake_quants", "calibrate", "calibrate_ranges", "calibration_images", "convert",
+    "export_graph", "prepare", "ptq", "set_training",
+]  # fmt: skip
 
 
 def export_graph(model: nn.Module, example: Tensor, *, dynamic: bool) -> GraphModule:
@@ -131,6 +135,73 @@ def calibrate(prepared: GraphModule, images: Iterable[Tensor]) -> None:
         n += 1
     if n == 0:
         raise ValueError("calibrate: no calibration images")
+
+
+def activation_fake_quants(prepared: GraphModule) -> list[nn.Module]:
+    """The fake quants of a QAT graph that quantize activations (not weights), each once."""
+    from torchao.quantization.pt2e import FakeQuantizeBase
+
+    out: dict[int, nn.Module] = {}
+    for node in prepared.graph.nodes:
+        if node.op != "call_module":
+            continue
+        m = prepared.get_submodule(node.target)
+        if isinstance(m, FakeQuantizeBase) and not (node.args and node.args[0].op == "get_attr"):
+            out.setdefault(id(m), m)
+    return list(out.values())
+
+
+@torch.no_grad()
+def calibrate_ranges(prepared: GraphModule, images: Iterable[Tensor]) -> int:
+    """Start a QAT graph (in train mode, as `prepare(qat=True)` returns it) from PTQ's activation
+    ranges, and keep them fixed; returns how many activation fake quants were set.
+
+    torchao's QAT activation fake quants follow a moving-average min/max of the training batches,
+    while PTQ calibrates with histogram observers that choose the range minimising the quantization
+    error. Measured on the quickstart student, QAT from min/max ranges ended below PTQ at equal
+    training (docs/quantization.md). Here every activation fake quant sees `images` through a
+    `HistogramObserver` with its own dtype and range, as PTQ's observer would (fake quantization off
+    everywhere, so each sees float inputs), and gets that observer's scale and zero point. Its
+    min/max are set to the range those qparams encode, so `calculate_qparams`, eval and `convert`
+    reproduce them, and its observer is turned off: the ranges stay fixed and training adapts the
+    weights to them. Weight fake quants observe their weights in these passes, as in a training
+    step, and keep following them.
+    """
+    from torchao.quantization.pt2e import FakeQuantizeBase, HistogramObserver
+
+    if not prepared.training:
+        raise ValueError("calibrate_ranges: the QAT graph must be in train mode (set_training(graph, True))")
+    fqs = activation_fake_quants(prepared)
+    if not fqs:
+        raise ValueError("calibrate_ranges: the graph has no activation fake quants (is it a QAT graph?)")
+    everything = [m for m in prepared.modules() if isinstance(m, FakeQuantizeBase)]
+    hists = [
+        HistogramObserver(dtype=m.dtype, qscheme=m.qscheme, quant_min=m.quant_min, quant_max=m.quant_max)
+        for m in fqs
+    ]
+    hooks = [m.register_forward_pre_hook(lambda _m, a, h=h: h(a[0])) for m, h in zip(fqs, hists, strict=True)]
+    fake_quant_was = [bool(m.fake_quant_enabled[0]) for m in everything]
+    try:
+        for m in everything:
+            m.disable_fake_quant()
+        for m in fqs:
+            m.disable_observer()
+        calibrate(prepared, images)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, on in zip(everything, fake_quant_was, strict=True):
+            m.enable_fake_quant(on)
+    for m, h in zip(fqs, hists, strict=True):
+        scale, zero_point = h.calculate_qparams()
+        lo = (m.quant_min - zero_point.float()) * scale
+        hi = (m.quant_max - zero_point.float()) * scale
+        obs = m.activation_post_process
+        obs.min_val.resize_(lo.shape).copy_(lo)
+        obs.max_val.resize_(hi.shape).copy_(hi)
+        m.scale.resize_(scale.shape).copy_(scale)
+        m.zero_point.resize_(zero_point.shape).copy_(zero_point)
+    return len(fqs)
 
 
 def convert(prepared: GraphModule, backend: str) -> GraphModule:

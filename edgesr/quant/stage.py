@@ -6,8 +6,11 @@ The student is materialized from `train.student_from` at `train.widths[0]` (or t
 that checkpoint already is a materialized student), exported and prepared with fake quantization
 for `train.quant.backend` (`edgesr.quant.prepare(qat=True)`), and trained by the ordinary trainer
 through this objective. Its checkpoints are QAT checkpoints (`edgesr.quant.state`): the trainer
-saves and resumes them like any other stage. After `quant.freeze_observers_at` the fake-quant
-ranges stop moving, so the last steps adapt the weights to fixed int8 grids.
+saves and resumes them like any other stage. With `quant.activation_ranges: calibrate` (the default)
+the activation ranges are PTQ's, calibrated on the built-in train crops before the first step and
+then fixed (`edgesr.quant.calibrate_ranges`); with `observe` they follow the training batches. After
+`quant.freeze_observers_at` no range moves any more (weights' included), so the last steps adapt
+the weights to fixed int8 grids.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from edgesr.models import materialize
+from edgesr.quant.pt2e import calibrate_ranges, calibration_images
 from edgesr.quant.state import fake_quant_model, quant_entry
 from edgesr.recipe import Recipe
 from edgesr.train.objectives import DistillObjective
@@ -76,5 +80,9 @@ def build_qat_objective(
         raise ValueError(
             f"train.student_from={t.student_from} holds {student.arch}; the recipe builds {model.arch}"
         )
-    fq = fake_quant_model(student, quant_entry(t.quant.backend, t.quant.fully_integer))
+    q = t.quant
+    fq = fake_quant_model(student, quant_entry(q.backend, q.fully_integer))
+    if q.fake_quant and q.activation_ranges == "calibrate":
+        crops = calibration_images(recipe.scale, n=q.calibration_images, size=q.calibration_size)
+        calibrate_ranges(fq, crops)
     return QATObjective(fq, teacher, recipe), width

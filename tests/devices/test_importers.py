@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from edgesr.cli import main
 from edgesr.devices import load_device
 from edgesr.profile.importers import (
     ParseError,
+    detect_format,
     parse_benchmark_model,
     parse_executor_runner,
     parse_executorch_json,
     parse_file,
 )
 from edgesr.profile.ingest import import_results
+from edgesr.profile.store import load_profile
 
 DATA = Path(__file__).parent / "data"
 
@@ -116,3 +120,112 @@ def test_import_into_device_records():
     assert rec.stats.trimmed_mean_ms == pytest.approx(45.9042)
     with pytest.raises(ValueError, match="has no runtime 'litert'"):
         import_results(DATA / "benchmark_model_cpu.txt", load_device("iphone15pro"))
+
+
+AIHUB = DATA / "aihub_profile.json"
+
+
+def _aihub(tmp_path: Path, **summary_changes: object) -> Path:
+    """The AI Hub sample with execution_summary keys replaced (a value of ... deletes the key)."""
+    data = json.loads(AIHUB.read_text())
+    for k, v in summary_changes.items():
+        if v is ...:
+            del data["execution_summary"][k]
+        else:
+            data["execution_summary"][k] = v
+    f = tmp_path / "profile.json"
+    f.write_text(json.dumps(data))
+    return f
+
+
+def test_aihub_profile_json():
+    (p,) = parse_file(AIHUB)
+    # 12 runs in microseconds; the first (61.9 ms, cold) is the warm-up, 11 are counted
+    assert p.stats.count == 11 and p.stats.warmup == 1
+    assert p.stats.median_ms == pytest.approx(18.356) and p.stats.typical_name == "median"
+    assert p.stats.min_ms == pytest.approx(18.265) and p.stats.max_ms == pytest.approx(18.912)
+    assert p.stats.p90_ms == pytest.approx(18.498)
+    # the upper bound of inference_memory_peak_range (14680064 bytes), not the process peak (58.5 MB)
+    assert p.peak_mem_mb == pytest.approx(14.0)
+    assert p.runtime is None and p.delegate is None  # the profile does not say; the importer asks
+    assert p.extra["compute_units"] == {"NPU": 20, "CPU": 2}
+    assert p.notes.startswith("compute units: NPU 20, CPU 2")
+    assert "first of 12 runs (61.9 ms, cold)" in p.notes and "AI Hub estimate 18.265 ms" in p.notes
+    assert "process peak after inference 58.5 MB" in p.notes and "first load 1873.3 ms" in p.notes
+    assert len(p.ops) == 22 and p.ops[0].kind == "QuantizeLinear" and p.ops[0].delegate == "CPU"
+    assert p.ops[0].avg_ms == pytest.approx(0.412)
+    up = next(o for o in p.ops if o.kind == "DepthToSpace")
+    assert up.name == "/tail/tail.0/tail.0.1/DepthToSpace" and up.delegate == "NPU"
+    assert sum(o.avg_ms for o in p.ops) == pytest.approx(19.981)
+
+
+def test_aihub_and_executorch_json_are_told_apart(tmp_path):
+    assert detect_format(AIHUB, AIHUB.read_text()) == "aihub-json"
+    bench = DATA / "benchmark_results.json"
+    assert detect_format(bench, bench.read_text()) == "executorch-json"
+    assert parse_file(bench)[0].runtime == "executorch"  # still parsed as before
+    f = tmp_path / "other.json"
+    f.write_text('{"results": []}')
+    with pytest.raises(ParseError, match="other.json: a JSON object without execution_summary"):
+        parse_file(f)
+
+
+def test_aihub_profile_without_timings_is_an_error_naming_file_and_key(tmp_path):
+    f = _aihub(tmp_path, all_inference_times=..., estimated_inference_time=...)
+    with pytest.raises(
+        ParseError,
+        match="profile.json: execution_summary has neither all_inference_times nor estimated_inference_time",
+    ):
+        parse_file(f)
+    f = _aihub(tmp_path, all_inference_times="fast")
+    with pytest.raises(
+        ParseError, match=r"profile.json: execution_summary.all_inference_times must be a list"
+    ):
+        parse_file(f)
+    f = _aihub(tmp_path, inference_memory_peak_range=[1, 2, 3])
+    with pytest.raises(
+        ParseError, match=r"execution_summary.inference_memory_peak_range must be \[low, high\]"
+    ):
+        parse_file(f)
+    data = json.loads(AIHUB.read_text())
+    del data["execution_detail"][3]["compute_unit"]
+    f.write_text(json.dumps(data))
+    with pytest.raises(ParseError, match=r"profile.json: execution_detail\[3\] has no compute_unit"):
+        parse_file(f)
+
+
+def test_aihub_profile_with_only_the_estimate_is_refused(tmp_path):
+    # older profiles have no per-run times: their one figure is the fastest run, not a median
+    f = _aihub(tmp_path, all_inference_times=..., inference_memory_peak_range=None)
+    with pytest.raises(ParseError, match=r"profile.json: .*only estimated_inference_time \(18.265 ms\)"):
+        parse_file(f, "aihub-json")
+
+
+def test_import_aihub_profile_needs_the_runtime_and_maps_compute_units():
+    with pytest.raises(ValueError, match="does not name its runtime; pass --runtime"):
+        import_results(AIHUB, load_device("galaxy_s24"))
+    (rec,) = import_results(AIHUB, load_device("galaxy_s24"), runtime="litert")
+    assert rec.runtime == "litert" and rec.delegate == "qnn" and rec.method == "import:aihub-json"
+    assert rec.stats.median_ms == pytest.approx(18.356) and rec.peak_mem_mb == pytest.approx(14.0)
+    assert "compute units: NPU 20, CPU 2" in rec.notes and len(rec.ops) == 22
+    (rec,) = import_results(AIHUB, load_device("iphone15pro"), runtime="coreml")
+    assert rec.delegate == "ane"  # Core ML on the Neural Engine
+    # the Pixel 8 file lists no NPU delegate for litert: no guess, ask for one
+    with pytest.raises(ValueError, match="ran on NPU; .* pass --delegate"):
+        import_results(AIHUB, load_device("pixel8"), runtime="litert")
+    with pytest.raises(ValueError, match="lists no delegate 'ane' for litert"):
+        import_results(AIHUB, load_device("galaxy_s24"), runtime="litert", delegate="ane")
+    with pytest.raises(ValueError, match="is litert output .* --runtime executorch contradicts it"):
+        import_results(DATA / "benchmark_model_cpu.txt", load_device("pixel8"), runtime="executorch")
+
+
+def test_cli_profile_import_aihub_saves_a_profile(tmp_path):
+    argv = ["profile", "import", str(AIHUB), "--device", "galaxy_s24", "--profiles", str(tmp_path / "prof")]
+    assert main(argv) == 1  # no --runtime: a clear error, nothing saved
+    assert not (tmp_path / "prof" / "galaxy_s24" / "models_litert.yaml").exists()
+    assert main([*argv, "--runtime", "litert", "--resolution", "320x180"]) == 0
+    prof = load_profile(tmp_path / "prof" / "galaxy_s24" / "models_litert.yaml")
+    (rec,) = prof.records
+    assert rec.delegate == "qnn" and rec.method == "import:aihub-json" and rec.resolution == "320x180"
+    assert rec.stats.count == 11 and rec.stats.median_ms == pytest.approx(18.356)
+    assert len(rec.ops) == 22 and rec.ops[0].delegate == "CPU" and rec.artifact == "aihub_profile.json"

@@ -35,13 +35,44 @@ def test_table_sums_layers_minus_repeated_call_overhead_and_interpolates():
         t.layer_ms(LayerKey("conv", 16, 16, 3, 8, 8))  # another resolution
 
 
-def test_accuracy_share_and_trust():
-    checks = [Check(w, 8, 10.0, p) for w, p in [(0.25, 10.5), (0.5, 9.2), (0.75, 11.5), (1.0, 10.0)]]
-    acc = Accuracy(tuple(checks))
-    assert [c.ok for c in checks] == [True, True, False, True]
-    assert acc.share_within == 0.75 and not acc.trusted and "3/4 widths" in acc.summary()
-    assert Accuracy(tuple(checks[:2] + checks[3:])).trusted
-    assert not Accuracy(tuple(checks[:2])).trusted  # two widths are too few to trust a model
+def _checks(ratios):
+    """Checks whose prediction is `ratio` x a 10 ms measurement, one per width."""
+    widths = (0.25, 0.5, 0.75, 1.0, 1.25)
+    return tuple(Check(w, 8, 10.0, 10.0 * r) for w, r in zip(widths, ratios, strict=False))
+
+
+def test_accuracy_calibrates_a_device_wide_bias_and_judges_it_held_out():
+    # every prediction 30% high: the raw sum misses all widths, one fitted factor fixes all of them
+    biased = Accuracy(_checks([1.3, 1.3, 1.3, 1.3]))
+    assert biased.raw_share == 0.0
+    assert biased.scale == pytest.approx(1 / 1.3)
+    assert [c.error for c in biased.held_out] == pytest.approx([0.0] * 4, abs=1e-12)
+    assert biased.trusted and biased.predict(13.0) == pytest.approx(10.0)
+    assert "sum of layers 0/4" in biased.summary() and "held out 4/4" in biased.summary()
+    # scattered errors are not a bias: no single factor fits them, the model is not trusted
+    scattered = Accuracy(_checks([1.0, 1.3, 0.8, 1.0]))
+    assert scattered.share_within < 0.9 and not scattered.trusted
+    assert "NOT trusted" in scattered.summary()
+
+
+def test_accuracy_is_leave_one_out_not_in_sample():
+    acc = Accuracy(_checks([1.0, 1.0, 1.25]))
+    # fitted on all three (in sample) the first two would be within 10% (-7.2%) and the third not
+    in_sample = [abs(r * acc.scale - 1) <= 0.10 for r in (1.0, 1.0, 1.25)]
+    assert in_sample == [True, True, False]
+    # held out: width 0.25 is predicted with the factor of (1.0, 1.25), -10.6%; the outlier with
+    # the factor of the two exact widths, +25%
+    errors = [c.error for c in acc.held_out]
+    assert errors == pytest.approx([1.25**-0.5 - 1, 1.25**-0.5 - 1, 0.25])
+    assert acc.share_within == 0.0 and not acc.trusted
+
+
+def test_accuracy_needs_three_widths_to_calibrate_or_trust():
+    two = Accuracy(_checks([1.05, 0.95]))
+    assert two.raw_share == 1.0 and not two.calibrated and two.scale == 1.0
+    assert not two.trusted and two.held_out == () and "3 widths needed" in two.summary()
+    assert Accuracy(_checks([1.05, 0.95, 1.0])).trusted
+    assert "not checked" in Accuracy().summary()
 
 
 def _model_rec(width, ms):
@@ -126,10 +157,19 @@ def test_trusted_latency_model_fills_unmeasured_widths_untrusted_does_not(tmp_pa
     assert sel.accuracy.trusted and sel.accuracy.share_within == 1.0
     assert sel.chosen.width == 0.75 and sel.chosen.basis == "predicted"
     assert any("predicted, not measured" in n for n in sel.notes)
-    # now the measurements disagree with the table by 30%: the model is not trusted, 0.75 is unknown
+    # the device runs every width 30% slower than the table says: calibrated, 0.75 is predicted 30% up
     save_records("host", [_model_rec(w, _predicted(w, k) * 1.3) for w in (0.25, 0.5, 1.0)], "m", tmp_path)
     sel = select_width(dev, budget * 1.3, ARCH, "onnxruntime", res, root=tmp_path)
-    assert not sel.accuracy.trusted and sel.chosen.width == 0.5 and sel.chosen.basis == "measured"
+    assert sel.accuracy.trusted and sel.accuracy.scale == pytest.approx(1.3, rel=1e-3)  # stored to 4 decimals
+    c75 = next(c for c in sel.candidates if c.width == 0.75)
+    assert c75.basis == "predicted" and c75.predicted_ms == pytest.approx(_predicted(0.75, k) * 1.3, rel=1e-3)
+    assert sel.chosen.width == 0.75
+    # now the measurements disagree with the table by -30% .. +30%: not trusted, 0.75 is unknown
+    off = {0.25: 1.3, 0.5: 1.0, 1.0: 0.7}
+    save_records("host", [_model_rec(w, _predicted(w, k) * f) for w, f in off.items()], "m", tmp_path)
+    sel = select_width(dev, _predicted(0.75, k) * 1.01, ARCH, "onnxruntime", res, root=tmp_path)
+    assert not sel.accuracy.trusted
+    assert next(c for c in sel.candidates if c.width == 0.75).basis == "none"
 
 
 def test_write_changes_only_the_width_characters(tmp_path):

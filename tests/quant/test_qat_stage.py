@@ -80,6 +80,38 @@ def test_every_qat_loss_reaches_the_fake_quant_student(tiny_photos, runs, loss) 
     assert all(p.grad is None for p in objective.teacher.parameters())
 
 
+def test_qat_stage_starts_from_ptq_ranges_unless_told_to_observe(tiny_photos, runs) -> None:
+    calibrated, _ = build_objective(_qat(tiny_photos, runs))
+    acts = quant.activation_fake_quants(calibrated.net)
+    assert acts and all(not m.observer_enabled[0] for m in acts)  # fixed from the first step
+    assert all(float(m.scale.max()) != 1.0 for m in acts)  # set (a fresh fake quant's scale is 1)
+    observed, _ = build_objective(_qat(tiny_photos, runs, quant={"activation_ranges": "observe"}))
+    assert all(m.observer_enabled[0] for m in quant.activation_fake_quants(observed.net))
+    with pytest.raises(RecipeError, match="activation_ranges.*calibrate, observe"):
+        _qat(tiny_photos, runs, quant={"activation_ranges": "histogram"})
+
+
+def test_float_control_is_the_qat_graph_with_fake_quant_off(tiny_photos, runs) -> None:
+    """`fake_quant: false` trains the same exported graph in float: its output is the float student's,
+    and a training step neither quantizes nor observes."""
+    control, _ = build_objective(_qat(tiny_photos, runs, quant={"fake_quant": False}))
+    fqs = control.net._edgesr_fake_quants
+    assert fqs and all(not m.fake_quant_enabled[0] and not m.observer_enabled[0] for m in fqs)
+    student, _ = load_model(runs["student"])
+    x = torch.rand(2, 3, 8, 8)
+    control.train()
+    loss_value, _ = control(x, torch.rand(2, 3, 16, 16), step=1)
+    loss_value.backward()
+    assert all(not m.observer_enabled[0] for m in fqs)
+    control.net.eval()
+    with torch.no_grad():
+        assert torch.allclose(control.net(x), student.eval()(x), atol=1e-6)
+    qat, _ = build_objective(_qat(tiny_photos, runs))
+    qat.net.eval()
+    with torch.no_grad():
+        assert not torch.allclose(qat.net(x), student(x), atol=1e-6)  # the QAT graph does quantize
+
+
 def test_qat_run_killed_and_resumed_equals_uninterrupted(tiny_photos, runs, tmp_path) -> None:
     """Weights and every fake-quant buffer (ranges, scales, observer flags) end bit-identical; the
     observer freeze at step 3 falls after the kill, so it must be re-derived on resume."""

@@ -125,6 +125,55 @@ def test_ptq_stays_close_to_float(backend: str) -> None:
         assert psnr(int8(x).clamp(0, 1), model(x).clamp(0, 1)) > 30.0
 
 
+def _act_qparams(graph: torch.fx.GraphModule) -> list[tuple[float, int]]:
+    """(scale, zero point) of every per-tensor activation quantize op of a converted graph, in order."""
+    out = []
+    for n in graph.graph.nodes:
+        target = str(n.target)
+        if n.op == "call_function" and "quantize_per_tensor" in target and "dequant" not in target:
+            scale, zp = (getattr(graph, a.target) if isinstance(a, torch.fx.Node) else a for a in n.args[1:3])
+            out.append((float(scale), int(zp)))
+    return out
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_qat_calibrated_ranges_start_where_ptq_is_and_stay(backend: str) -> None:
+    """`calibrate_ranges` gives a QAT graph PTQ's histogram activation ranges (the same scales and zero
+    points, to float rounding), turns their observers off so training cannot move them, and leaves the
+    weights' fake quants observing."""
+    model = _student().eval()
+    images = quant.calibration_images(2, n=3, size=24)
+    x = images[0]
+    ptq_q = _act_qparams(quant.ptq(model, backend, x, images))
+    fq = quant.prepare(model, backend, torch.rand(2, 3, 16, 16), qat=True)
+    acts = quant.activation_fake_quants(fq)
+    weights = [m for m in fq._edgesr_fake_quants if all(m is not a for a in acts)]
+    assert acts and weights
+    assert quant.calibrate_ranges(fq, images) == len(acts)
+    assert all(not m.observer_enabled[0] and m.fake_quant_enabled[0] for m in acts)
+    assert all(m.observer_enabled[0] for m in weights)
+    started = [m.scale.clone() for m in acts]
+    opt = torch.optim.Adam([p for p in fq.parameters() if p.requires_grad], lr=1e-3)
+    for _ in range(2):
+        (fq(torch.rand(4, 3, 16, 16)) * 3).abs().mean().backward()  # inputs unlike the calibration crops
+        opt.step()
+        opt.zero_grad()
+    assert all(torch.equal(m.scale, s) for m, s in zip(acts, started, strict=True))
+    fq.train()  # eval -> train keeps the ranges' observers off
+    fq.eval()
+    fq.train()
+    assert all(not m.observer_enabled[0] for m in acts) and all(m.observer_enabled[0] for m in weights)
+    # before training (fresh graph): the converted QAT graph quantizes activations exactly like PTQ
+    fresh = quant.prepare(model, backend, torch.rand(2, 3, 16, 16), qat=True)
+    quant.calibrate_ranges(fresh, images)
+    qat_q = _act_qparams(quant.convert(fresh, backend))
+    assert len(qat_q) == len(ptq_q) > 0
+    for (s1, z1), (s2, z2) in zip(ptq_q, qat_q, strict=True):
+        assert s2 == pytest.approx(s1, rel=1e-5) and z1 == z2
+    with pytest.raises(ValueError, match="train mode"):
+        quant.calibrate_ranges(fresh.eval(), images)
+
+
 def test_calibration_images_are_train_crops() -> None:
     imgs = quant.calibration_images(2, n=3, size=20)
     assert [tuple(t.shape) for t in imgs] == [(1, 3, 20, 20)] * 3
