@@ -329,8 +329,8 @@ class TrainCfg:
                     f"qat mode takes losses on outputs ({', '.join(QAT_LOSSES)}), got {loss.name!r}: feature "
                     "taps are forward hooks, which an exported fake-quant graph does not call",
                 )
-            w = self.widths[0]
-            _check(w < 1, "widths", f"the QAT student must be narrower than 1, got {w}")
+            # widths[0] < 1: a channel-split student of `init`; 1: the full net, distilled from its own
+            # float checkpoint (`init` = `student_from`, e.g. recipes/plain_qat.yaml)
         if self.mode == "csd":
             _check(
                 all(w < 1 for w in self.widths),

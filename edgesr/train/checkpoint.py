@@ -96,7 +96,9 @@ def save_checkpoint(
     tmp = ckpt_root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    # A copy of each: safetensors refuses tensors that share memory, and a QAT graph whose fake quant
+    # is shared between ops (fully-integer depth-to-space, clamp) lists one module under several names.
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, tmp / WEIGHTS, metadata=meta.to_strings())
     if training_state is not None:
         torch.save(training_state, tmp / STATE)

@@ -131,6 +131,44 @@ def test_qat_run_killed_and_resumed_equals_uninterrupted(tiny_photos, runs, tmp_
     assert json.loads((tmp_path / "full/results.json").read_text())["rows"]
 
 
+@pytest.mark.parametrize("backend", ["xnnpack", "litert"])
+def test_fully_integer_qat_of_a_full_plain_net_checkpoints_resumes_and_converts(
+    tiny_photos, tmp_path, backend
+) -> None:
+    """The NPU path end to end: a float plain net with its clamp, QAT-trained at full width from its
+    own float checkpoint, fully integer. Its fake quants are shared between ops (depth-to-space,
+    clamp), which a checkpoint must still save; the converted graph has no float island."""
+    pytest.importorskip("litert_torch") if backend == "litert" else None
+    from edgesr.quant.graphs import float_islands, io_quantized
+
+    def recipe(mode: str, **train_cfg: object) -> Recipe:
+        cfg = {
+            "name": f"plain-{mode}", "scale": 2,
+            "model": {"name": "plain", "args": {"n_convs": 3, "n_feats": 16, "clamp": True}},
+            "data": {"train": str(tiny_photos["train"]), "val": [str(tiny_photos["val"])], "patch_size": 8,
+                     "batch_size": 2, "workers": 0},
+            "train": {"mode": mode, "steps": 4, "checkpoint_every": 2, "val_every": 2, "log_every": 1,
+                      "optim": {"lr": 1e-3}, **train_cfg},
+        }  # fmt: skip
+        return from_dict(Recipe, cfg)
+
+    train(recipe("single", widths=[1.0], steps=2), tmp_path / "float")
+    qat = recipe(
+        "qat", widths=[1.0], init=str(tmp_path / "float"), student_from=str(tmp_path / "float"),
+        losses=[{"name": "output_kd", "args": {"alpha": 0.5}}],
+        quant={"backend": backend, "fully_integer": True},
+    )  # fmt: skip
+    train(qat, tmp_path / "full")
+    train(qat, tmp_path / "part", stop_at=2)
+    train(qat, tmp_path / "part", resume=True)
+    a, b = load_file(resolve_checkpoint(tmp_path / "full")), load_file(resolve_checkpoint(tmp_path / "part"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    int8, qmeta = quant.load_quantized(tmp_path / "full", example=torch.rand(1, 3, 12, 12))
+    assert (qmeta.backend, qmeta.fully_integer, qmeta.width) == (backend, True, 1.0)
+    assert not float_islands(int8), dict(float_islands(int8))
+    assert io_quantized(int8) == (True, True)
+
+
 def test_qat_checkpoint_describes_itself_and_converts(tiny_photos, runs, tmp_path) -> None:
     train(_qat(tiny_photos, runs, steps=2), tmp_path / "run")
     meta = read_meta(tmp_path / "run")
