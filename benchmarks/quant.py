@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     control, _ = load_model(control_dir)
     control.eval()
     images = calibration_images(recipe.scale, n=q.calibration_images, size=q.calibration_size)
-    control_ptq = Int8Student(ptq(control, q.backend, images[0], images), result.width)
+    int8_control = ptq(control, q.backend, images[0], images, fully_integer=q.fully_integer)
+    control_ptq = Int8Student(int8_control, result.width)
     control_rows = [
         replace(r, method=f"{label} w={result.width:g}")
         for label, m in [("float fine-tuned like QAT (control)", control),

@@ -181,9 +181,17 @@ class Exporter(Protocol):
 #                                                 (Core ML on Linux); verification is then structural
 #   def validate(self, path, request) -> dict     structural checks: {"checks": {name: ok}, "passed": bool}
 #   def io_spec(self, path) -> dict               {"input": {...}, "output": {...}} overriding float32 NCHW
+def _qat(request: ExportRequest) -> bool:
+    from edgesr.quant.state import is_qat_checkpoint
+
+    return is_qat_checkpoint(request.checkpoint)
+
+
 def upsampler_for(exporter: Exporter, request: ExportRequest) -> str:
     if request.upsampler:
         return request.upsampler
+    if _qat(request):  # a QAT graph is exported as it was trained
+        return "pixelshuffle"
     by_request = getattr(exporter, "upsampler_default", None)
     return by_request(request) if by_request else getattr(exporter, "default_upsampler", "pixelshuffle")
 
@@ -206,6 +214,11 @@ def check_options(exporter: Exporter, request: ExportRequest) -> None:
         )
     if request.dynamic and not exporter.dynamic_shapes:
         raise UnsupportedOptionError(f"target {exporter.name!r} does not support dynamic input shapes")
+    if request.upsampler not in (None, "pixelshuffle") and _qat(request):
+        raise UnsupportedOptionError(
+            f"{request.checkpoint} is a QAT checkpoint: its fake-quant graph was trained with PixelShuffle "
+            f"and cannot be rewritten to {request.upsampler!r} after training; export it without --upsampler"
+        )
     variants = getattr(exporter, "upsamplers", UPSAMPLERS)
     if upsampler_for(exporter, request) not in variants:
         raise UnsupportedOptionError(

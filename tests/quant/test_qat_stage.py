@@ -167,6 +167,18 @@ def test_fully_integer_qat_of_a_full_plain_net_checkpoints_resumes_and_converts(
     assert (qmeta.backend, qmeta.fully_integer, qmeta.width) == (backend, True, 1.0)
     assert not float_islands(int8), dict(float_islands(int8))
     assert io_quantized(int8) == (True, True)
+    if backend != "litert":
+        return
+    # exported as trained: the int8 TFLite keeps the graph's PixelShuffle (an int8 reshape/transpose)
+    from edgesr.export.base import ExportRequest, UnsupportedOptionError, export_checkpoint
+
+    req = dict(checkpoint=tmp_path / "full", target="tflite", precision="int8", fully_integer=True,
+               input_shape=(1, 3, 12, 16), out_dir=tmp_path / "exports")  # fmt: skip
+    with pytest.raises(UnsupportedOptionError, match="QAT checkpoint.*PixelShuffle"):
+        export_checkpoint(ExportRequest(**req, upsampler="transposed_conv"))
+    res = export_checkpoint(ExportRequest(**req))
+    assert res.verification.passed and res.manifest["graph"]["upsampler"] == "pixelshuffle"
+    assert res.manifest["quantization"]["method"] == "qat"
 
 
 def test_qat_checkpoint_describes_itself_and_converts(tiny_photos, runs, tmp_path) -> None:
