@@ -35,3 +35,10 @@ def tiny_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """LR caches go to a per-test folder, never to the user's ~/.cache."""
     monkeypatch.setenv("EDGESR_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _no_warmup_time_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Host timings in tests check behaviour, not latency: no 0.5 s warm-up floor per measurement
+    (`time_fn`'s floor itself is tested in tests/devices/test_host_profile.py)."""
+    monkeypatch.setattr("edgesr.profile.host.WARMUP_S", 0.0)

@@ -128,13 +128,21 @@ def real_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
 
 
+# Warm-up lasts at least this long whatever `warmup` says: a fresh runtime session keeps getting
+# faster for its first calls (allocator arenas, page faults, caches). Measured here on ONNX Runtime,
+# 1 thread: the 8-channel quickstart student's median was 28 ms after 2 warm-up calls and 25.7 ms
+# after 10, which is more than the latency model's whole error budget on small models.
+WARMUP_S = 0.5
+
+
 def measure(
     load: Loader, x: np.ndarray, threads: int | None, warmup: int, runs: int
 ) -> tuple[Any, float | None]:
-    """(Stats, peak RSS delta MB) of `load(threads)` then `warmup` + `runs` calls on `x`."""
+    """(Stats, peak RSS delta MB) of `load(threads)`, then at least `warmup` calls and WARMUP_S
+    seconds of warm-up, then `runs` timed calls on `x`."""
     with torch_threads(threads), PeakRSS() as mem:
         fn = load(threads)
-        stats = time_fn(lambda: fn(x), warmup, runs)
+        stats = time_fn(lambda: fn(x), warmup, runs, WARMUP_S)
     return stats, mem.delta_mb
 
 

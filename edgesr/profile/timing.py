@@ -42,20 +42,26 @@ def stats_from_ms(
     )
 
 
-def time_fn(fn: Callable[[], object], warmup: int = 3, runs: int = 20) -> Stats:
-    """Call `fn` `warmup` times untimed, then `runs` times, each timed with perf_counter (wall ms) and
-    process_time (CPU ms of all the process's threads)."""
-    if warmup < 0 or runs < 1:
-        raise ValueError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
-    for _ in range(warmup):
+def time_fn(fn: Callable[[], object], warmup: int = 3, runs: int = 20, warmup_s: float = 0.0) -> Stats:
+    """Call `fn` untimed at least `warmup` times and for at least `warmup_s` seconds, then `runs`
+    times, each timed with perf_counter (wall ms) and process_time (CPU ms of all the process's
+    threads). `Stats.warmup` is the number of warm-up calls made."""
+    if warmup < 0 or runs < 1 or warmup_s < 0:
+        raise ValueError(
+            f"need warmup >= 0, runs >= 1 and warmup_s >= 0, got warmup={warmup}, runs={runs}, "
+            f"warmup_s={warmup_s}"
+        )
+    n_warm, start = 0, time.perf_counter()
+    while n_warm < warmup or time.perf_counter() - start < warmup_s:
         fn()
+        n_warm += 1
     samples, cpu = [], []
     for _ in range(runs):
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
         samples.append((time.perf_counter() - t0) * 1e3)
         cpu.append((time.process_time() - c0) * 1e3)
-    return stats_from_ms(samples, warmup, cpu)
+    return stats_from_ms(samples, n_warm, cpu)
 
 
 def now_utc() -> str:

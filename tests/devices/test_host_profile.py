@@ -40,6 +40,22 @@ def test_stats_of_known_samples():
     assert s.cpu_median_ms is not None and s.value("cpu") == s.cpu_median_ms and s.value() == s.median_ms
 
 
+def test_warm_up_lasts_at_least_warmup_s_and_is_counted():
+    import time
+
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.01)
+
+    s = time_fn(fn, warmup=1, runs=2, warmup_s=0.08)
+    assert s.warmup >= 6 and len(calls) == s.warmup + 2  # ~8 warm-up calls of 10 ms, not 1
+    assert time_fn(lambda: None, warmup=2, runs=1).warmup == 2  # no time floor by default
+    with pytest.raises(ValueError, match="warmup_s >= 0"):
+        time_fn(fn, warmup_s=-1)
+
+
 def test_cpu_clock_counts_work_not_waiting():
     import time
 
