@@ -17,12 +17,15 @@ from edgesr.recipe import QAT_LOSSES, QUANT_BACKENDS, Recipe, RecipeError, from_
 from edgesr.train.checkpoint import load_model, read_meta, resolve_checkpoint  # noqa: E402
 from edgesr.train.trainer import build_objective, train  # noqa: E402
 
+EDSR = {"name": "edsr", "args": {"n_resblocks": 1, "n_feats": 16}}
+PLAIN = {"name": "plain", "args": {"n_convs": 3, "n_feats": 16, "clamp": True}}
 
-def _recipe(photos: dict[str, Path], mode: str, **train_cfg: object) -> Recipe:
+
+def _recipe(photos: dict[str, Path], mode: str, model: dict = EDSR, **train_cfg: object) -> Recipe:
     cfg = {
         "name": f"qat-{mode}",
         "scale": 2,
-        "model": {"name": "edsr", "args": {"n_resblocks": 1, "n_feats": 16}},
+        "model": model,
         "data": {"train": str(photos["train"]), "val": [str(photos["val"])], "patch_size": 8,
                  "batch_size": 2, "workers": 0},
         "train": {"mode": mode, "steps": 4, "checkpoint_every": 2, "val_every": 2, "log_every": 1,
@@ -141,20 +144,10 @@ def test_fully_integer_qat_of_a_full_plain_net_checkpoints_resumes_and_converts(
     pytest.importorskip("litert_torch") if backend == "litert" else None
     from edgesr.quant.graphs import float_islands, io_quantized
 
-    def recipe(mode: str, **train_cfg: object) -> Recipe:
-        cfg = {
-            "name": f"plain-{mode}", "scale": 2,
-            "model": {"name": "plain", "args": {"n_convs": 3, "n_feats": 16, "clamp": True}},
-            "data": {"train": str(tiny_photos["train"]), "val": [str(tiny_photos["val"])], "patch_size": 8,
-                     "batch_size": 2, "workers": 0},
-            "train": {"mode": mode, "steps": 4, "checkpoint_every": 2, "val_every": 2, "log_every": 1,
-                      "optim": {"lr": 1e-3}, **train_cfg},
-        }  # fmt: skip
-        return from_dict(Recipe, cfg)
-
-    train(recipe("single", widths=[1.0], steps=2), tmp_path / "float")
-    qat = recipe(
-        "qat", widths=[1.0], init=str(tmp_path / "float"), student_from=str(tmp_path / "float"),
+    train(_recipe(tiny_photos, "single", PLAIN, widths=[1.0], steps=2), tmp_path / "float")
+    qat = _recipe(
+        tiny_photos, "qat", PLAIN, widths=[1.0],
+        init=str(tmp_path / "float"), student_from=str(tmp_path / "float"),
         losses=[{"name": "output_kd", "args": {"alpha": 0.5}}],
         quant={"backend": backend, "fully_integer": True},
     )  # fmt: skip
