@@ -35,6 +35,7 @@ from torch import nn
 if TYPE_CHECKING:
     from edgesr.export import ExportResult
     from edgesr.profile.store import Stats
+    from edgesr.student import Student
 
 QUICKSTART = Path("runs/quickstart/student")
 INPUT = (1, 3, 180, 320)  # LR frame, NCHW
@@ -106,23 +107,23 @@ def time_runtime(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, warmup: 
     return time_fn(lambda: fn(x), warmup, runs)
 
 
-def export(ckpt: Path, target: str, precision: str, out_dir: Path) -> ExportResult | str:
+def export(student: Student, target: str, precision: str, out_dir: Path) -> ExportResult | str:
     """The verified artifact, or why this target/precision is skipped here."""
     from edgesr.export import (
-        ExportRequest,
+        ExportOptions,
         MissingSDKError,
         UnsupportedOptionError,
-        export_checkpoint,
+        export_student,
         get_exporter,
     )
 
     exporter = get_exporter(target)
-    if precision not in exporter.precisions:
+    if precision not in exporter.spec.precisions:
         return f"{precision} not supported by the {target} exporter"
-    request = ExportRequest(ckpt, target, precision=precision, input_shape=INPUT, out_dir=out_dir, force=True)
+    options = ExportOptions(precision=precision, input_shape=INPUT, out_dir=out_dir, force=True)
     try:
         exporter.sdk_versions()
-        return export_checkpoint(request)
+        return export_student(student, target, options)
     except (MissingSDKError, UnsupportedOptionError) as e:
         return str(e)
     except Exception as e:  # noqa: BLE001  a broken target is a row of the table, not the end of the run
@@ -138,10 +139,11 @@ def failure(stage: str, e: Exception) -> str:
 def bench_model(label: str, ckpt: Path, args: argparse.Namespace, out_dir: Path) -> list[Row]:
     """The eager row, then one row per (target, precision) of `args`."""
     from edgesr.export import EXPORTERS, get_exporter
-    from edgesr.export.base import load_student
     from edgesr.models import count_macs
+    from edgesr.student import load_student
 
-    model, _, _ = load_student(ckpt, None)
+    student = load_student(ckpt)
+    model = student.net
     gmac = count_macs(copy.deepcopy(model).to("meta"), INPUT[2:]) / 1e9
     x = np.random.default_rng(0).random(INPUT, dtype=np.float32)
 
@@ -159,12 +161,11 @@ def bench_model(label: str, ckpt: Path, args: argparse.Namespace, out_dir: Path)
             continue
         exporter = get_exporter(target)
         for precision in args.precisions:
-            result = export(ckpt, target, precision, out_dir / target)
+            result = export(student, target, precision, out_dir / target)
             if isinstance(result, str):
                 rows.append(Row(label, target, precision, None, None, None, None, None, result))
                 continue
-            runs_here = getattr(exporter, "runs_here", None)
-            reason = runs_here() if runs_here is not None else None
+            reason = exporter.runs_here(result.artifact)
             if reason:
                 rows.append(Row(label, target, precision, result.export_s, None, None, None, None, reason))
                 continue
@@ -176,9 +177,8 @@ def bench_model(label: str, ckpt: Path, args: argparse.Namespace, out_dir: Path)
                 )
                 continue
             psnr = result.verification.psnr_db
-            note = (
-                f"{exporter.runtime}; PSNR vs PyTorch {psnr:.1f} dB" if psnr is not None else exporter.runtime
-            )
+            runtime = exporter.spec.runtime_label
+            note = f"{runtime}; PSNR vs PyTorch {psnr:.1f} dB" if psnr is not None else runtime
             ms = st.median_ms
             rows.append(
                 Row(

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from edgesr.targets import PRECISIONS, TARGETS, UPSAMPLERS
+
 EXAMPLES = """\
 examples:
   edgesr quickstart                                 # the whole pipeline on the built-in photos (CPU)
@@ -133,12 +135,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     x.add_argument("checkpoint", help=".safetensors file, checkpoint dir or run dir")
     x.add_argument(
-        "--target", required=True, help="coreml, tflite, executorch, onnx, or all (every installed target)"
+        "--target",
+        required=True,
+        choices=[*TARGETS.names(), "all"],
+        help=f"{', '.join(TARGETS.names())}, or all (every installed target)",
     )
     x.add_argument("--width", type=float, help="student width (default: the narrowest trained)")
     x.add_argument(
         "--precision",
-        choices=["fp32", "fp16", "int8"],
+        choices=PRECISIONS,
         help="default: the target's own (coreml fp16, others fp32); int8 uses the checkpoint's QAT state "
         "when it has one, else post-training quantization on built-in train crops",
     )
@@ -146,10 +151,14 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--weight-only", action="store_true", help="int8 weights, float activations (coreml)")
     x.add_argument(
         "--upsampler",
-        choices=["pixelshuffle", "depth_to_space", "transposed_conv"],
+        choices=UPSAMPLERS,
         help="how the sub-pixel upsampling is written in the graph (default: the target's choice)",
     )
-    x.add_argument("--delegate", help="backend inside the artifact, e.g. xnnpack or coreml for executorch")
+    x.add_argument(
+        "--delegate",
+        choices=sorted({d for spec in TARGETS.values() for d in spec.delegates}),
+        help="backend inside the artifact where the target has a choice (executorch: xnnpack, coreml)",
+    )
     x.add_argument("--input", default="1x3x180x320", metavar="1x3xHxW", help="LR input shape")
     x.add_argument("--dynamic", action="store_true", help="free H and W at run time (where supported)")
     x.add_argument("--out", type=Path, default=Path("exports"), help="output folder")
@@ -229,13 +238,14 @@ def _eval(args: argparse.Namespace, console) -> int:
     from edgesr.data import eval_sets
     from edgesr.evaluate import bicubic_rows, evaluate, print_table, table_markdown
     from edgesr.files import atomic_write_text
-    from edgesr.train.checkpoint import load_model
+    from edgesr.student import load_network
 
     if args.quant:
         return _eval_quant(args)
     if args.qat or args.backend:
         raise ValueError("--qat and --backend apply with --quant")
-    model, meta = load_model(args.checkpoint)
+    network = load_network(args.checkpoint)
+    model, meta = network.net, network.meta
     scale = meta.scale
     sets = eval_sets(args.data, meta.scale, args.cache_dir)
     widths = args.width or [w for w in meta.widths if w != 1.0] or [1.0]
@@ -327,7 +337,7 @@ def _recipes(args: argparse.Namespace, console) -> int:
 
 
 def _bench(args: argparse.Namespace, console) -> int:
-    from edgesr.bench import METHODS, run_bench
+    from edgesr.distill_bench import METHODS, run_bench
 
     methods = args.methods or list(METHODS)
     run_bench(
@@ -344,16 +354,15 @@ def _bench(args: argparse.Namespace, console) -> int:
 def _export(args: argparse.Namespace, console) -> int:
     from rich.console import Console
 
-    from edgesr.export import ExportRequest, export_all, export_checkpoint, parse_input_shape
-    from edgesr.export.base import default_precision
+    from edgesr.export import TARGETS, ExportOptions, export_all, export_student, parse_input_shape
     from edgesr.export.verify import verification_table
+    from edgesr.student import load_student
 
     precision = args.precision or ("int8" if args.fully_integer or args.weight_only else None)
-    request = ExportRequest(
-        args.checkpoint,
-        target=args.target if args.target != "all" else "onnx",  # export_all sets each target
-        width=args.width,
-        precision=precision or (default_precision(args.target) if args.target != "all" else "fp32"),
+    targets = TARGETS.names() if args.target == "all" else [args.target]
+    options = ExportOptions(
+        # `all` without --precision: each target at its own default (export_all's target_defaults)
+        precision=precision or TARGETS.get(targets[0]).default_precision,
         input_shape=parse_input_shape(args.input),
         dynamic=args.dynamic,
         out_dir=args.out,
@@ -363,11 +372,12 @@ def _export(args: argparse.Namespace, console) -> int:
         fully_integer=args.fully_integer,
         weight_only=args.weight_only,
     )
+    student = load_student(args.checkpoint, args.width)
     if args.target == "all":
-        report = export_all(request, target_defaults=precision is None)
+        report = export_all(student, options, targets, target_defaults=precision is None)
         results, skipped = report.results, report.skipped
     else:
-        results, skipped = [export_checkpoint(request)], {}
+        results, skipped = [export_student(student, args.target, options)], {}
     Console().print(verification_table(results))  # stdout, so it can be piped
     for target, reason in skipped.items():
         console.print(f"skipped {target}: {reason}", highlight=False, markup=False)

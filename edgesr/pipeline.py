@@ -38,7 +38,7 @@ class PipelineResult:
     stages: dict[str, Path]  # stage name -> run directory
     student: Path  # the deployable student's run directory (its checkpoint is a narrow model)
     exports: Any = None  # edgesr.export.ExportReport of stage 4
-    selection: Any = None  # edgesr.select.Selection of the final profile + select-width step
+    selection: Any = None  # edgesr.selection.Selection of the final profile + select-width step
 
 
 def _run_stage(
@@ -97,12 +97,13 @@ def export_stage(student: Path, out: Path, console: Console, targets: list[str] 
 
     Artifacts already in `out` are replaced, so a re-run exports the current student.
     """
-    from edgesr.export import ExportRequest, export_all
+    from edgesr.export import ExportOptions, export_all
     from edgesr.export.verify import verification_table
+    from edgesr.student import load_student
 
     console.print(f"[bold]4/5 export[/]: {student} -> {out}")
-    request = ExportRequest(student, target="onnx", out_dir=out, force=True)
-    report = export_all(request, targets, target_defaults=True)
+    options = ExportOptions(out_dir=out, force=True)
+    report = export_all(load_student(student), options, targets, target_defaults=True)
     console.print(verification_table(report.results))
     for target, reason in report.skipped.items():
         console.print(f"skipped {target}: {reason}", highlight=False, markup=False)
@@ -113,7 +114,7 @@ def profile_stage(student: Path, csd: Path, out: Path, console: Console) -> Any:
     """Final step: host latency sweep of the student's architecture + width selection for the host's
     budget; writes `out/select_width.md` and `out/select_width.png`, returns the Selection."""
     from edgesr.profile.sweep import quickstart_loop
-    from edgesr.select import table_markdown
+    from edgesr.selection import table_markdown
 
     console.print(f"[bold]5/5 profile[/]: host latency of the student's architecture -> {out / 'profiles'}")
     sel, plot = quickstart_loop(student, csd, out, log=console.print)

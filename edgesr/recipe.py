@@ -29,6 +29,7 @@ import yaml
 from edgesr import schema
 from edgesr.files import atomic_write_text
 from edgesr.registry import unknown_name_message
+from edgesr.targets import quant_backends
 from edgesr.schema import (
     RecipeError,
     StrictLoader,
@@ -219,8 +220,21 @@ class LossCfg:
                 raise _fail(f"taps[{i}]", unknown_name_message("tap", tap, TAP_NAMES))
 
 
-QUANT_BACKENDS = ("xnnpack", "litert", "coreml")  # edgesr.quant.BACKENDS (a test keeps the two in step)
-QAT_LOSSES = ("l1", "output_kd", "csd")  # losses on outputs only: taps cannot hook an exported graph
+QUANT_BACKENDS = quant_backends()  # each target's int8 backend (edgesr.targets), as edgesr.quant uses them
+
+
+def qat_losses() -> tuple[str, ...]:
+    """The losses a `qat` stage may use: those that read no tapped features (from their `reads`
+    declarations), since taps are forward hooks, which an exported fake-quant graph does not call."""
+    from edgesr.losses import output_losses  # pulls in torch: only when validating
+
+    return output_losses()
+
+
+def __getattr__(name: str) -> Any:  # `QAT_LOSSES`: derived from the loss registry when first read
+    if name == "QAT_LOSSES":
+        return qat_losses()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 ACTIVATION_RANGES = ("calibrate", "observe")
@@ -322,11 +336,12 @@ class TrainCfg:
                 self.student_from is not None, "student_from", "qat mode needs the trained student checkpoint"
             )
             _check(bool(self.losses), "losses", "qat mode needs at least one loss, e.g. [{name: output_kd}]")
+            allowed = qat_losses()
             for i, loss in enumerate(self.losses):
                 _check(
-                    loss.name in QAT_LOSSES,
+                    loss.name in allowed,
                     f"losses[{i}].name",
-                    f"qat mode takes losses on outputs ({', '.join(QAT_LOSSES)}), got {loss.name!r}: feature "
+                    f"qat mode takes losses on outputs ({', '.join(allowed)}), got {loss.name!r}: feature "
                     "taps are forward hooks, which an exported fake-quant graph does not call",
                 )
             # widths[0] < 1: a channel-split student of `init`; 1: the full net, distilled from its own

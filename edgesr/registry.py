@@ -9,6 +9,8 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from edgesr.errors import UnknownNameError
+
 T = TypeVar("T")
 
 
@@ -30,7 +32,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise KeyError(unknown_name_message(self.kind, name, self._items)) from None
+            raise UnknownNameError(unknown_name_message(self.kind, name, self._items)) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
@@ -40,6 +42,10 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def values(self) -> list[T]:
+        """The registered objects, in name order."""
+        return [self._items[n] for n in sorted(self._items)]
 
 
 def unknown_name_message(kind: str, name: str, valid: object) -> str:

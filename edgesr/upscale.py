@@ -22,6 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgesr.errors import NotRunnableHere
+from edgesr.evaluate import run_sr
+from edgesr.export import get_exporter, read_manifest
+from edgesr.student import load_student
+
 
 @dataclass(frozen=True)
 class Span:
@@ -153,14 +158,9 @@ class Upscaler:
 
 def checkpoint_upscaler(checkpoint: str | os.PathLike[str], width: float | None = None) -> Upscaler:
     """A checkpoint in eager PyTorch at `width` (default: a materialized student's own width, else
-    the narrowest trained width)."""
-    from edgesr.evaluate import run_sr
-    from edgesr.train.checkpoint import load_model
-
-    model, meta = load_model(checkpoint)
-    model.eval()
-    w = width if width is not None else (meta.materialized_width or min(meta.widths))
-    return Upscaler(lambda x: run_sr(model, x, w), meta.scale, None, f"{meta.arch['name']} width {w:g}")
+    the narrowest trained width; any width of a full network slices its leading channels)."""
+    s = load_student(checkpoint, width, any_width=True)
+    return Upscaler(lambda x: run_sr(s.net, x), s.scale, None, f"{s.arch['name']} width {s.width:g}")
 
 
 def artifact_upscaler(path: str | os.PathLike[str], threads: int | None = None) -> Upscaler:
@@ -169,18 +169,15 @@ def artifact_upscaler(path: str | os.PathLike[str], threads: int | None = None) 
     Raises FileNotFoundError (no artifact or manifest), MissingSDKError (runtime not installed) and
     RuntimeError when the target cannot run on this machine (Core ML off macOS), with the reason.
     """
-    from edgesr.export import get_exporter, read_manifest
-
     path = Path(path)
     manifest, _ = read_manifest(path)
     if path.suffix == ".json":  # the manifest itself was given
         path = path.with_name(manifest["artifact"]["file"])
     target = manifest["target"]
     exporter = get_exporter(target)
-    runs_here = getattr(exporter, "runs_here", None)
-    reason = runs_here(path) if runs_here is not None else None
+    reason = exporter.runs_here(path)
     if reason:
-        raise RuntimeError(f"{path}: a {target} artifact cannot run on this machine: {reason}")
+        raise NotRunnableHere(f"{path}: a {target} artifact cannot run on this machine: {reason}")
     run = exporter.load(path, threads)
     shape = manifest["input"]["shape"]
     input_hw = None if manifest["input"].get("dynamic") else (int(shape[2]), int(shape[3]))
@@ -189,5 +186,5 @@ def artifact_upscaler(path: str | os.PathLike[str], threads: int | None = None) 
         return torch.from_numpy(np.asarray(run(x.numpy()), dtype=np.float32))
 
     size = "dynamic" if input_hw is None else f"{input_hw[0]}x{input_hw[1]}"
-    label = f"{target} {manifest['precision']} artifact, input {size}, on {exporter.runtime}"
+    label = f"{target} {manifest['precision']} artifact, input {size}, on {exporter.spec.runtime_label}"
     return Upscaler(fn, int(manifest["model"]["scale"]), input_hw, label)

@@ -40,5 +40,5 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def _no_warmup_time_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     """Host timings in tests check behaviour, not latency: no 0.5 s warm-up floor per measurement
-    (`time_fn`'s floor itself is tested in tests/devices/test_host_profile.py)."""
+    (`time_fn`'s floor itself is tested in tests/profile/test_host_profile.py)."""
     monkeypatch.setattr("edgesr.profile.host.WARMUP_S", 0.0)

@@ -2,19 +2,16 @@
 
 from edgesr.data.bicubic import degrade, imresize, modcrop
 from edgesr.data.datasets import (
-    DatasetError,
     EvalImages,
-    ImagePair,
     TrainPatches,
     build_train_loader,
     dataset_name,
-    default_cache_dir,
     eval_sets,
-    find_pairs,
     load_lr,
     open_dataset,
 )
 from edgesr.data.images import ImageError, read_image, to_tensor, to_uint8, write_image
+from edgesr.data.pairs import DatasetError, ImagePair, default_cache_dir, find_pairs
 from edgesr.data.samples import BUILTIN_TRAIN, BUILTIN_VAL, builtin_pairs
 
 __all__ = [

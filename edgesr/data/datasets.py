@@ -1,4 +1,4 @@
-"""Finding LR/HR pairs on disk, caching synthesised LR, and the train/eval torch datasets.
+"""Data set specs, the cache of synthesised LR, and the train/eval torch datasets.
 
 Determinism contract for training: item i of `TrainPatches` depends only on (seed, i) -- never on
 the worker, process or the order items are requested -- so a run resumed at step t that starts
@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,132 +20,24 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from edgesr.data.bicubic import degrade, modcrop
 from edgesr.data.images import image_size, read_image, to_tensor
+from edgesr.data.pairs import DatasetError, ImagePair, default_cache_dir, find_pairs
+from edgesr.data.samples import builtin_pairs
 from edgesr.files import atomic_path
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "DatasetError",
-    "ImagePair",
-    "default_cache_dir",
-    "find_pairs",
     "open_dataset",
+    "dataset_name",
     "load_lr",
     "lr_cache_path",
     "EvalImages",
     "TrainPatches",
     "StepBatchSampler",
     "build_train_loader",
+    "eval_sets",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Bump when the degradation changes so every cached LR is regenerated.
 _DEGRADATION_VERSION = "matlab-bicubic-v1"
-
-_LAYOUTS = (
-    "expected one of these layouts:\n"
-    "  DIV2K:      DIV2K/DIV2K_train_HR/0001.png [+ DIV2K/DIV2K_train_LR_bicubic/X4/0001x4.png]\n"
-    "              (or the DIV2K_train_HR / DIV2K_valid_HR folder itself)\n"
-    "  benchmark:  Set5/HR/baby.png [+ Set5/LR_bicubic/X4/babyx4.png]\n"
-    "  plain:      a folder of HR images (" + ", ".join(IMAGE_EXTENSIONS) + ")"
-)
-
-
-class DatasetError(ValueError):
-    """A data folder or image set that cannot be used; the message names the folder or files."""
-
-
-@dataclass(frozen=True)
-class ImagePair:
-    """One HR image and, when the data set ships it, its LR counterpart (else None: synthesised)."""
-
-    name: str
-    hr_path: Path
-    lr_path: Path | None = None
-
-
-def default_cache_dir() -> Path:
-    """`$EDGESR_CACHE` if set, else `~/.cache/edgesr`."""
-    env = os.environ.get("EDGESR_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgesr"
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-        key=lambda p: p.name,
-    )
-
-
-def _find_lr(lr_dir: Path, stem: str, scale: int) -> Path | None:
-    # Shipped LR files are named <stem>x<scale>.<ext> (DIV2K and the benchmark packs).
-    if not lr_dir.is_dir():
-        return None
-    for ext in IMAGE_EXTENSIONS:
-        for cand in (lr_dir / f"{stem}x{scale}{ext}", lr_dir / f"{stem}x{scale}{ext.upper()}"):
-            if cand.is_file():
-                return cand
-    return None
-
-
-def _pairs(hr_dir: Path, lr_dir: Path | None, scale: int) -> list[ImagePair]:
-    return [
-        ImagePair(p.stem, p, _find_lr(lr_dir, p.stem, scale) if lr_dir is not None else None)
-        for p in _images_in(hr_dir)
-    ]
-
-
-_DIV2K_HR = re.compile(r"^DIV2K_(?P<split>[A-Za-z0-9]+)_HR$")
-
-
-def find_pairs(root: str | os.PathLike[str], scale: int, split_hint: str | None = None) -> list[ImagePair]:
-    """List the image pairs under `root`, recognising the DIV2K, benchmark and plain layouts.
-
-    Args:
-        root: the DIV2K folder (or one of its `DIV2K_*_HR` folders), a benchmark folder holding
-            `HR/` (e.g. `Set5`), or a plain folder of HR images.
-        scale: SR factor; selects the shipped `X{scale}` LR folder when one exists.
-        split_hint: "train" or "valid"/"val" to pick a DIV2K split when the folder holds both.
-
-    Returns:
-        Pairs sorted by file name. A missing shipped LR file leaves `lr_path` None, so that LR
-        is synthesised with the same MATLAB-bicubic degradation.
-    """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"{root}: data folder not found; {_LAYOUTS}")
-    root = root.resolve()
-    hr_dir: Path
-    lr_dir: Path | None
-
-    if m := _DIV2K_HR.match(root.name):  # pointed directly at DIV2K_train_HR
-        hr_dir, lr_dir = root, root.parent / f"DIV2K_{m['split']}_LR_bicubic" / f"X{scale}"
-    elif splits := sorted(p.name for p in root.iterdir() if p.is_dir() and _DIV2K_HR.match(p.name)):
-        if split_hint is not None:
-            wanted = "valid" if split_hint in ("val", "valid") else split_hint
-            if f"DIV2K_{wanted}_HR" not in splits:
-                raise DatasetError(f"{root}: no DIV2K_{wanted}_HR folder (found: {', '.join(splits)})")
-            chosen = f"DIV2K_{wanted}_HR"
-        elif len(splits) == 1:
-            chosen = splits[0]
-        else:
-            # Guessing here could silently train on the validation images.
-            raise DatasetError(
-                f"{root}: holds several DIV2K splits ({', '.join(splits)}); point at one of them "
-                "or pass split_hint='train' / 'valid'"
-            )
-        split = _DIV2K_HR.match(chosen)["split"]  # type: ignore[index]
-        hr_dir, lr_dir = root / chosen, root / f"DIV2K_{split}_LR_bicubic" / f"X{scale}"
-    elif (root / "HR").is_dir():  # benchmark: Set5/HR + Set5/LR_bicubic/X4
-        hr_dir, lr_dir = root / "HR", root / "LR_bicubic" / f"X{scale}"
-    elif root.name == "HR" and (root.parent / "LR_bicubic").is_dir():  # pointed at Set5/HR
-        hr_dir, lr_dir = root, root.parent / "LR_bicubic" / f"X{scale}"
-    else:
-        hr_dir, lr_dir = root, None
-
-    pairs = _pairs(hr_dir, lr_dir, scale)
-    if not pairs:
-        raise DatasetError(f"{hr_dir}: no images found; {_LAYOUTS}")
-    return pairs
 
 
 def open_dataset(
@@ -158,16 +48,11 @@ def open_dataset(
 ) -> list[ImagePair]:
     """Pairs for a dataset spec: a folder path, or `builtin:train` / `builtin:val`."""
     if spec.startswith("builtin:"):
-        from edgesr.data.samples import builtin_pairs  # samples imports this module
-
         split = spec.removeprefix("builtin:")
         if split not in ("train", "val"):
             raise DatasetError(f"{spec}: unknown built-in set; use builtin:train or builtin:val")
         return builtin_pairs(split, cache_dir)  # type: ignore[arg-type]
     return find_pairs(spec, scale, split_hint)
-
-
-# ----------------------------------------------------------------------------------- LR cache
 
 
 def dataset_name(spec: str) -> str:
@@ -176,6 +61,9 @@ def dataset_name(spec: str) -> str:
         return spec.split(":", 1)[1]
     path = Path(spec)
     return path.parent.name if path.name in ("HR", "hr") and path.parent.name else path.name
+
+
+# ----------------------------------------------------------------------------------- LR cache
 
 
 def _fingerprint(hr_path: Path, scale: int) -> str:

@@ -21,8 +21,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from edgesr.data.datasets import ImagePair, default_cache_dir
 from edgesr.data.images import read_image, write_image
+from edgesr.data.pairs import ImagePair, default_cache_dir
 
 __all__ = ["BUILTIN_TRAIN", "BUILTIN_VAL", "builtin_pairs", "skimage_data_dir"]
 

@@ -21,8 +21,8 @@ evaluator (`coreml_eval`), a check of the converted graph, not of the Core ML ru
 
 from __future__ import annotations
 
-import platform
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,14 +30,15 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from edgesr.export.base import (
-    EXPORTERS,
-    ExportRequest,
-    UnsupportedOpError,
-    UnsupportedOptionError,
-    import_sdk,
-)
+from edgesr.export.base import EXPORTERS, UnsupportedOpError
 from edgesr.export.coreml_eval import NAME as EVALUATOR_NAME
+from edgesr.export.coreml_eval import run_program
+from edgesr.export.coreml_mil import describe, io_dtypes, read_spec, validate
+from edgesr.export.plan import ExportPlan, UnsupportedOptionError
+from edgesr.sdk import import_sdk
+from edgesr.targets import TARGETS
+
+SPEC = TARGETS.get("coreml")
 
 # iOS 17 / macOS 14 is the first target with the activation `quantize`/`dequantize` ops that W8A8
 # needs; fp16 multi-array I/O and int8 constexpr weights need iOS 16. One target for all precisions.
@@ -53,21 +54,10 @@ NOT_ON_LINUX = "Core ML runs only on macOS/iOS (coremltools MLModel.predict is u
 
 
 class CoremlExporter:
-    name = "coreml"
-    suffix = ".mlpackage"
-    sdk_extra = "coreml"
-    precisions = ("fp32", "fp16", "int8")
-    default_precision = "fp16"
-    dynamic_shapes = True
-    weight_only = True
-    # pixelshuffle -> one MIL pixel_shuffle op per stage; depth_to_space -> reshape/transpose (rank 5);
-    # transposed_conv -> conv_transpose. All three convert; the single native op is the default.
-    default_upsampler = "pixelshuffle"
-    runtime = f"Core ML (MLModel.predict, ML program, {DEPLOYMENT_TARGET}+)"
-    evaluator_name = EVALUATOR_NAME
+    spec = SPEC
 
     def _sdk(self) -> Any:
-        (ct,) = import_sdk(self.name, "Core ML (coremltools)", self.sdk_extra, "coremltools")
+        (ct,) = import_sdk(SPEC.name, SPEC.sdk_label, SPEC.extra, "coremltools")
         return ct
 
     def sdk_versions(self) -> dict[str, str]:
@@ -75,32 +65,32 @@ class CoremlExporter:
 
     def runs_here(self, path: Path | None = None) -> str | None:
         """None on macOS (Core ML can run the artifact), else why it cannot run on this machine."""
-        return None if platform.system() == "Darwin" else NOT_ON_LINUX
+        return None if sys.platform in SPEC.platforms else NOT_ON_LINUX
 
-    def export(self, model: nn.Module, example: Tensor, path: Path, request: ExportRequest) -> None:
+    def export(self, model: nn.Module, example: Tensor, path: Path, plan: ExportPlan) -> None:
         """Convert `model` (float, or the converted PT2E graph for W8A8) and save `path` (.mlpackage).
 
         Raises UnsupportedOpError naming the torch op coremltools cannot convert.
         """
         ct = self._sdk()
-        program = _exported(model, example, request.dynamic)
-        dtype = np.float16 if IO_DTYPE[request.precision] == "float16" else np.float32
-        fp32 = request.precision == "fp32"
+        program = _exported(model, example, plan.dynamic)
+        dtype = np.float16 if IO_DTYPE[plan.precision] == "float16" else np.float32
+        fp32 = plan.precision == "fp32"
         try:
             mlmodel = ct.convert(
                 program,
                 convert_to="mlprogram",
                 minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
                 compute_precision=ct.precision.FLOAT32 if fp32 else ct.precision.FLOAT16,
-                inputs=[ct.TensorType(name=INPUT, shape=_input_shape(ct, example, request), dtype=dtype)],
+                inputs=[ct.TensorType(name=INPUT, shape=_input_shape(ct, example, plan), dtype=dtype)],
                 outputs=[ct.TensorType(name=OUTPUT, dtype=dtype)],
             )
         except NotImplementedError as e:
             m = re.search(r"Unsupported fx node (\S+), kind (\S+)", str(e))
             if m is None:
                 raise
-            raise UnsupportedOpError(self.name, _torch_op(program, m.group(1), m.group(2)), str(e)) from e
-        if request.weight_only:
+            raise UnsupportedOpError(SPEC.name, _torch_op(program, m.group(1), m.group(2)), str(e)) from e
+        if plan.weight_only:
             mlmodel = quantize_weights(mlmodel)
         mlmodel.save(str(path))
 
@@ -123,34 +113,29 @@ class CoremlExporter:
     def run(self, path: Path, x: np.ndarray) -> np.ndarray:
         return self.load(path)(x)
 
-    def validate(self, path: Path, request: ExportRequest) -> dict[str, Any]:
-        """Structural checks of the saved program against `request` (see `coreml_mil.validate`)."""
-        from edgesr.export.coreml_mil import validate
-
+    def validate(self, path: Path, plan: ExportPlan) -> dict[str, Any]:
+        """Structural checks of the saved program against `plan` (see `coreml_mil.validate`)."""
         ct = self._sdk()
         target = getattr(ct.target, DEPLOYMENT_TARGET)
-        return validate(path, request, DEPLOYMENT_TARGET, int(target.value), IO_DTYPE[request.precision])
+        return validate(path, plan, DEPLOYMENT_TARGET, int(target.value), IO_DTYPE[plan.precision])
+
+    def evaluator(self) -> tuple[str, Callable[[Path, np.ndarray], np.ndarray]]:
+        return EVALUATOR_NAME, self.evaluate
 
     def evaluate(self, path: Path, x: np.ndarray) -> np.ndarray:
         """Run the saved ML program with edgesr's MIL reference evaluator (not Core ML): float32
         NCHW in -> float32 NCHW out. Raises NotImplementedError naming an op it does not know."""
-        from edgesr.export.coreml_eval import run_program
-
         self._sdk()
         return run_program(path, {INPUT: x})[OUTPUT]
 
     def io_spec(self, path: Path) -> dict[str, Any]:
         """{"input": {"dtype": ...}, "output": {"dtype": ...}} as the saved model declares them."""
-        from edgesr.export.coreml_mil import io_dtypes, read_spec
-
         self._sdk()
         inp, out = io_dtypes(read_spec(path))
         return {"input": {"dtype": inp}, "output": {"dtype": out}}
 
     def delegation(self, path: Path) -> dict[str, Any]:
         """MIL op histogram and weight storage; compute-unit placement cannot be known off-device."""
-        from edgesr.export.coreml_mil import describe
-
         self._sdk()
         return describe(path)
 
@@ -167,9 +152,9 @@ def _exported(model: nn.Module, example: Tensor, dynamic: bool) -> Any:
     return torch.export.export(model, (example,), dynamic_shapes=shapes).run_decompositions({})
 
 
-def _input_shape(ct: Any, example: Tensor, request: ExportRequest) -> Any:
+def _input_shape(ct: Any, example: Tensor, plan: ExportPlan) -> Any:
     n, c, h, w = (int(v) for v in example.shape)
-    if not request.dynamic:
+    if not plan.dynamic:
         return (n, c, h, w)
     lo, hi = DYNAMIC_RANGE
     if not (lo <= h <= hi and lo <= w <= hi):
@@ -197,4 +182,4 @@ def quantize_weights(mlmodel: Any) -> Any:
     return cto.linear_quantize_weights(mlmodel, config)
 
 
-EXPORTERS.register("coreml")(CoremlExporter())
+EXPORTERS.register(SPEC.name)(CoremlExporter())

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgesr.export.base import ExportRequest
+    from edgesr.export.plan import ExportPlan
 
 # MIL ops that produce a weight from stored int8/uint8 data when the program is loaded.
 CONSTEXPR_OPS: frozenset[str] = frozenset(
@@ -98,17 +98,17 @@ def _array(feature: Any) -> tuple[list[int], list[tuple[int, int]], str]:
     return list(arr.shape), ranges, FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType)
 
 
-def _check_input(spec: Any, request: ExportRequest, io_dtype: str) -> bool | str:
+def _check_input(spec: Any, plan: ExportPlan, io_dtype: str) -> bool | str:
     feats = spec.description.input
     if [f.name for f in feats] != ["lr"]:
         return f"inputs {[f.name for f in feats]}, expected ['lr']"
     shape, ranges, dtype = _array(feats[0])
-    want = list(request.input_shape)
+    want = list(plan.input_shape)
     if dtype != io_dtype.upper():
         return f"input dtype {dtype}, expected {io_dtype.upper()}"
     if shape != want:
         return f"input shape {shape}, expected {want}"
-    if request.dynamic:
+    if plan.dynamic:
         free = [r for r in ranges[2:] if r[0] < r[1]]
         if len(ranges) != 4 or len(free) != 2:
             return f"input H/W are not flexible (ranges {ranges})"
@@ -118,7 +118,7 @@ def _check_input(spec: Any, request: ExportRequest, io_dtype: str) -> bool | str
 
 
 def _check_output(
-    spec: Any, block: Any, request: ExportRequest, io_dtype: str
+    spec: Any, block: Any, plan: ExportPlan, io_dtype: str
 ) -> tuple[bool | str, int | None]:
     """(check, scale): the output must be 'sr', (1, 3, s*H, s*W) with the same integer s >= 1."""
     feats = spec.description.output
@@ -127,46 +127,46 @@ def _check_output(
     shape, _, dtype = _array(feats[0])
     if dtype != io_dtype.upper():
         return f"output dtype {dtype}, expected {io_dtype.upper()}", None
-    if request.dynamic:  # the spec leaves the output shape open; read the rank from the program
+    if plan.dynamic:  # the spec leaves the output shape open; read the rank from the program
         ttype = [o.type.tensorType for op in block.operations for o in op.outputs if o.name == "sr"]
         if not ttype:
             return "no program op produces the output 'sr'", None
         dims = [d.constant.size if d.HasField("constant") else None for d in ttype[0].dimensions]
         ok = len(dims) == 4 and dims[:2] == [1, 3]
         return (True if ok else f"program output dims {dims}, expected (1, 3, sH, sW)"), None
-    _, _, h, w = request.input_shape
+    _, _, h, w = plan.input_shape
     scales = {shape[2] / h, shape[3] / w} if len(shape) == 4 else set()
     if shape[:2] != [1, 3] or len(scales) != 1 or not float(next(iter(scales))).is_integer():
         return f"output shape {shape} is not (1, 3, s*{h}, s*{w}) for one integer scale s", None
     return True, shape[2] // h
 
 
-def _check_weights(storage: dict[str, str], request: ExportRequest) -> bool | str:
+def _check_weights(storage: dict[str, str], plan: ExportPlan) -> bool | str:
     if not storage:
         return "no conv/linear weights found"
-    if request.precision == "int8":
+    if plan.precision == "int8":
         bad = {k: v for k, v in storage.items() if not v.startswith(("INT8", "UINT8"))}
         return True if not bad else f"weights not stored as int8: {bad}"
-    want = f"{FLOAT_DTYPE[request.precision]} const"
+    want = f"{FLOAT_DTYPE[plan.precision]} const"
     bad = {k: v for k, v in storage.items() if v != want}
     return True if not bad else f"weights not stored as {want}: {bad}"
 
 
-def _check_activations(block: Any, request: ExportRequest) -> bool | str:
-    want = FLOAT_DTYPE[request.precision]
+def _check_activations(block: Any, plan: ExportPlan) -> bool | str:
+    want = FLOAT_DTYPE[plan.precision]
     conv = [_dtype(op.outputs[0].type) for op in block.operations if op.type in WEIGHTED_OPS]
     if any(d != want for d in conv):
         return f"conv outputs {sorted(set(conv))}, expected {want}"
     n_quant = sum(op.type == "quantize" for op in block.operations)
-    if request.precision == "int8" and not request.weight_only and n_quant == 0:
+    if plan.precision == "int8" and not plan.weight_only and n_quant == 0:
         return "W8A8 program has no activation quantize ops"
-    if (request.precision != "int8" or request.weight_only) and n_quant:
+    if (plan.precision != "int8" or plan.weight_only) and n_quant:
         return f"{n_quant} activation quantize ops in a program without int8 activations"
     return True
 
 
 def validate(
-    path: str | Path, request: ExportRequest, target: str, spec_version: int, io_dtype: str
+    path: str | Path, plan: ExportPlan, target: str, spec_version: int, io_dtype: str
 ) -> dict[str, Any]:
     """Structural checks of the `.mlpackage` at `path` against `request`, without running it.
 
@@ -192,10 +192,10 @@ def validate(
         return {"checks": checks, "passed": False, "ops": {}}
     block = main_block(spec)
     storage = weight_storage(block)
-    checks["input"] = _check_input(spec, request, io_dtype)
-    checks["output"], scale = _check_output(spec, block, request, io_dtype)
-    checks["weights"] = _check_weights(storage, request)
-    checks["activations"] = _check_activations(block, request)
+    checks["input"] = _check_input(spec, plan, io_dtype)
+    checks["output"], scale = _check_output(spec, block, plan, io_dtype)
+    checks["weights"] = _check_weights(storage, plan)
+    checks["activations"] = _check_activations(block, plan)
     return {
         "checks": checks,
         "passed": all(v is True for v in checks.values()),

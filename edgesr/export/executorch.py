@@ -1,7 +1,7 @@
 """ExecuTorch target: `torch.export` -> `to_edge_transform_and_lower` -> `.pte`, run on the ExecuTorch
 Python runtime (pybindings `portable_lib`: portable kernels + the XNNPACK delegate).
 
-Delegates (`request.delegate`): "xnnpack" (default) and "coreml". A Core ML `.pte` lowers on Linux but
+Delegates (`plan.delegate`): "xnnpack" (default) and "coreml". A Core ML `.pte` lowers on Linux but
 its backend is registered only in Apple builds of the runtime, so there `runs_here(path)` gives the
 reason and verification is structural (`validate`).
 
@@ -40,14 +40,12 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from edgesr.export.base import (
-    EXPORTERS,
-    ExportRequest,
-    ImageOnly,
-    UnsupportedOpError,
-    UnsupportedOptionError,
-    import_sdk,
-)
+from edgesr.export.base import EXPORTERS, ImageOnly, UnsupportedOpError
+from edgesr.export.plan import ExportPlan, UnsupportedOptionError
+from edgesr.sdk import import_sdk
+from edgesr.targets import TARGETS
+
+SPEC = TARGETS.get("executorch")
 
 METHOD = "forward"
 BACKEND_IDS: dict[str, str] = {"xnnpack": "XnnpackBackend", "coreml": "CoreMLBackend"}
@@ -60,18 +58,11 @@ COREML_NOT_HERE = (
 
 
 class ExecutorchExporter:
-    name = "executorch"
-    suffix = ".pte"
-    sdk_extra = "executorch"
-    precisions = ("fp32", "fp16", "int8")
-    dynamic_shapes = True
-    delegates = ("xnnpack", "coreml")
-    default_upsampler = "pixelshuffle"
-    runtime = "ExecuTorch runtime (portable kernels + XNNPACK delegate)"
+    spec = SPEC
 
     def _sdk(self) -> Any:
         # the top-level package first: a cached `executorch.exir` would hide a blocked `executorch`
-        _, exir = import_sdk(self.name, "ExecuTorch", self.sdk_extra, "executorch", "executorch.exir")
+        _, exir = import_sdk(SPEC.name, SPEC.sdk_label, SPEC.extra, "executorch", "executorch.exir")
         return exir
 
     def sdk_versions(self) -> dict[str, str]:
@@ -80,29 +71,28 @@ class ExecutorchExporter:
 
         return {"executorch": __version__}
 
-    def _partitioner(self, request: ExportRequest) -> Any:
-        delegate = request.delegate or self.delegates[0]
-        if delegate == "xnnpack":
+    def _partitioner(self, plan: ExportPlan) -> Any:
+        if plan.delegate == "xnnpack":
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
             return XnnpackPartitioner()
-        if request.precision == "int8":
+        if plan.precision == "int8":
             raise UnsupportedOptionError(
                 "int8 with the Core ML delegate is not supported: the int8 graph is quantized for "
                 "XNNPACK; export to target 'coreml' for a Core ML int8 model"
             )
         partition, compiler, ct = import_sdk(
-            self.name, "ExecuTorch Core ML delegate", "executorch,coreml",
+            SPEC.name, "ExecuTorch Core ML delegate", "executorch,coreml",
             "executorch.backends.apple.coreml.partition", "executorch.backends.apple.coreml.compiler",
             "coremltools",
         )  # fmt: skip
-        precision = ct.precision.FLOAT16 if request.precision == "fp16" else ct.precision.FLOAT32
+        precision = ct.precision.FLOAT16 if plan.precision == "fp16" else ct.precision.FLOAT32
         specs = compiler.CoreMLBackend.generate_compile_specs(
             minimum_deployment_target=ct.target.iOS17, compute_precision=precision
         )
         return partition.CoreMLPartitioner(compile_specs=specs)
 
-    def export(self, model: nn.Module, example: Tensor, path: Path, request: ExportRequest) -> None:
+    def export(self, model: nn.Module, example: Tensor, path: Path, plan: ExportPlan) -> None:
         """Lower `model` (eval mode, or the converted PT2E graph for int8) and write the `.pte` at `path`.
 
         Raises UnsupportedOpError naming the op when it is outside the Core ATen opset ExecuTorch takes,
@@ -112,14 +102,14 @@ class ExecutorchExporter:
         from torch._export.verifier import SpecViolationError
 
         exir = self._sdk()
-        partitioner = self._partitioner(request)
-        xnnpack_half = request.precision == "fp16" and (request.delegate or self.delegates[0]) == "xnnpack"
+        partitioner = self._partitioner(plan)
+        xnnpack_half = plan.precision == "fp16" and plan.delegate == "xnnpack"
         module = ImageOnly(copy.deepcopy(model).half() if xnnpack_half else model)
         # fresh strides: a size-1 dim may carry stride 0 (numpy padding does that), which ExecuTorch rejects
         example = example.clone(memory_format=torch.contiguous_format)
         example = example.half() if xnnpack_half else example
         dynamic = None
-        if request.dynamic:
+        if plan.dynamic:
             h = torch.export.Dim("height", min=DYNAMIC_MIN, max=DYNAMIC_MAX)
             w = torch.export.Dim("width", min=DYNAMIC_MIN, max=DYNAMIC_MAX)
             dynamic = {"x": {2: h, 3: w}}
@@ -131,12 +121,12 @@ class ExecutorchExporter:
             m = re.search(r"Operator torch\._ops\.(\S+) is not in Core ATen", str(e))
             op = m.group(1) if m else "unknown"
             raise UnsupportedOpError(
-                self.name, op, "it is not in the Core ATen opset ExecuTorch lowers"
+                SPEC.name, op, "it is not in the Core ATen opset ExecuTorch lowers"
             ) from e
         missing = sorted(set(_kernel_calls(_program(program.buffer))) - _registered_kernels())
         if missing:
             detail = "no delegate takes it and the ExecuTorch runtime has no kernel for it"
-            raise UnsupportedOpError(self.name, missing[0], f"{detail} (all such ops: {', '.join(missing)})")
+            raise UnsupportedOpError(SPEC.name, missing[0], f"{detail} (all such ops: {', '.join(missing)})")
         path.write_bytes(program.buffer)
 
     def runs_here(self, path: Path | None = None) -> str | None:
@@ -226,34 +216,37 @@ class ExecutorchExporter:
             "calls": calls,
         }
 
-    def validate(self, path: Path, request: ExportRequest) -> dict[str, Any]:
+    def validate(self, path: Path, plan: ExportPlan) -> dict[str, Any]:
         """Structural checks of a `.pte` that may not run here: it loads, has `forward`, its delegate
         blobs are present and for the requested delegate, its kernels exist, its I/O shapes are right."""
         self._sdk()
         from executorch.runtime import Runtime
 
         program = _read(path)
-        plan = _plan(program)
-        want = BACKEND_IDS[request.delegate or self.delegates[0]]
+        execution = _plan(program)
+        want = BACKEND_IDS[plan.delegate]
         loaded = Runtime.get().load_program(Path(path))
         meta = loaded.metadata(METHOD)
         ins = [list(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
         outs = [list(meta.output_tensor_meta(i).sizes()) for i in range(meta.num_outputs())]
-        n, c, h, w = request.input_shape
+        n, c, h, w = plan.input_shape
         # dynamic: memory is planned for the largest input, which must hold the requested one
         fits = len(ins) == 1 and len(ins[0]) == 4 and ins[0][2] >= h and ins[0][3] >= w
-        in_ok = fits and (ins[0][:2] == [n, c] if request.dynamic else ins[0] == [n, c, h, w])
+        in_ok = fits and (ins[0][:2] == [n, c] if plan.dynamic else ins[0] == [n, c, h, w])
         out_ok = len(outs) == 1 and len(ins) == 1 and outs[0][:2] == [n, c] and _same_scale(ins[0], outs[0])
         checks = {
             "loads": True,
             "forward_method": METHOD in loaded.method_names,
-            "delegate_blobs": bool(plan.delegates)
-            and all(d.id == want and len(_delegate_blob(program, d)) > 0 for d in plan.delegates),
+            "delegate_blobs": bool(execution.delegates)
+            and all(d.id == want and len(_delegate_blob(program, d)) > 0 for d in execution.delegates),
             "kernels_registered": set(_kernel_calls(program)) <= _registered_kernels(),
             "input_shape": in_ok,
             "output_shape": out_ok,
         }
         return {"checks": checks, "passed": all(checks.values()), "input": ins, "output": outs}
+
+    def evaluator(self) -> None:
+        return None  # a .pte that cannot run here (Core ML delegate) is checked structurally only
 
     def io_spec(self, path: Path) -> dict[str, Any]:
         """The memory-planned I/O shapes (for dynamic shapes: the largest the `.pte` accepts)."""
@@ -355,4 +348,4 @@ def _xnnpack_ops(blob: bytes) -> Counter[str]:
     return Counter(re.findall(r'"xnode_union_type":\s*"(\w+)"', text))
 
 
-EXPORTERS.register("executorch")(ExecutorchExporter())
+EXPORTERS.register(SPEC.name)(ExecutorchExporter())

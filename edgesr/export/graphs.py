@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from edgesr.export.base import UPSAMPLERS
+from edgesr.targets import UPSAMPLERS
 
 __all__ = ["DepthToSpace", "crd_to_dcr", "one_hot_transposed_conv", "rewrite_upsampler"]
 

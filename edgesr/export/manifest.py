@@ -18,12 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgesr.files import atomic_write_text, sha256_file
+import edgesr
+from edgesr.files import atomic_write_json, sha256_file
+from edgesr.models import count_macs, count_params
 
-if TYPE_CHECKING:
-    from edgesr.export.base import Exporter, ExportRequest
+if TYPE_CHECKING:  # types only: the manifest is written from what export/run.py resolved
+    from edgesr.export.base import Exporter
+    from edgesr.export.plan import ExportPlan
     from edgesr.export.verify import Verification
-    from edgesr.train.checkpoint import CheckpointMeta
+    from edgesr.student import Student
 
 FORMAT = "edgesr-artifact/1"
 
@@ -47,8 +50,6 @@ def artifact_sha256(path: Path) -> str:
 
 
 def tool_versions(sdk: dict[str, str]) -> dict[str, str]:
-    import edgesr
-
     return {
         "edgesr": edgesr.__version__,
         "torch": torch.__version__,
@@ -59,10 +60,9 @@ def tool_versions(sdk: dict[str, str]) -> dict[str, str]:
 
 
 def build_manifest(
-    request: ExportRequest,
-    meta: CheckpointMeta,
+    student: Student,
+    plan: ExportPlan,
     model: nn.Module,
-    width: float,
     artifact: Path,
     verification: Verification,
     delegation: dict[str, Any],
@@ -70,67 +70,51 @@ def build_manifest(
     exporter: Exporter,
     export_s: float,
 ) -> dict[str, Any]:
-    from edgesr.models import count_macs, count_params
-    from edgesr.train.checkpoint import resolve_checkpoint
-
-    _, c, h, w = request.input_shape
-    s = meta.scale
-    in_shape: list[int | str] = [1, c, "height", "width"] if request.dynamic else [1, c, h, w]
-    out_shape: list[int | str] = (
-        [1, c, f"{s}*height", f"{s}*width"] if request.dynamic else [1, c, s * h, s * w]
-    )
+    _, c, h, w = plan.input_shape
+    s = student.scale
+    in_shape: list[int | str] = [1, c, "height", "width"] if plan.dynamic else [1, c, h, w]
+    out_shape: list[int | str] = [1, c, f"{s}*height", f"{s}*width"] if plan.dynamic else [1, c, s * h, s * w]
     io = {"layout": "NCHW", "range": [0.0, 1.0], "dtype": "float32", "color": "RGB"}
-    ckpt = resolve_checkpoint(request.checkpoint)
-    from edgesr.export.base import upsampler_for
-
-    inp = {"name": "lr", "shape": in_shape, "dynamic": request.dynamic, **io}
+    inp = {"name": "lr", "shape": in_shape, "dynamic": plan.dynamic, **io}
     out = {"name": "sr", "shape": out_shape, **io, "note": "not clamped unless the model clamps"}
-    io_spec = getattr(exporter, "io_spec", None)  # targets whose I/O is not float32 NCHW say so
-    if io_spec is not None:
-        spec = io_spec(artifact)
-        inp.update(spec.get("input", {}))
-        out.update(spec.get("output", {}))
+    spec = exporter.io_spec(artifact)  # targets whose I/O is not float32 NCHW say so
+    inp.update(spec.get("input", {}))
+    out.update(spec.get("output", {}))
     quantization = None
-    if request.precision == "int8" and request.weight_only:
+    if plan.precision == "int8" and plan.weight_only:
         quantization = {"method": "weight_only", "weights": "int8", "activations": "float"}
-    elif request.precision == "int8":
-        from edgesr.quant import TARGET_BACKEND, is_qat_checkpoint
-
-        qat = is_qat_checkpoint(request.checkpoint)
+    elif plan.precision == "int8":
         quantization = {
-            "method": "qat" if qat else "ptq",
-            "backend": TARGET_BACKEND[request.target],
-            "fully_integer": request.fully_integer,
-            "calibration_images": None if qat else request.calibration_images,
+            "method": "qat" if plan.qat else "ptq",
+            "backend": plan.spec.quant_backend,
+            "fully_integer": plan.fully_integer,
+            "calibration_images": None if plan.qat else plan.options.calibration_images,
             "weights": "int8 symmetric per-channel",
             "activations": "int8 per-tensor",
         }
-    delegates = getattr(exporter, "delegates", ())
+    meta = student.meta
     return {
         "format": FORMAT,
-        "target": request.target,
-        "precision": request.precision,
+        "target": plan.target,
+        "precision": plan.precision,
         "artifact": {"file": artifact.name, "sha256": artifact_sha256(artifact)},
         "model": {
             "name": meta.arch["name"],
             "args": meta.arch["args"],
-            "width": width,
+            "width": student.width,
             "trained_widths": list(meta.widths),
             "scale": s,
             "params": count_params(model),
             "macs": count_macs(model, (h, w)),
             "macs_input": [1, c, h, w],
         },
-        "graph": {
-            "upsampler": upsampler_for(exporter, request),
-            "delegate": request.delegate or (delegates[0] if delegates else None),
-        },
+        "graph": {"upsampler": plan.upsampler, "delegate": plan.delegate},
         "quantization": quantization,
         "input": inp,
         "output": out,
         "source": {
-            "checkpoint": str(ckpt),
-            "checkpoint_sha256": sha256_file(ckpt),
+            "checkpoint": str(student.path) if student.path else None,
+            "checkpoint_sha256": sha256_file(student.path) if student.path else None,
             "recipe_hash": meta.recipe_hash,
             "step": meta.step,
         },
@@ -144,7 +128,7 @@ def build_manifest(
 
 def write_manifest(artifact: Path, manifest: dict[str, Any]) -> Path:
     path = manifest_path(artifact)
-    atomic_write_text(path, json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    atomic_write_json(path, manifest)
     return path
 
 

@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from edgesr.export.base import EXPORTERS, ExportRequest, ImageOnly, UnsupportedOpError, import_sdk
+from edgesr.export.base import EXPORTERS, ImageOnly, UnsupportedOpError, float_io
+from edgesr.export.plan import ExportPlan
+from edgesr.sdk import import_sdk
+from edgesr.targets import TARGETS
 
 OPSET = 17
 INPUT, OUTPUT = "lr", "sr"
@@ -23,22 +26,18 @@ PROVIDERS = ["CPUExecutionProvider"]
 
 
 class OnnxExporter:
-    name = "onnx"
-    suffix = ".onnx"
-    sdk_extra = "onnx"
-    precisions = ("fp32",)
-    dynamic_shapes = True
-    runtime = "onnxruntime CPUExecutionProvider"
+    spec = TARGETS.get("onnx")
+    io_spec = staticmethod(float_io)
 
     def _sdk(self) -> tuple[Any, Any]:
-        onnx, ort = import_sdk(self.name, "ONNX", self.sdk_extra, "onnx", "onnxruntime")
+        onnx, ort = import_sdk(self.spec.name, self.spec.sdk_label, self.spec.extra, "onnx", "onnxruntime")
         return onnx, ort
 
     def sdk_versions(self) -> dict[str, str]:
         onnx, ort = self._sdk()
         return {"onnx": onnx.__version__, "onnxruntime": ort.__version__}
 
-    def export(self, model: nn.Module, example: Tensor, path: Path, request: ExportRequest) -> None:
+    def export(self, model: nn.Module, example: Tensor, path: Path, plan: ExportPlan) -> None:
         import torch
         from torch.onnx.errors import UnsupportedOperatorError
 
@@ -57,11 +56,11 @@ class OnnxExporter:
                     opset_version=OPSET,
                     input_names=[INPUT],
                     output_names=[OUTPUT],
-                    dynamic_axes=axes if request.dynamic else None,
+                    dynamic_axes=axes if plan.dynamic else None,
                 )
         except UnsupportedOperatorError as e:
             m = re.search(r"operator '([^']+)'", str(e))
-            raise UnsupportedOpError(self.name, m.group(1) if m else "unknown", str(e)) from e
+            raise UnsupportedOpError(self.spec.name, m.group(1) if m else "unknown", str(e)) from e
 
     def load(self, path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
         _, ort = self._sdk()
@@ -78,6 +77,15 @@ class OnnxExporter:
 
     def run(self, path: Path, x: np.ndarray) -> np.ndarray:
         return self.load(path)(x)
+
+    def runs_here(self, path: Path | None = None) -> str | None:
+        return None  # onnxruntime's CPU provider runs everywhere the wheel installs
+
+    def validate(self, path: Path, plan: ExportPlan) -> dict[str, Any]:
+        return {"checks": {}, "passed": True}  # numerics always run here (runs_here is None)
+
+    def evaluator(self) -> None:
+        return None
 
     def delegation(self, path: Path) -> dict[str, Any]:
         """ONNX op histogram; with only the CPU EP registered, ORT runs every node on it.
@@ -98,4 +106,4 @@ class OnnxExporter:
         }
 
 
-EXPORTERS.register("onnx")(OnnxExporter())
+EXPORTERS.register(OnnxExporter.spec.name)(OnnxExporter())

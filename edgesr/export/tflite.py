@@ -31,48 +31,26 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from edgesr.export.base import (
-    EXPORTERS,
-    UPSAMPLERS,
-    ExportRequest,
-    ImageOnly,
-    UnsupportedOpError,
-    UnsupportedOptionError,
-    import_sdk,
-    upsampler_for,
-)
+from edgesr.export.base import EXPORTERS, ImageOnly, UnsupportedOpError
+from edgesr.export.plan import ExportPlan, UnsupportedOptionError
+from edgesr.export.tflite_graph import analyse_tflite, unsupported_op, with_tflite_depth_to_space
+from edgesr.sdk import import_sdk
+from edgesr.targets import TARGETS
 
-LABEL = "LiteRT (litert-torch + ai-edge-litert)"
+SPEC = TARGETS.get("tflite")
 MAX_SIDE = 4096  # dynamic exports: the largest LR height/width the graph accepts, pixels
 _PACKAGES = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
 
 
 class TfliteExporter:
-    name = "tflite"
-    suffix = ".tflite"
-    sdk_extra = "tflite"
-    precisions = ("fp32", "fp16", "int8")
-    dynamic_shapes = True  # with upsampler "transposed_conv" and some models; see the module docstring
-    runtime = "ai-edge-litert Interpreter (default XNNPACK delegate)"
-    default_upsampler = "transposed_conv"
-    upsamplers = UPSAMPLERS
-    fully_integer = True
-    weight_only = True
-
-    def upsampler_default(self, request: ExportRequest) -> str:
-        """Float, fixed shape: a real DEPTH_TO_SPACE op (about 30% faster than TRANSPOSE_CONV on the
-        host's XNNPACK, and what mobile GPU delegates take). int8 and dynamic shapes: TRANSPOSE_CONV,
-        the one form that stays a single int8 op and converts with free H/W."""
-        if request.precision == "int8" or request.dynamic:
-            return "transposed_conv"
-        return "depth_to_space"
+    spec = SPEC
 
     def _converter(self) -> Any:
-        (litert_torch,) = import_sdk(self.name, LABEL, self.sdk_extra, "litert_torch")
+        (litert_torch,) = import_sdk(SPEC.name, SPEC.sdk_label, SPEC.extra, "litert_torch")
         return litert_torch
 
     def _interpreter(self) -> Any:
-        (mod,) = import_sdk(self.name, LABEL, self.sdk_extra, "ai_edge_litert.interpreter")
+        (mod,) = import_sdk(SPEC.name, SPEC.sdk_label, SPEC.extra, "ai_edge_litert.interpreter")
         return mod.Interpreter
 
     def sdk_versions(self) -> dict[str, str]:
@@ -85,16 +63,14 @@ class TfliteExporter:
                 versions[package] = importlib.metadata.version(package)
         return versions
 
-    def export(self, model: nn.Module, example: Tensor, path: Path, request: ExportRequest) -> None:
+    def export(self, model: nn.Module, example: Tensor, path: Path, plan: ExportPlan) -> None:
         from torch.fx import GraphModule
 
-        from edgesr.export.tflite_graph import unsupported_op, with_tflite_depth_to_space
-
         litert_torch = self._converter()
-        int8_graph = request.precision == "int8" and not request.weight_only
+        int8_graph = plan.int8_activations
         kwargs: dict[str, Any] = {}
-        if request.dynamic:
-            kwargs["dynamic_shapes"] = self._dynamic_shapes(request, int8_graph)
+        if plan.dynamic:
+            kwargs["dynamic_shapes"] = self._dynamic_shapes(plan, int8_graph)
         if int8_graph:
             kwargs["quant_config"] = _static_quant_config()
         else:  # float graphs: a real DEPTH_TO_SPACE op (the q/dq graph is already traced)
@@ -104,25 +80,25 @@ class TfliteExporter:
             edge = litert_torch.convert(module, (example,), **kwargs)
         except Exception as e:  # litert-torch raises RuntimeError, TypeError, jax errors, ...
             op = unsupported_op(e)
-            if request.dynamic:  # e.g. EDSR's broadcast mean-shift add fails with symbolic H/W
+            if plan.dynamic:  # e.g. EDSR's broadcast mean-shift add fails with symbolic H/W
                 raise UnsupportedOptionError(
                     f"target 'tflite' could not convert this model with dynamic H/W (litert-torch fails on "
                     f"op {op or 'unknown'!r}: {str(e).splitlines()[0]}); export it with a fixed input size"
                 ) from e
             if op is None:
                 raise
-            raise UnsupportedOpError(self.name, op, str(e).splitlines()[0]) from e
-        if request.precision == "fp16" or request.weight_only:
-            self._quantize_weights(edge.model_content(), path, fp16=request.precision == "fp16")
+            raise UnsupportedOpError(SPEC.name, op, str(e).splitlines()[0]) from e
+        if plan.precision == "fp16" or plan.weight_only:
+            self._quantize_weights(edge.model_content(), path, fp16=plan.precision == "fp16")
         else:
             edge.export(str(path))
-        if request.fully_integer:
+        if plan.fully_integer:
             self._check_fully_integer(path)
 
-    def _dynamic_shapes(self, request: ExportRequest, int8_graph: bool) -> tuple[dict[int, Any]]:
+    def _dynamic_shapes(self, plan: ExportPlan, int8_graph: bool) -> tuple[dict[int, Any]]:
         import torch
 
-        upsampler = upsampler_for(self, request)
+        upsampler = plan.upsampler
         if int8_graph:
             raise UnsupportedOptionError(
                 "target 'tflite' int8 exports have fixed input shapes (the quantized graph is traced at "
@@ -140,7 +116,7 @@ class TfliteExporter:
     def _quantize_weights(self, content: bytes, path: Path, *, fp16: bool) -> None:
         """fp16 (FLOAT_CASTING) or int8 (per-channel min/max) weights, float compute (ai-edge-quantizer)."""
         quantizer, qtyping, algorithms = import_sdk(
-            self.name, "LiteRT ai-edge-quantizer", self.sdk_extra, "ai_edge_quantizer.quantizer",
+            SPEC.name, "LiteRT ai-edge-quantizer", SPEC.extra, "ai_edge_quantizer.quantizer",
             "ai_edge_quantizer.qtyping", "ai_edge_quantizer.algorithm_manager",
         )  # fmt: skip
         names = algorithms.AlgorithmName
@@ -155,15 +131,13 @@ class TfliteExporter:
 
     def _check_fully_integer(self, path: Path) -> None:
         """Refuse a "fully integer" artifact that still has float I/O or a float op."""
-        from edgesr.export.tflite_graph import analyse_tflite
-
         report = analyse_tflite(path)
         floats = sorted(report["float_ops"] or {})
         io_float = [k for k, v in report["io"].items() if v["dtype"] != "int8"]
         if floats or io_float or not report["integer"]:
             op = floats[0] if floats else f"{io_float[0] if io_float else 'graph'} (float)"
             raise UnsupportedOpError(
-                self.name, op,
+                SPEC.name, op,
                 f"a fully-integer graph was requested but float ops {floats} and float I/O {io_float} remain",
             )  # fmt: skip
 
@@ -188,10 +162,17 @@ class TfliteExporter:
     def run(self, path: Path, x: np.ndarray) -> np.ndarray:
         return self.load(path)(x)
 
+    def runs_here(self, path: Path | None = None) -> str | None:
+        return None  # the ai-edge-litert interpreter runs every LiteRT artifact edgesr makes
+
+    def validate(self, path: Path, plan: ExportPlan) -> dict[str, Any]:
+        return {"checks": {}, "passed": True}  # numerics always run here (runs_here is None)
+
+    def evaluator(self) -> None:
+        return None
+
     def delegation(self, path: Path) -> dict[str, Any]:
         """Op histogram, XNNPACK partitions and delegated fraction, CPU fallbacks, float islands."""
-        from edgesr.export.tflite_graph import analyse_tflite
-
         self._interpreter()
         return {"delegate": "XNNPACK (LiteRT default)", **analyse_tflite(path)}
 
@@ -240,4 +221,4 @@ def _from_tensor(y: np.ndarray, details: dict[str, Any]) -> np.ndarray:
     return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-EXPORTERS.register("tflite")(TfliteExporter())
+EXPORTERS.register(SPEC.name)(TfliteExporter())

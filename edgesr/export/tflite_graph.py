@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from edgesr.export.graphs import DepthToSpace
+
 QUANT_BOUNDARY = ("QUANTIZE", "DEQUANTIZE")
 _LOWERING_MISSING = re.compile(r"Lowering not found: ([\w.]+)")
 _FAILED_NODE = re.compile(r"While executing %\w+ : .*?target=(?:torch\.ops\.)?([\w.]+)")
@@ -179,8 +181,6 @@ class TfliteDepthToSpace(nn.Module):
 def with_tflite_depth_to_space(model: nn.Module) -> nn.Module:
     """A copy of `model` with every `graphs.DepthToSpace` replaced by `TfliteDepthToSpace`;
     `model` itself when it has none."""
-    from edgesr.export.graphs import DepthToSpace
-
     names = [name for name, m in model.named_modules() if isinstance(m, DepthToSpace)]
     if not names:
         return model

@@ -17,8 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgesr.data import EvalImages, builtin_pairs
+
 if TYPE_CHECKING:
-    from edgesr.export.base import Exporter, ExportRequest
+    from edgesr.export.base import Exporter
+    from edgesr.export.plan import ExportPlan
 
 FLOAT_PSNR_DB = 50.0  # the converters issue's bar for fp32/fp16 artifacts vs PyTorch
 # int8: the artifact against the converted PT2E graph run in PyTorch (same quantization parameters);
@@ -67,8 +70,6 @@ def _db(v: float | None) -> float | str | None:
 
 def verification_input(shape: tuple[int, int, int, int], scale: int) -> tuple[np.ndarray, str]:
     """A real LR crop as float32 (1, 3, H, W) in [0, 1], and a description of where it came from."""
-    from edgesr.data import EvalImages, builtin_pairs
-
     pair = builtin_pairs("val")[0]
     lr = EvalImages([pair], scale)[0]["lr"].numpy()  # 3 x h x w, cached MATLAB-bicubic LR
     _, _, h, w = shape
@@ -99,7 +100,7 @@ def verify(
     path: Path,
     x: np.ndarray,
     image: str,
-    request: ExportRequest,
+    plan: ExportPlan,
     quantized: nn.Module | None = None,
 ) -> Verification:
     """Run the artifact at `path` on `x` and compare with PyTorch.
@@ -111,9 +112,9 @@ def verify(
     `numerics_run=False`.
     """
     versions = exporter.sdk_versions()
-    runtime = exporter.runtime + _version_note(versions)
+    runtime = exporter.spec.runtime_label + _version_note(versions)
     shape = tuple(x.shape)
-    int8 = request.precision == "int8" and not request.weight_only  # weight-only: compared with float
+    int8 = plan.int8_activations  # weight-only: compared with float
     if int8 and quantized is None:
         raise ValueError("int8 verification needs the converted (q/dq) model the artifact came from")
     reference = (
@@ -121,19 +122,20 @@ def verify(
         if int8
         else f"PyTorch {torch.__version__} eager, float32"
     )
-    threshold = INT8_PSNR_DB if request.precision == "int8" else FLOAT_PSNR_DB
-    reason = getattr(exporter, "runs_here", lambda _path: None)(path)
+    threshold = INT8_PSNR_DB if plan.precision == "int8" else FLOAT_PSNR_DB
+    reason = exporter.runs_here(path)
     if reason is not None:
-        structure = exporter.validate(path, request)  # type: ignore[attr-defined]
-        evaluate = getattr(exporter, "evaluate", None)  # a program evaluator of our own, not the runtime
-        if evaluate is not None:
+        structure = exporter.validate(path, plan)
+        evaluator = exporter.evaluator()  # a program evaluator of our own, not the runtime
+        if evaluator is not None:
+            evaluator_name, evaluate = evaluator
             with torch.no_grad():
                 xt = torch.from_numpy(x)
                 ref = (quantized(xt) if int8 else model(xt)).numpy()
             out = evaluate(path, x)
             psnr = output_psnr(out, ref)
             structure["reference_evaluator"] = {
-                "name": getattr(exporter, "evaluator_name", "edgesr program evaluator, not the runtime"),
+                "name": evaluator_name,
                 "reference": reference,
                 "psnr_db": _db(psnr),
                 "max_abs_diff": float(np.max(np.abs(out.astype(np.float64) - ref))),
@@ -153,7 +155,7 @@ def verify(
         ref = quantized(xt).numpy() if int8 else ref_float
     out = exporter.run(path, x)
     if out.shape != ref.shape:
-        raise RuntimeError(f"{exporter.name} artifact returned shape {out.shape}, PyTorch {ref.shape}")
+        raise RuntimeError(f"{exporter.spec.name} artifact returned shape {out.shape}, PyTorch {ref.shape}")
     psnr = output_psnr(out, ref)
     return Verification(
         runtime=runtime,

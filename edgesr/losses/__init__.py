@@ -1,29 +1,24 @@
 """Losses: pure functions on tensors, small modules that add weights/configuration, one registry.
 
-Registered names (`build_loss(name, **kwargs)`):
-- "l1": `L1Loss(weight=1.0)`, `forward(pred, target)`.
-- "output_kd": `OutputDistillationLoss(alpha=0.5, weight=1.0)`, `forward(student_sr, teacher_sr, hr)`.
-- "csd": `ContrastiveLoss(layers, layer_weights, vgg_weights, num_negatives, input_scale, normalize)`,
-  `forward(student_sr, teacher_sr, negatives)`.
-- "fitnet": `FitNetLoss(student_channels, teacher_channels, p=2, weight=1.0, identity_when_equal=False)`,
-  `forward(student_feats, teacher_feats)` (lists of tap features; see `edgesr.models.taps`).
-- "fakd": `FAKDLoss(max_positions=4096, weight=1.0)`, `forward(student_feats, teacher_feats, generator=None)`.
-- "lsfd": `LSFDLoss(student_channels, teacher_channels, kernel=3, tau=1.0, weight=1.0)`,
-  `forward(student_feats, teacher_feats)` (edgesr's interpretation; docs/distillation.md).
-- "facd": `FACDLoss(student_channels, teacher_channels, tau=0.1, grid=8, adaptive=True, weight=1.0,
-  batch_negatives=False)`, `forward(student_feats, teacher_feats, student_sr=None, teacher_sr=None, hr=None)`
-  (edgesr's interpretation; docs/distillation.md).
+The registrations below are the one list of loss names (`LOSSES.names()`; `build_loss(name, **kwargs)`).
+Each class documents its constructor and `forward`, and declares what it reads in
+`reads = Reads(...)` (`edgesr.losses.spec`): the `DistillBatch` fields its `forward` takes (outputs,
+HR, tapped features, a generator, CSD negatives) and whether it is built with per-tap channels. The
+trainer calls every loss from that declaration (`call_loss`), so a new loss is one class and one
+`LOSSES.register` line; `output_losses()`, those reading no tapped features, are the ones a QAT
+stage may use. LSFD and FACD are edgesr's interpretations (docs/distillation.md).
 `csd_objective` combines them into CSD's full training objective.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from edgesr.losses.batch import DistillBatch, call_loss
 from edgesr.losses.contrastive import (
     DEFAULT_LAYER_WEIGHTS,
     DEFAULT_LAYERS,
@@ -38,10 +33,11 @@ from edgesr.losses.facd import FACDLoss, facd_loss
 from edgesr.losses.feature import FAKDLoss, FitNetLoss, fakd_loss, fitnet_loss, spatial_affinity
 from edgesr.losses.lsfd import LSFDLoss, lsfd_loss
 from edgesr.losses.pixel import L1Loss, OutputDistillationLoss, l1, output_distillation
+from edgesr.losses.spec import Reads, reads_of
 from edgesr.losses.vgg import TAPS, VGG19Features, load_vgg19_weights
 from edgesr.registry import Registry
 
-LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
+LOSSES: Registry[type[nn.Module]] = Registry("loss")  # each class declares `reads` (edgesr.losses.spec)
 LOSSES.register("l1")(L1Loss)
 LOSSES.register("output_kd")(OutputDistillationLoss)
 LOSSES.register("csd")(ContrastiveLoss)
@@ -54,6 +50,14 @@ LOSSES.register("facd")(FACDLoss)
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered loss module; an unknown name raises KeyError listing the valid ones."""
     return LOSSES.get(name)(**kwargs)
+
+
+def output_losses() -> tuple[str, ...]:
+    """Registered losses that read no tapped features (only outputs, HR, ...), in name order.
+
+    Taps are forward hooks, so these are the losses usable where hooks do not run (a QAT graph).
+    """
+    return tuple(n for n in LOSSES.names() if not reads_of(LOSSES.get(n)).features)
 
 
 def csd_objective(
@@ -117,14 +121,17 @@ __all__ = [
     "LOSSES",
     "TAPS",
     "ContrastiveLoss",
+    "DistillBatch",
     "FACDLoss",
     "FAKDLoss",
     "FitNetLoss",
     "L1Loss",
     "LSFDLoss",
     "OutputDistillationLoss",
+    "Reads",
     "VGG19Features",
     "build_loss",
+    "call_loss",
     "contrastive_ratio",
     "csd_objective",
     "facd_loss",
@@ -138,5 +145,7 @@ __all__ = [
     "negative_set",
     "negative_indices",
     "output_distillation",
+    "output_losses",
+    "reads_of",
     "spatial_affinity",
 ]

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgesr.losses.spec import Reads
 from edgesr.losses.vgg import TAPS, VGG19Features
 
 DEFAULT_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -131,6 +132,8 @@ class ContrastiveLoss(nn.Module):
     The embedding of the teacher and the negatives runs under no_grad (they are detached in CL
     anyway, so this only saves memory and time); the student's runs with grad.
     """
+
+    reads: ClassVar[Reads] = Reads(("student", "teacher", "negatives"))
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ I(R; T) >= log(K) - l with K keys per anchor, so minimising it maximises that bo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 
 from edgesr.losses.feature import apply_regressors, regressors
 from edgesr.losses.lsfd import check_paired_taps
+from edgesr.losses.spec import Reads
 
 
 def pool_to_grid(x: Tensor, grid: int | None) -> Tensor:
@@ -137,6 +139,10 @@ class FACDLoss(nn.Module):
     average pooling and a 1x1 conv are both affine per pixel, so they commute exactly, and the
     regressor then runs on g x g cells instead of the full map.
     """
+
+    reads: ClassVar[Reads] = Reads(
+        ("student_feats", "teacher_feats", "student", "teacher", "hr"), channels=True
+    )
 
     def __init__(
         self,

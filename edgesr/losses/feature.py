@@ -8,10 +8,13 @@ detached: these terms train the student only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from edgesr.losses.spec import Reads
 
 __all__ = ["FAKDLoss", "FitNetLoss", "fakd_loss", "fitnet_loss", "spatial_affinity"]
 
@@ -97,6 +100,8 @@ class FitNetLoss(nn.Module):
     The regressors are trained with the student, so a trainer must add ``self.parameters()`` to its
     optimizer; they are not part of the student and are dropped at export.
     """
+
+    reads: ClassVar[Reads] = Reads(("student_feats", "teacher_feats"), channels=True)
 
     def __init__(
         self,
@@ -191,6 +196,8 @@ class FAKDLoss(nn.Module):
     (``default_taps``' "stage1..3"); the trainer combines the terms, so the paper's setting is
     ``weight=10`` next to ``OutputDistillationLoss(alpha=0.5)``.
     """
+
+    reads: ClassVar[Reads] = Reads(("student_feats", "teacher_feats", "generator"))
 
     def __init__(self, max_positions: int | None = 4096, weight: float = 1.0) -> None:
         super().__init__()

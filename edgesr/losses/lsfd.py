@@ -21,12 +21,14 @@ L1 FD); tau -> 0 puts all weight on the worst pixel.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgesr.losses.feature import apply_regressors, regressors
+from edgesr.losses.spec import Reads
 
 
 def local_contrast(x: Tensor, kernel: int = 3) -> Tensor:
@@ -103,6 +105,8 @@ class LSFDLoss(nn.Module):
     student_channels / teacher_channels: per tap (an int is one tap or broadcast). The regressors
     have no bias: loc() removes any constant offset, so a bias would never get a gradient.
     """
+
+    reads: ClassVar[Reads] = Reads(("student_feats", "teacher_feats"), channels=True)
 
     def __init__(
         self,

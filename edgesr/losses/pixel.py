@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from edgesr.losses.spec import Reads
 
 
 def l1(pred: Tensor, target: Tensor) -> Tensor:
@@ -22,6 +26,8 @@ def output_distillation(student: Tensor, teacher: Tensor, hr: Tensor, alpha: flo
 class L1Loss(nn.Module):
     """`forward(pred, target) -> weight * l1(pred, target)`."""
 
+    reads: ClassVar[Reads] = Reads(("student", "hr"))
+
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
         self.weight = weight
@@ -32,6 +38,8 @@ class L1Loss(nn.Module):
 
 class OutputDistillationLoss(nn.Module):
     """`forward(student_sr, teacher_sr, hr) -> weight * output_distillation(...)`."""
+
+    reads: ClassVar[Reads] = Reads(("student", "teacher", "hr"))
 
     def __init__(self, alpha: float = 0.5, weight: float = 1.0) -> None:
         super().__init__()

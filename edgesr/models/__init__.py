@@ -11,7 +11,7 @@ Every registered model is built from ``SlimConv2d`` and has ``forward(x, width=1
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -41,12 +41,14 @@ __all__ = [
     "SlimConv2d",
     "Split",
     "active_index",
+    "arch_channels",
     "build_model",
     "count_macs",
     "count_params",
     "materialize",
     "model_signature",
     "snap_channels",
+    "students_at",
     "width_scope",
 ]
 
@@ -71,6 +73,22 @@ def build_model(name: str, **args: int | float | bool) -> nn.Module:
     if unknown:
         raise TypeError(f"model {name!r} got unknown args {unknown}; valid: {', '.join(sig.parameters)}")
     return builder(**args)
+
+
+def arch_channels(arch: dict, width: float) -> int:
+    """Feature channels of `arch` (``{"name", "args"}``, as checkpoints and manifests carry it) at
+    `width`: the one rule ``snap_channels(n_feats, width, width_multiple)``; 0 for a model without
+    ``n_feats``."""
+    args = arch.get("args", {})
+    feats = int(args.get("n_feats", 0))
+    return snap_channels(feats, width, int(args.get("width_multiple", 8))) if feats else 0
+
+
+def students_at(full: nn.Module, widths: Iterable[float]) -> Iterator[tuple[float, nn.Module]]:
+    """(width, stand-alone student of `full`) for each width, made one at a time as it is asked for
+    (width 1 is `full` itself, not a copy)."""
+    for w in widths:
+        yield w, full if w == 1.0 else materialize(full, w)
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from edgesr.models import build_model
 from edgesr.models.edsr import DIV2K_RGB_MEAN
 
-__all__ = ["convert_official", "is_official_checkpoint", "load_official"]
+__all__ = ["is_official_checkpoint", "load_official"]
 
 _CONTAINERS = ("state_dict", "model")  # wrapper dicts seen around official state dicts
 _PREFIXES = ("module.", "model.")  # DataParallel / wrapper-module key prefixes
@@ -125,23 +125,6 @@ def is_official_checkpoint(path: str | Path) -> bool:
     except ValueError:
         return False
     return "head.0.weight" in state and "tail.1.weight" in state
-
-
-def convert_official(src: str | Path, dst: str | Path, **kwargs: Any) -> Path:
-    """Write the official checkpoint ``src`` as an edgesr checkpoint under the directory ``dst``.
-
-    ``kwargs`` go to ``load_official``. The result is a teacher checkpoint (step 0, widths
-    ``(1.0,)``, recipe hash ``"official"``) that ``edgesr.train.checkpoint.load_model(dst)`` reads.
-    Returns the written ``dst/step-0000000`` directory.
-    """
-    from edgesr.train.checkpoint import CheckpointMeta, save_checkpoint  # train imports models
-
-    model, _ = load_official(src, **kwargs)
-    meta = CheckpointMeta(
-        arch=model.arch, scale=model.scale, widths=(1.0,), materialized_width=None,
-        recipe_hash="official", step=0,
-    )  # fmt: skip
-    return save_checkpoint(Path(dst), model, meta, None)
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """`edgesr profile ...` and `edgesr select-width`: argument parsing and thin handlers.
 
-The work happens in edgesr.profile.{host,adb,importers,latency_model} and edgesr.select.
+The work happens in edgesr.profile.{host,adb,importers,latency_model}, edgesr.selection and
+edgesr.recipe_edit (`--write`).
 """
 
 from __future__ import annotations
@@ -286,7 +287,7 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from edgesr.select import selection_table
+    from edgesr.selection import selection_table
 
     header, rows = selection_table(sel)
     t = Table(
@@ -310,7 +311,7 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
         if not args.recipe:
             raise ValueError("--write needs --recipe (the recipe whose student width to set)")
         from edgesr.recipe import resolve_recipe
-        from edgesr.select import write_recipe_width
+        from edgesr.recipe_edit import write_recipe_width
 
         path = resolve_recipe(args.recipe)
         old, _ = write_recipe_width(path, c.width)

@@ -27,34 +27,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgesr.devices import RUNTIME_OF_TARGET, Resolution
+from edgesr.devices import Resolution
+from edgesr.errors import NotRunnableHere, UsageError
+from edgesr.export import EXPORTERS, ExportOptions, get_exporter, plan_export
+from edgesr.export.manifest import artifact_sha256, manifest_path
+from edgesr.export.run import deployable
+from edgesr.models import arch_channels, build_model, count_macs, count_params, students_at
 from edgesr.profile.store import LayerKey, ModelInfo, Record
 from edgesr.profile.timing import PeakRSS, now_utc, time_fn
+from edgesr.targets import TARGETS
 
 PYTORCH = "pytorch"
-# Which package's version is "the runtime version" of each target.
-_RUNTIME_PACKAGE = {
-    "onnx": "onnxruntime",
-    "tflite": "ai-edge-litert",
-    "executorch": "executorch",
-    "coreml": "coremltools",
-}
-_DEFAULT_DELEGATE = {"onnx": "cpu", "tflite": "xnnpack", "executorch": "xnnpack", "coreml": "all"}
+_PLATFORMS = {"darwin": "macOS/iOS"}  # sys.platform -> what messages call it
 
 Loader = Callable[[int | None], Callable[[np.ndarray], np.ndarray]]
 
 
 def targets() -> list[str]:
     """What can be timed here: eager PyTorch and every registered export target."""
-    from edgesr.export import EXPORTERS
-
     return [PYTORCH, *EXPORTERS.names()]
-
-
-def _exporter(target: str) -> Any:
-    from edgesr.export import get_exporter
-
-    return get_exporter(target)
 
 
 def runtime_info(target: str) -> tuple[str, str, str]:
@@ -62,28 +53,25 @@ def runtime_info(target: str) -> tuple[str, str, str]:
     RuntimeError when its runtime cannot run on this machine (Core ML off macOS)."""
     if target == PYTORCH:
         return "pytorch", torch.__version__, "cpu"
-    if target == "coreml" and sys.platform != "darwin":
-        raise RuntimeError(
-            "Core ML artifacts run only on macOS/iOS: time them on a Mac (a `transport: macos` device) "
-            "or import an on-device measurement with `edgesr profile import`"
+    spec = TARGETS.get(target)
+    if spec.platforms and sys.platform not in spec.platforms:
+        raise NotRunnableHere(
+            f"{spec.sdk_label.split(' (')[0]} artifacts run only on {_PLATFORMS[spec.platforms[0]]}: "
+            "time them on such a machine (a `transport: macos` device) or import an on-device "
+            "measurement with `edgesr profile import`"
         )
-    exp = _exporter(target)
-    versions = exp.sdk_versions()
-    pkg = _RUNTIME_PACKAGE.get(target)
+    versions = get_exporter(target).sdk_versions()
+    pkg = spec.runtime_package
     version = versions.get(pkg) if pkg in versions else ", ".join(f"{k} {v}" for k, v in versions.items())
-    delegates = getattr(exp, "delegates", ())
-    delegate = delegates[0] if delegates else _DEFAULT_DELEGATE.get(target, "cpu")
-    return RUNTIME_OF_TARGET.get(target, target), str(version), delegate
+    return spec.runtime, str(version), spec.default_delegate
 
 
 def target_for_artifact(path: Path) -> str:
     """The registered target whose suffix `path` has (.onnx -> onnx)."""
-    from edgesr.export import EXPORTERS
-
-    for name in EXPORTERS.names():
-        if path.name.endswith(EXPORTERS.get(name).suffix):
-            return name
-    raise ValueError(
+    for spec in TARGETS.values():
+        if path.name.endswith(spec.suffix):
+            return spec.name
+    raise UsageError(
         f"{path}: no registered export target has suffix {path.suffix!r} "
         f"(targets: {', '.join(EXPORTERS.names())}); pass --target"
     )
@@ -157,41 +145,30 @@ def machine_load() -> str:
 
 def macs_at(model: nn.Module, hw: tuple[int, int]) -> int:
     """Conv MACs of one frame at `hw`, counted on a meta-device copy (no real compute)."""
-    from edgesr.models import count_macs
-
     return count_macs(copy.deepcopy(model).to("meta"), hw)
 
 
 def model_info(arch: dict[str, Any], width: float, model: nn.Module, hw: tuple[int, int]) -> ModelInfo:
-    from edgesr.models import count_params, snap_channels
-
-    args = arch.get("args", {})
-    feats = int(args.get("n_feats", 0))
-    channels = snap_channels(feats, width, int(args.get("width_multiple", 8))) if feats else 0
+    channels = arch_channels(arch, width)
     return ModelInfo(dict(arch), float(width), channels, count_params(model), macs_at(model, hw))
 
 
 def _export(model: nn.Module, target: str, shape: tuple[int, int, int, int], folder: Path, stem: str) -> Path:
-    from edgesr.export import ExportRequest
-
-    exp = _exporter(target)
-    path = folder / f"{stem}{exp.suffix}"
-    # The request's shape must be RGB; single-layer models of the latency table take other channel
+    """Write `model` as `target`'s artifact for timing: the graph the target ships (its default
+    upsampler, e.g. TFLite float: DEPTH_TO_SPACE), not verified (profiling times, it does not ship)."""
+    exporter = get_exporter(target)
+    path = folder / f"{stem}{exporter.spec.suffix}"
+    # The options' shape must be RGB; single-layer models of the latency table take other channel
     # counts, and exporters trace with `example`, so only H and W are passed through here.
-    request = ExportRequest(checkpoint=f"<profile {stem}>", target=target, input_shape=(1, 3, *shape[2:]))
+    plan = plan_export(target, ExportOptions(input_shape=(1, 3, *shape[2:])))
     if any(isinstance(m, nn.PixelShuffle) for m in model.modules()):
-        from edgesr.export.base import deployable, upsampler_for
-
-        # time the graph the target ships: its default upsampler (TFLite float: DEPTH_TO_SPACE)
-        model = deployable(model.eval(), upsampler_for(exp, request))
+        model = deployable(model.eval(), plan.upsampler)
     with torch.no_grad():
-        exp.export(model.eval(), torch.from_numpy(real_input(shape)), path, request)
+        exporter.export(model.eval(), torch.from_numpy(real_input(shape)), path, plan)
     return path
 
 
 def artifact_sha(path: Path) -> str:
-    from edgesr.export.manifest import artifact_sha256
-
     return artifact_sha256(path)
 
 
@@ -214,7 +191,7 @@ def profile_module(
             load, sha, artifact = pytorch_loader(model), weights_sha256(model), f"{name}.pt (eager)"
         else:
             path = _export(model, target, shape, Path(tmp), name)
-            exp = _exporter(target)
+            exp = get_exporter(target)
             load, sha, artifact = (lambda t: exp.load(path, t)), artifact_sha(path), path.name
         busy = machine_load()
         stats, peak = measure(load, real_input(shape), threads, warmup, runs)
@@ -239,11 +216,8 @@ def profile_module(
 
 def info_from_manifest(manifest: dict[str, Any], resolution: Resolution) -> ModelInfo:
     """ModelInfo of an artifact's manifest, MACs rescaled to `resolution` (conv MACs scale with H*W)."""
-    from edgesr.models import snap_channels
-
     m = manifest["model"]
-    feats = int(m["args"].get("n_feats", 0))
-    ch = snap_channels(feats, m["width"], int(m["args"].get("width_multiple", 8))) if feats else 0
+    ch = arch_channels(m, m["width"])
     h, w = m["macs_input"][2], m["macs_input"][3]
     macs = int(m["macs"] * resolution.width * resolution.height / (h * w))
     return ModelInfo({"name": m["name"], "args": m["args"]}, float(m["width"]), ch, int(m["params"]), macs)
@@ -251,8 +225,6 @@ def info_from_manifest(manifest: dict[str, Any], resolution: Resolution) -> Mode
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
     """The artifact's `<artifact>.json` manifest (edgesr.export.manifest), or None."""
-    from edgesr.export.manifest import manifest_path
-
     m = manifest_path(path)
     return json.loads(m.read_text()) if m.is_file() else None
 
@@ -274,10 +246,10 @@ def profile_artifact(
     if resolution is None:
         shape = (manifest or {}).get("input", {}).get("shape")
         if not shape or not all(isinstance(v, int) for v in shape):
-            raise ValueError(f"{path}: no fixed input shape in its manifest; pass --resolution WxH")
+            raise UsageError(f"{path}: no fixed input shape in its manifest; pass --resolution WxH")
         resolution = Resolution(shape[3], shape[2])
     runtime, version, delegate = runtime_info(target)
-    exp = _exporter(target)
+    exp = get_exporter(target)
     info = info_from_manifest(manifest, resolution) if manifest else None
     precision = manifest.get("precision", "fp32") if manifest else "fp32"
     shape = (1, 3, resolution.height, resolution.width)
@@ -315,15 +287,12 @@ def sweep(
     """Export and time the architecture at each width. `weights`: a full-width model to slice
     (e.g. a CSD checkpoint); by default a seeded fresh model of `arch` (latency is weight-independent).
     """
-    from edgesr.models import build_model, materialize
-
     if weights is None:
         torch.manual_seed(0)
         weights = build_model(arch["name"], **arch["args"])
     shape = (1, 3, resolution.height, resolution.width)
     out = []
-    for w in widths:
-        model = weights if w == 1.0 else materialize(weights, w)
+    for w, model in students_at(weights, widths):
         info = model_info(arch, w, model, resolution.hw)
         size = f"{resolution.height}x{resolution.width}"
         name = f"{arch['name']}_x{arch['args'].get('scale', '')}_w{w:g}_{size}_fp32"

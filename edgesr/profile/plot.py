@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edgesr.select import Selection
+    from edgesr.selection import Selection
 
 
 def plot_selection(sel: Selection, path: str | os.PathLike[str]) -> Path:

@@ -16,7 +16,7 @@ from edgesr.devices import Resolution, load_device, parse_resolution
 from edgesr.profile.latency_model import Accuracy, accuracy, measure_table, needed_keys, table_from_records
 from edgesr.profile.plot import plot_selection
 from edgesr.profile.store import PROFILES_DIR, Record, device_records, save_records
-from edgesr.select import (
+from edgesr.selection import (
     Selection,
     candidate_widths,
     measured_archs,

@@ -14,6 +14,7 @@ integer kernels. Importing this package imports no export SDK and not torchao: b
 by the functions that need them (`MissingSDKError` names the pip extra when one is missing).
 """
 
+from edgesr.quant import stage as _stage  # noqa: F401  (registers the `qat` training mode)
 from edgesr.quant.backends import BACKENDS, TARGET_BACKEND, check_backend, get_quantizer
 from edgesr.quant.pt2e import (
     activation_fake_quants,
@@ -26,7 +27,14 @@ from edgesr.quant.pt2e import (
     ptq,
     set_training,
 )
-from edgesr.quant.state import QAT_EXAMPLE, QuantMeta, fake_quant_model, is_qat_checkpoint, load_quantized
+from edgesr.quant.state import (
+    QAT_EXAMPLE,
+    QuantMeta,
+    fake_quant_model,
+    is_qat_checkpoint,
+    load_quantized,
+    quantized_student,
+)
 
 __all__ = [
     "BACKENDS",
@@ -46,5 +54,6 @@ __all__ = [
     "load_quantized",
     "prepare",
     "ptq",
+    "quantized_student",
     "set_training",
 ]

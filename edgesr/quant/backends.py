@@ -19,30 +19,37 @@ from typing import Any
 
 from torch.fx import GraphModule
 
-from edgesr.export.base import import_sdk
+from edgesr.errors import UsageError
 from edgesr.registry import unknown_name_message
+from edgesr.sdk import import_sdk
+from edgesr.targets import TARGETS, quant_backends, target_of_backend
 
 __all__ = [
     "BACKENDS", "TARGET_BACKEND", "check_backend", "get_quantizer", "litert_quantizer_class",
     "require_torchao",
 ]  # fmt: skip
 
-BACKENDS: tuple[str, ...] = ("xnnpack", "litert", "coreml")
-TARGET_BACKEND: dict[str, str] = {"executorch": "xnnpack", "tflite": "litert", "coreml": "coreml"}
-_SDK = {  # backend -> (target, label, pip extra, modules to import)
-    "xnnpack": (
-        "executorch", "ExecuTorch", "executorch",
-        ("executorch.backends.xnnpack.quantizer.xnnpack_quantizer",),
-    ),
-    "litert": ("tflite", "LiteRT (litert-torch)", "tflite", ("litert_torch.quantize.pt2e_quantizer",)),
-    "coreml": ("coreml", "Core ML (coremltools)", "coreml", ("coremltools",)),
-}  # fmt: skip
+# Which backend each target quantizes for is a target fact (edgesr.targets); these are views of it.
+BACKENDS: tuple[str, ...] = quant_backends()
+TARGET_BACKEND: dict[str, str] = {s.name: s.quant_backend for s in TARGETS.values() if s.quant_backend}
+_QUANTIZER_MODULE = {  # backend -> the SDK module its quantizer comes from
+    "xnnpack": "executorch.backends.xnnpack.quantizer.xnnpack_quantizer",
+    "litert": "litert_torch.quantize.pt2e_quantizer",
+    "coreml": "coremltools",
+}
+
+
+def _import_quantizer_sdk(backend: str) -> Any:
+    """The backend's quantizer module, or MissingSDKError naming its target's pip extra."""
+    spec = target_of_backend(backend)
+    (mod,) = import_sdk(spec.name, spec.sdk_label, spec.extra, _QUANTIZER_MODULE[backend])
+    return mod
 
 
 def check_backend(backend: str) -> str:
     """`backend` if it is one of BACKENDS, else a ValueError listing them."""
     if backend not in BACKENDS:
-        raise ValueError(unknown_name_message("quantization backend", backend, BACKENDS))
+        raise UsageError(unknown_name_message("quantization backend", backend, BACKENDS))
     return backend
 
 
@@ -62,8 +69,8 @@ def litert_quantizer_class() -> type:
     litert-torch's own code, so the converter sees exactly the annotations it expects.
     """
     require_torchao()
-    (mod,) = import_sdk(*_SDK["litert"][:3], *_SDK["litert"][3])
-    from edgesr.quant.annotate import annotate_float_islands
+    mod = _import_quantizer_sdk("litert")
+    from edgesr.quant.annotate import annotate_float_islands  # needs torchao, an optional extra
 
     class LiteRTQuantizer(mod.PT2EQuantizer):
         STATIC_QAT_ONLY_OPS: list[str] = []  # the conv-bn annotators that trip the bug
@@ -94,22 +101,20 @@ def get_quantizer(backend: str, *, qat: bool = False, fully_integer: bool = Fals
     `QuantConfig(pt2e_quantizer=...)` accepts). Raises `MissingSDKError` naming the pip extra when
     the backend's SDK is missing, ValueError for an unknown backend.
     """
-    target, label, extra, modules = _SDK[check_backend(backend)]
+    check_backend(backend)
     require_torchao()
     from torchao.quantization.pt2e.quantizer import ComposableQuantizer
 
-    from edgesr.quant.annotate import FloatIslandsQuantizer, W8A8Quantizer
+    from edgesr.quant.annotate import FloatIslandsQuantizer, W8A8Quantizer  # need torchao (optional)
 
+    mod = _import_quantizer_sdk(backend)
     if backend == "litert":
-        (mod,) = import_sdk(target, label, extra, *modules)
         quantizer = litert_quantizer_class()(fully_integer=fully_integer)
         return quantizer.set_global(mod.get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
     if backend == "xnnpack":
-        (mod,) = import_sdk(target, label, extra, *modules)
         base = mod.XNNPACKQuantizer().set_global(
             mod.get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
         )
     else:
-        import_sdk(target, label, extra, *modules)
         base = W8A8Quantizer(qat=qat)
     return ComposableQuantizer([base, FloatIslandsQuantizer(qat)]) if fully_integer else base

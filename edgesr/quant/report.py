@@ -16,7 +16,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from edgesr.errors import CheckpointError, UsageError
 from edgesr.evaluate import EvalRow, evaluate
+from edgesr.quant.backends import check_backend
+from edgesr.quant.pt2e import calibration_images as crops
+from edgesr.quant.pt2e import ptq
+from edgesr.quant.state import quantized_student
+from edgesr.recipe import load_recipe
+from edgesr.student import load_student
+from edgesr.train.checkpoint import resolve_checkpoint
 
 __all__ = ["Int8Student", "QuantComparison", "compare_quantized", "qat_student_source"]
 
@@ -46,16 +54,13 @@ class QuantComparison:
 
 def qat_student_source(qat_checkpoint: str | os.PathLike[str]) -> str:
     """The float student a QAT run started from (`train.student_from` of its run's recipe.yaml)."""
-    from edgesr.recipe import load_recipe
-    from edgesr.train.checkpoint import resolve_checkpoint
-
     weights = resolve_checkpoint(qat_checkpoint)
     for folder in [Path(qat_checkpoint), *weights.parents]:
         if (folder / "recipe.yaml").is_file():
             source = load_recipe(folder / "recipe.yaml").train.student_from
             if source:
                 return source
-    raise ValueError(
+    raise CheckpointError(
         f"{qat_checkpoint}: no recipe.yaml with train.student_from next to it; pass the float student"
     )
 
@@ -74,23 +79,19 @@ def compare_quantized(
 
     `backend` defaults to the QAT checkpoint's, else xnnpack. PSNR in dB on the Y channel.
     """
-    from edgesr.quant import calibration_images as crops
-    from edgesr.quant import check_backend, load_quantized, ptq
-    from edgesr.quant.stage import load_student
-    from edgesr.train.checkpoint import read_meta
-
     qmeta = None
     int8_qat = None
     if qat is not None:
-        int8_qat, qmeta = load_quantized(qat)
+        int8_qat, qmeta = quantized_student(load_student(qat))
         if backend is not None and backend != qmeta.backend:
-            raise ValueError(f"{qat} was QAT-trained for backend {qmeta.backend!r}, not {backend!r}")
+            raise UsageError(f"{qat} was QAT-trained for backend {qmeta.backend!r}, not {backend!r}")
     backend = check_backend(backend or (qmeta.backend if qmeta else "xnnpack"))
-    smeta = read_meta(student)
-    width = float(qmeta.width if qmeta and qmeta.width else smeta.materialized_width or min(smeta.widths))
-    model = load_student(str(student), width).eval()
+    source = load_student(student, qmeta.width if qmeta and qmeta.width else None, any_width=True)
+    if source.is_qat:
+        raise UsageError(f"{student} is a QAT checkpoint; compare_quantized needs the float student")
+    model, width, scale = source.net, source.width, source.scale
     fully_integer = bool(qmeta.fully_integer) if qmeta else False
-    images = crops(smeta.scale, n=calibration_images, size=calibration_size)
+    images = crops(scale, n=calibration_images, size=calibration_size)
     int8_ptq = ptq(model, backend, images[0], images, fully_integer=fully_integer)
     tag = f"{backend}{', fully integer' if fully_integer else ''}"
     candidates = [("float", model), (f"int8 PTQ ({tag})", Int8Student(int8_ptq, width))]
@@ -99,6 +100,6 @@ def compare_quantized(
     rows = []
     with torch.no_grad():
         for method, m in candidates:
-            for r in evaluate(m, datasets, smeta.scale, [width], with_ssim=with_ssim):
+            for r in evaluate(m, datasets, scale, [width], with_ssim=with_ssim):
                 rows.append(EvalRow(r.dataset, f"{method} w={width:g}", r.width, r.psnr, r.ssim, r.images))
     return QuantComparison(backend, width, rows)

@@ -15,17 +15,18 @@ the weights to fixed int8 grids.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import Tensor, nn
 
+from edgesr.errors import RecipeError
 from edgesr.models import materialize
 from edgesr.quant.pt2e import calibrate_ranges, calibration_images
 from edgesr.quant.state import fake_quant_model, quant_entry
 from edgesr.recipe import Recipe
+from edgesr.student import load_student
+from edgesr.train.modes import MODES, TeacherLoader
 from edgesr.train.objectives import DistillObjective
 
-__all__ = ["QATObjective", "build_qat_objective", "load_student"]
+__all__ = ["QATObjective", "build_qat_objective", "float_student"]
 
 
 class QATObjective(DistillObjective):
@@ -48,25 +49,20 @@ class QATObjective(DistillObjective):
         return super().forward(lr, hr, step)
 
 
-def load_student(path: str, width: float) -> nn.Module:
-    """The float student at `width` from a materialized-student, CSD or teacher checkpoint."""
-    from edgesr.train.checkpoint import load_model
-
-    model, meta = load_model(path)
-    if meta.quant is not None:
-        raise ValueError(f"train.student_from={path} is already a QAT checkpoint; give the float student")
-    if meta.materialized_width is None:
-        return materialize(model, width)
-    if abs(meta.materialized_width - width) > 1e-9:
-        raise ValueError(
-            f"train.student_from={path} is a student of width {meta.materialized_width:g}, "
-            f"but train.widths is [{width:g}]"
-        )
-    return model
+def float_student(path: str, width: float) -> nn.Module:
+    """The float student at `width` from a materialized-student, CSD or teacher checkpoint, stand-alone
+    at every width (a full-width student too, so its QAT checkpoint says materialized width 1)."""
+    student = load_student(path, width, any_width=True)
+    if student.is_qat:
+        raise RecipeError(f"train.student_from={path} is already a QAT checkpoint; give the float student")
+    if student.meta.materialized_width is None and student.width == 1.0:
+        return materialize(student.net, 1.0)
+    return student.net
 
 
+@MODES.register("qat")
 def build_qat_objective(
-    recipe: Recipe, model: nn.Module, load_teacher: Callable[[str, nn.Module], nn.Module]
+    recipe: Recipe, model: nn.Module, load_teacher: TeacherLoader
 ) -> tuple[QATObjective, float]:
     """The objective of a `qat` recipe and the student's width. `model` is the recipe's (full-width,
     untrained) architecture that the teacher must match; `load_teacher` the trainer's `train.init`
@@ -75,9 +71,9 @@ def build_qat_objective(
     assert t.init is not None and t.student_from is not None  # the recipe checks both in qat mode
     width = t.widths[0]
     teacher = load_teacher(t.init, model)
-    student = load_student(t.student_from, width)
+    student = float_student(t.student_from, width)
     if student.arch != model.arch:
-        raise ValueError(
+        raise RecipeError(
             f"train.student_from={t.student_from} holds {student.arch}; the recipe builds {model.arch}"
         )
     q = t.quant

@@ -10,6 +10,7 @@ converts it to the int8 q/dq graph the exporters lower.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +19,11 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule
 
+from edgesr.errors import CheckpointError
 from edgesr.quant.backends import check_backend
 from edgesr.quant.pt2e import convert, prepare
+from edgesr.student import Student, load_student
+from edgesr.train.checkpoint import read_meta, register_qat_rebuild
 
 __all__ = [
     "QAT_EXAMPLE",
@@ -28,6 +32,7 @@ __all__ = [
     "is_qat_checkpoint",
     "load_quantized",
     "quant_entry",
+    "quantized_student",
 ]
 
 # The example a QAT graph is exported with; batch, H and W are free, so only its rank matters.
@@ -69,38 +74,48 @@ def fake_quant_model(model: nn.Module, quant: dict[str, Any]) -> GraphModule:
     return fq
 
 
-def is_qat_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """Whether `path` (a run dir, checkpoint dir or .safetensors) is a QAT checkpoint."""
-    from edgesr.train.checkpoint import CheckpointError, read_meta
+register_qat_rebuild(fake_quant_model)  # so that load_model / load_student rebuild QAT checkpoints
 
+
+def is_qat_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` (a run dir, checkpoint dir or .safetensors) is a QAT checkpoint (header only)."""
     try:
         return read_meta(path).quant is not None
     except CheckpointError:
         return False
 
 
-def load_quantized(
-    path: str | os.PathLike[str], *, example: Tensor | None = None
-) -> tuple[GraphModule, QuantMeta]:
-    """A QAT checkpoint as its converted int8 q/dq graph (eval mode), and what it was trained for.
-
-    `example` (1, 3, H, W), when given, is run once so that a shape the graph cannot take fails here.
-    """
-    from edgesr.train.checkpoint import CheckpointError, load_model
-
-    fq, meta = load_model(path)
-    if meta.quant is None:
-        raise CheckpointError(f"{path}: not a QAT checkpoint (no `quant` metadata); quantize it with ptq()")
-    qmeta = QuantMeta(
-        backend=meta.quant["backend"],
-        fully_integer=bool(meta.quant["fully_integer"]),
-        width=meta.materialized_width,
-        scale=meta.scale,
-        arch=meta.arch,
-        step=meta.step,
+def quant_meta(student: Student) -> QuantMeta:
+    """What a QAT student was trained for; CheckpointError for a float one."""
+    if student.quant is None:
+        where = student.path or "this student"
+        raise CheckpointError(f"{where}: not a QAT checkpoint (no `quant` metadata); quantize it with ptq()")
+    return QuantMeta(
+        backend=student.quant["backend"],
+        fully_integer=bool(student.quant["fully_integer"]),
+        width=student.meta.materialized_width,
+        scale=student.scale,
+        arch=student.arch,
+        step=student.meta.step,
     )
-    converted = convert(fq, qmeta.backend)
+
+
+def quantized_student(student: Student, *, example: Tensor | None = None) -> tuple[GraphModule, QuantMeta]:
+    """A QAT student's converted int8 q/dq graph (eval mode), and what it was trained for.
+
+    The conversion works on a copy: `student.net` stays the fake-quant graph. `example` (1, 3, H, W),
+    when given, is run once so that a shape the graph cannot take fails here.
+    """
+    qmeta = quant_meta(student)
+    converted = convert(copy.deepcopy(student.net), qmeta.backend)
     if example is not None:
         with torch.no_grad():
             converted(example)
     return converted, qmeta
+
+
+def load_quantized(
+    path: str | os.PathLike[str], *, example: Tensor | None = None
+) -> tuple[GraphModule, QuantMeta]:
+    """A QAT checkpoint as its converted int8 q/dq graph (eval mode), and what it was trained for."""
+    return quantized_student(load_student(path), example=example)

@@ -17,6 +17,7 @@ import json
 import random
 import shutil
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,16 +28,33 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from edgesr.errors import CheckpointError
 from edgesr.files import atomic_write_text
 from edgesr.models import build_model, materialize
+from edgesr.models.official import load_official
 
 FORMAT = "edgesr-checkpoint/1"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint path that cannot be read as an edgesr checkpoint."""
+__all__ = [
+    "CheckpointError", "CheckpointMeta", "convert_official", "load_model", "load_training_state",
+    "load_weights", "open_checkpoint", "read_meta", "register_qat_rebuild", "resolve_checkpoint", "rng_state",
+    "save_checkpoint", "set_rng_state",
+]  # fmt: skip
+
+# A QAT checkpoint's weights are the state of a fake-quant graph that only `edgesr.quant` can rebuild.
+# The checkpoint format sits below quantization in the layers (docs/architecture.md), so quant
+# registers the rebuild here when it is imported instead of this module importing quant.
+QATRebuild = Callable[[nn.Module, dict[str, Any]], nn.Module]
+_qat_rebuild: QATRebuild | None = None
+
+
+def register_qat_rebuild(rebuild: QATRebuild) -> None:
+    """Set how a QAT checkpoint's float student becomes its fake-quant graph (`edgesr.quant` calls this)."""
+    global _qat_rebuild
+    _qat_rebuild = rebuild
 
 
 @dataclass(frozen=True)
@@ -111,6 +129,21 @@ def save_checkpoint(
     return final
 
 
+def convert_official(src: str | Path, dst: str | Path, **kwargs: Any) -> Path:
+    """Write the official checkpoint ``src`` as an edgesr checkpoint under the directory ``dst``.
+
+    ``kwargs`` go to ``load_official``. The result is a teacher checkpoint (step 0, widths
+    ``(1.0,)``, recipe hash ``"official"``) that ``load_model(dst)`` reads.
+    Returns the written ``dst/step-0000000`` directory.
+    """
+    model, _ = load_official(src, **kwargs)
+    meta = CheckpointMeta(
+        arch=model.arch, scale=model.scale, widths=(1.0,), materialized_width=None,
+        recipe_hash="official", step=0,
+    )  # fmt: skip
+    return save_checkpoint(Path(dst), model, meta, None)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """Accept a `.safetensors` file, a checkpoint directory or a run directory."""
     path = Path(path)
@@ -136,6 +169,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def read_meta(path: str | Path) -> CheckpointMeta:
+    """The metadata only (the safetensors header; no weights are read)."""
     path = resolve_checkpoint(path)
     try:
         with safe_open(path, framework="pt") as f:
@@ -145,27 +179,42 @@ def read_meta(path: str | Path) -> CheckpointMeta:
     return CheckpointMeta.from_strings(meta, path)
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, CheckpointMeta]:
-    """Rebuild the model a checkpoint describes and load its weights (strict).
+def open_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, CheckpointMeta, Path]:
+    """Rebuild the model a checkpoint describes and load its weights (strict), reading the file once.
 
-    A QAT checkpoint comes back as its fake-quant graph (train mode; needs torchao).
+    Returns (model, meta, the resolved .safetensors path). A QAT checkpoint comes back as its
+    fake-quant graph (train mode; needs `edgesr.quant` imported, and torchao).
     """
     path = resolve_checkpoint(path)
-    meta = read_meta(path)
+    try:
+        with safe_open(path, framework="pt", device=map_location) as f:
+            strings = f.metadata() or {}
+            meta = CheckpointMeta.from_strings(strings, path)
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
     model = build_model(meta.arch["name"], **meta.arch["args"])
     if meta.materialized_width is not None:
         model = materialize(model, meta.materialized_width)
     if meta.quant is not None:
-        from edgesr.quant import fake_quant_model
-
-        model = fake_quant_model(model, meta.quant)
-    from safetensors.torch import load_file
-
-    state = load_file(path, device=map_location)
+        if _qat_rebuild is None:
+            raise CheckpointError(
+                f"{path} is a QAT checkpoint: rebuilding its fake-quant graph needs edgesr.quant "
+                "(`import edgesr.quant` first; it needs torchao: pip install \"edgesr[quant]\")"
+            )
+        model = _qat_rebuild(model, meta.quant)
     try:
         load_weights(model, state)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not match {meta.arch}: {e}") from e
+    return model, meta, path
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+    """`open_checkpoint` without the path: (model, meta)."""
+    model, meta, _ = open_checkpoint(path, map_location)
     return model, meta
 
 

@@ -8,19 +8,26 @@ network that checkpoints, validation and export see.
 - `single`:  L = L1(net(LR), HR)
 - `csd`:     L = sum_w L1(S_w, HR) + lambda_T L1(T, HR) + lambda_CL sum_w CL(S_w, T, negatives)
              with teacher and students sharing one set of weights (CSD's CSSR-Net)
-- `distill`: L = sum_i weight_i * loss_i(student, frozen teacher, HR, tapped features)
+- `distill`: L = sum_i weight_i * loss_i(student, frozen teacher, HR, tapped features), each loss
+             called with the inputs its class declares (`reads`, edgesr.losses.spec)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property
-
 import torch
 from torch import Tensor, nn
 
-from edgesr.losses import LOSSES, ContrastiveLoss, csd_objective, l1, negative_set
+from edgesr.losses import (
+    LOSSES,
+    ContrastiveLoss,
+    DistillBatch,
+    Reads,
+    call_loss,
+    csd_objective,
+    l1,
+    negative_set,
+    reads_of,
+)
 from edgesr.models.taps import default_taps, run_with_taps
 from edgesr.recipe import LossCfg, Recipe
 
@@ -60,42 +67,6 @@ class CSDObjective(nn.Module):
         )
 
 
-@dataclass
-class DistillBatch:
-    """Everything a distillation loss may look at for one step."""
-
-    lr: Tensor
-    hr: Tensor
-    student: Tensor  # N x 3 x sH x sW
-    teacher: Tensor  # N x 3 x sH x sW, no grad
-    student_feats: dict[str, Tensor] = field(default_factory=dict)  # tap name -> N x Cs x H x W
-    teacher_feats: dict[str, Tensor] = field(default_factory=dict)  # tap name -> N x Ct x H x W
-    generator: torch.Generator | None = None
-    scale: int = 1
-    negatives_k: int = 10
-
-    def feats(self, taps: tuple[str, ...]) -> tuple[list[Tensor], list[Tensor]]:
-        return [self.student_feats[t] for t in taps], [self.teacher_feats[t] for t in taps]
-
-    @cached_property
-    def negatives(self):  # CSD-style negatives, built only if a loss asks for them
-        return negative_set(self.lr, self.scale, self.negatives_k, self.generator)
-
-
-# How each registered loss reads a batch. Feature losses get the tapped features in `cfg.taps` order.
-_CALLS: dict[str, Callable[[nn.Module, DistillBatch, LossCfg], Tensor]] = {
-    "l1": lambda m, b, c: m(b.student, b.hr),
-    "output_kd": lambda m, b, c: m(b.student, b.teacher, b.hr),
-    "fitnet": lambda m, b, c: m(*b.feats(c.taps)),
-    "lsfd": lambda m, b, c: m(*b.feats(c.taps)),
-    "fakd": lambda m, b, c: m(*b.feats(c.taps), generator=b.generator),
-    "facd": lambda m, b, c: m(*b.feats(c.taps), b.student, b.teacher, b.hr),
-    "csd": lambda m, b, c: m(b.student, b.teacher, b.negatives),
-}
-_CHANNEL_ARGS = {"fitnet", "lsfd", "facd"}  # take student_channels / teacher_channels per tap
-_FEATURE_LOSSES = {*_CHANNEL_ARGS, "fakd"}  # read tapped features; the others only see outputs
-
-
 def _tap_paths(model: nn.Module, names: list[str], role: str) -> dict[str, str]:
     available = default_taps(model)
     missing = [n for n in names if n not in available]
@@ -114,20 +85,24 @@ class DistillObjective(nn.Module):
         self.scale, self.seed = recipe.scale, recipe.seed
         self.negatives_k = recipe.train.csd.negatives
         self.cfgs = tuple(recipe.train.losses)
-        taps = sorted({t for c in self.cfgs if c.name in _FEATURE_LOSSES for t in c.taps})
+        classes = [LOSSES.get(c.name) for c in self.cfgs]
+        reads = [reads_of(cls) for cls in classes]  # what each loss declares it reads
+        taps = sorted({t for c, r in zip(self.cfgs, reads, strict=True) if r.features for t in c.taps})
         self.student_taps = _tap_paths(student, taps, "student")
         self.teacher_taps = _tap_paths(teacher, taps, "teacher")
         s_ch, t_ch = self._channels()
         self.losses = nn.ModuleList(
-            LOSSES.get(c.name)(weight=c.weight, **self._channel_args(c, s_ch, t_ch), **c.args)
-            for c in self.cfgs
+            cls(weight=c.weight, **self._channel_args(c, r, s_ch, t_ch), **c.args)
+            for c, cls, r in zip(self.cfgs, classes, reads, strict=True)
         )
         counts = {n: [c.name for c in self.cfgs].count(n) for n in {c.name for c in self.cfgs}}
         self.names = [f"{c.name}{i}" if counts[c.name] > 1 else c.name for i, c in enumerate(self.cfgs)]
 
     @staticmethod
-    def _channel_args(cfg: LossCfg, s_ch: dict[str, int], t_ch: dict[str, int]) -> dict[str, list[int]]:
-        if cfg.name not in _CHANNEL_ARGS:
+    def _channel_args(
+        cfg: LossCfg, reads: Reads, s_ch: dict[str, int], t_ch: dict[str, int]
+    ) -> dict[str, list[int]]:
+        if not reads.channels:
             return {}
         return {
             "student_channels": [s_ch[t] for t in cfg.taps],
@@ -155,7 +130,7 @@ class DistillObjective(nn.Module):
         student, s_feats = run_with_taps(self.net, lr, self.student_taps)
         batch = DistillBatch(lr, hr, student, teacher, s_feats, t_feats,
                              _step_generator(self.seed, step), self.scale, self.negatives_k)  # fmt: skip
-        terms = [_CALLS[c.name](m, batch, c) for c, m in zip(self.cfgs, self.losses, strict=True)]
+        terms = [call_loss(m, batch, c.taps) for c, m in zip(self.cfgs, self.losses, strict=True)]
         total = torch.stack(terms).sum()  # stack keeps every term in the graph
         values = torch.stack([*terms, total]).detach().cpu().tolist()
         return total, dict(zip([*self.names, "total"], values, strict=True))

@@ -33,11 +33,9 @@ from torch import nn
 from edgesr.data import TrainPatches, build_train_loader, eval_sets, open_dataset
 from edgesr.evaluate import EvalRow, bicubic_rows, evaluate, psnr_by_width
 from edgesr.files import atomic_write_text
-from edgesr.models import build_model, materialize
 from edgesr.recipe import Recipe, dump_recipe, recipe_hash
 from edgesr.train.checkpoint import (
     CheckpointMeta,
-    load_model,
     load_training_state,
     load_weights,
     resolve_checkpoint,
@@ -45,18 +43,13 @@ from edgesr.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from edgesr.train.modes import TrainingError, build_objective
 from edgesr.train.monitor import Monitor
-from edgesr.train.objectives import (
-    CSDObjective,
-    DistillObjective,
-    SingleObjective,
-    extra_state,
-    load_extra_state,
-)
+from edgesr.train.objectives import extra_state, load_extra_state
+
+__all__ = ["TrainResult", "TrainingError", "build_objective", "train"]
 
 
-class TrainingError(RuntimeError):
-    """A run that cannot start or continue; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -104,60 +97,6 @@ def _init_distributed() -> _Dist:
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return _Dist(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
-
-
-def build_objective(recipe: Recipe) -> tuple[nn.Module, float | None]:
-    """The step objective for `recipe.train.mode` and, for a stand-alone student, its width."""
-    t = recipe.train
-    model = build_model(
-        recipe.model.name, scale=recipe.scale, width_multiple=recipe.model.width_multiple, **recipe.model.args
-    )
-    if t.mode == "qat":  # a fake-quant student distilled from the float teacher (edgesr.quant.stage)
-        from edgesr.quant.stage import build_qat_objective
-
-        return build_qat_objective(recipe, model, _load_init)
-    teacher = _load_init(t.init, model) if t.init is not None else None
-    if t.mode == "csd":
-        return CSDObjective(teacher or model, recipe), None
-    width = t.widths[0]
-    if width == 1.0:
-        return SingleObjective(teacher or model), None
-    source = _load_init(t.student_from, model) if t.mode == "distill" and t.student_from else teacher
-    student = materialize(source or model, width)
-    if source is None or (t.mode == "distill" and t.student_init == "scratch"):
-        for m in student.modules():  # a narrow net needs its own fan-in initialisation
-            if isinstance(m, nn.Conv2d) and m.weight.requires_grad:
-                m.reset_parameters()
-    if t.mode == "distill":
-        assert teacher is not None  # the recipe requires train.init in distill mode
-        return DistillObjective(student, teacher, recipe), width
-    return SingleObjective(student), width
-
-
-def _load_init(path: str, model: nn.Module) -> nn.Module:
-    """The teacher `train.init` names: an edgesr checkpoint or run directory, or an official
-    EDSR/RCAN PyTorch checkpoint. It must be the architecture the recipe builds, at full width."""
-    from edgesr.models.official import is_official_checkpoint, load_official
-
-    if is_official_checkpoint(path):
-        official, _ = load_official(
-            path, arch=model.arch["name"], scale=model.scale, res_scale=model.arch["args"].get("res_scale")
-        )
-        # the official file knows nothing of channel splitting: the recipe's slicing rule applies
-        teacher = build_model(
-            official.arch["name"], **{**official.arch["args"], "width_multiple": model.width_multiple}
-        )
-        teacher.load_state_dict(official.state_dict())
-        arch, width = teacher.arch, None
-    else:
-        teacher, meta = load_model(path)
-        arch, width = meta.arch, meta.materialized_width
-    if arch != model.arch or width is not None:
-        raise TrainingError(
-            f"train.init={path}: checkpoint holds {arch} (width {width or 1}); "
-            f"the recipe builds {model.arch} at full width"
-        )
-    return teacher
 
 
 def _new_run_dir(recipe: Recipe, run_dir: Path | None) -> Path:

@@ -12,18 +12,15 @@ import torch
 from edgesr.data import datasets as ds
 from edgesr.data.bicubic import degrade, modcrop
 from edgesr.data.datasets import (
-    DatasetError,
     EvalImages,
-    ImagePair,
     TrainPatches,
     build_train_loader,
-    default_cache_dir,
-    find_pairs,
     load_lr,
     lr_cache_path,
     open_dataset,
 )
 from edgesr.data.images import read_image, write_image
+from edgesr.data.pairs import DatasetError, ImagePair, default_cache_dir, find_pairs
 from edgesr.data.samples import BUILTIN_TRAIN, BUILTIN_VAL, builtin_pairs
 
 

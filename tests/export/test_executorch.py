@@ -25,10 +25,10 @@ from edgesr.export import (  # noqa: E402
     export_checkpoint,
     get_exporter,
 )
-from edgesr.export.base import load_student  # noqa: E402
 from edgesr.export.verify import output_psnr  # noqa: E402
 from edgesr.files import sha256_file  # noqa: E402
 from edgesr.models import build_model, materialize  # noqa: E402
+from edgesr.student import load_student  # noqa: E402
 
 SHAPE = (1, 3, 12, 16)
 XNNPACK = "XnnpackBackend"
@@ -156,7 +156,7 @@ def test_dynamic_shapes_run_at_two_sizes(tmp_path, et):
     assert r.manifest["input"]["shape"] == [1, 3, "height", "width"]
     planned = r.manifest["input"]["planned_shape"]
     assert planned[2] >= SHAPE[2] and planned[3] >= SHAPE[3] and planned != list(SHAPE)
-    run, (model, _, _) = et.load(r.artifact), load_student(ckpt, None)
+    run, model = et.load(r.artifact), load_student(ckpt).net
     for h, w in [(16, 20), (33, 47)]:
         x = np.random.rand(1, 3, h, w).astype(np.float32)
         with torch.no_grad():

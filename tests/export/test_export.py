@@ -13,6 +13,8 @@ import torch
 
 from edgesr.export import (
     EXPORTERS,
+    TARGETS,
+    ExportOptions,
     ExportRequest,
     MissingSDKError,
     UnsupportedOptionError,
@@ -22,10 +24,12 @@ from edgesr.export import (
     parse_input_shape,
     read_manifest,
 )
-from edgesr.export.base import staged, student_width
+from edgesr.export.base import staged
 from edgesr.export.verify import output_psnr, verification_input
 from edgesr.files import sha256_file
 from edgesr.models import build_model
+from edgesr.student import load_student, student_width
+from edgesr.targets import TargetSpec
 from edgesr.train.checkpoint import CheckpointMeta, read_meta, save_checkpoint
 
 SHAPE = (1, 3, 12, 16)
@@ -35,8 +39,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning") 
 class TorchScriptTarget:
     """A stand-in target with no SDK: TorchScript files run by torch.jit (or deliberately wrong)."""
 
-    name, suffix, sdk_extra, precisions, dynamic_shapes = "ts", ".pt", "none", ("fp32",), False
-    runtime = "torch.jit"
+    spec = TargetSpec(
+        name="ts", suffix=".pt", sdk_label="TorchScript", extra="none", runtime="torch.jit",
+        runtime_package="torch", runtime_label="torch.jit", precisions=("fp32",),
+    )  # fmt: skip
 
     def __init__(self, noise: float = 0.0) -> None:
         self.noise = noise
@@ -62,10 +68,27 @@ class TorchScriptTarget:
     def delegation(self, path):
         return {"ops": {"TorchScript": 1}}
 
+    def runs_here(self, path=None):
+        return None
+
+    def validate(self, path, plan):
+        return {"checks": {}, "passed": True}
+
+    def evaluator(self):
+        return None
+
+    def io_spec(self, path):
+        return {}
+
+
+def register_ts(monkeypatch, target: TorchScriptTarget) -> None:
+    monkeypatch.setitem(TARGETS._items, "ts", target.spec)
+    monkeypatch.setitem(EXPORTERS._items, "ts", target)
+
 
 @pytest.fixture
 def ts_target(monkeypatch):
-    monkeypatch.setitem(EXPORTERS._items, "ts", TorchScriptTarget())
+    register_ts(monkeypatch, TorchScriptTarget())
 
 
 @pytest.fixture
@@ -107,7 +130,7 @@ def test_existing_artifact_needs_force(ts_target, shared_ckpt, tmp_path):
 
 
 def test_failed_verification_leaves_nothing(monkeypatch, shared_ckpt, tmp_path):
-    monkeypatch.setitem(EXPORTERS._items, "ts", TorchScriptTarget(noise=0.1))
+    register_ts(monkeypatch, TorchScriptTarget(noise=0.1))
     msg = r"PSNR \d+\.\d dB vs PyTorch.*\(bar 50 dB\).*nothing was written"
     with pytest.raises(VerificationError, match=msg):
         export_checkpoint(ExportRequest(shared_ckpt, "ts", input_shape=SHAPE, out_dir=tmp_path / "o"))
@@ -119,7 +142,8 @@ def test_missing_sdk_names_the_pip_extra(monkeypatch, shared_ckpt, tmp_path):
     with pytest.raises(MissingSDKError) as e:
         export_checkpoint(ExportRequest(shared_ckpt, "onnx", input_shape=SHAPE, out_dir=tmp_path))
     assert str(e.value) == "target 'onnx' needs the ONNX SDK: pip install \"edgesr[onnx]\""
-    report = export_all(ExportRequest(shared_ckpt, "onnx", input_shape=SHAPE, out_dir=tmp_path), ["onnx"])
+    options = ExportOptions(input_shape=SHAPE, out_dir=tmp_path)
+    report = export_all(load_student(shared_ckpt), options, ["onnx"])
     assert report.results == [] and 'pip install "edgesr[onnx]"' in report.skipped["onnx"]
 
 
@@ -182,8 +206,11 @@ class StructuralTarget(TorchScriptTarget):
     def runs_here(self, path=None):
         return "needs another OS"
 
-    def validate(self, path, request):
+    def validate(self, path, plan):
         return {"checks": {"readable": True}, "passed": True}
+
+    def evaluator(self):
+        return "edgesr program evaluator, not the runtime", self.evaluate
 
     def evaluate(self, path, x):
         return self.load(path)(x) + self.evaluator_noise
@@ -193,7 +220,7 @@ class StructuralTarget(TorchScriptTarget):
 def test_structural_verification_counts_the_program_evaluator(
     monkeypatch, shared_ckpt, tmp_path, noise, passes
 ):
-    monkeypatch.setitem(EXPORTERS._items, "ts", StructuralTarget(noise))
+    register_ts(monkeypatch, StructuralTarget(noise))
     req = ExportRequest(shared_ckpt, "ts", input_shape=SHAPE, out_dir=tmp_path / "o")
     if not passes:  # the evaluator's numerics are part of the verdict, not a figure on the side
         with pytest.raises(VerificationError, match="structure FAILED.*reference_evaluator"):

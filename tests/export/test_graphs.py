@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgesr.export.base import UPSAMPLERS
+from edgesr.targets import UPSAMPLERS
 from edgesr.export.graphs import DepthToSpace, crd_to_dcr, one_hot_transposed_conv, rewrite_upsampler
 from edgesr.models import MODELS, build_model, materialize
 
@@ -165,7 +165,7 @@ def test_onnx_graph_of_each_variant(tmp_path, variant, op, mode):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from edgesr.export import ExportRequest, get_exporter
-    from edgesr.export.base import deployable
+    from edgesr.export.run import deployable
 
     model = deployable(tiny("edsr", 4), variant)
     exporter = get_exporter("onnx")

@@ -24,7 +24,7 @@ from edgesr.export import (  # noqa: E402
     export_checkpoint,
     get_exporter,
 )
-from edgesr.export.base import deployable  # noqa: E402
+from edgesr.export.run import deployable  # noqa: E402
 from edgesr.export.verify import FLOAT_PSNR_DB, INT8_PSNR_DB, output_psnr  # noqa: E402
 from edgesr.files import sha256_file  # noqa: E402
 from edgesr.models import build_model, materialize  # noqa: E402

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from edgesr.models import official
-from edgesr.models.official import convert_official, is_official_checkpoint, load_official
-from edgesr.train.checkpoint import load_model
+from edgesr.models.official import is_official_checkpoint, load_official
+from edgesr.train.checkpoint import convert_official, load_model
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 

@@ -142,7 +142,7 @@ def test_fully_integer_qat_of_a_full_plain_net_checkpoints_resumes_and_converts(
     own float checkpoint, fully integer. Its fake quants are shared between ops (depth-to-space,
     clamp), which a checkpoint must still save; the converted graph has no float island."""
     pytest.importorskip("litert_torch") if backend == "litert" else None
-    from edgesr.quant.graphs import float_islands, io_quantized
+    from pt2e_graphs import float_islands, io_quantized
 
     train(_recipe(tiny_photos, "single", PLAIN, widths=[1.0], steps=2), tmp_path / "float")
     qat = _recipe(
@@ -163,7 +163,7 @@ def test_fully_integer_qat_of_a_full_plain_net_checkpoints_resumes_and_converts(
     if backend != "litert":
         return
     # exported as trained: the int8 TFLite keeps the graph's PixelShuffle (an int8 reshape/transpose)
-    from edgesr.export.base import ExportRequest, UnsupportedOptionError, export_checkpoint
+    from edgesr.export import ExportRequest, UnsupportedOptionError, export_checkpoint
 
     req = dict(checkpoint=tmp_path / "full", target="tflite", precision="int8", fully_integer=True,
                input_shape=(1, 3, 12, 16), out_dir=tmp_path / "exports")  # fmt: skip

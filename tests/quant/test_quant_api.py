@@ -10,10 +10,11 @@ import torch
 
 pytest.importorskip("torchao.quantization.pt2e")
 
+from pt2e_graphs import float_islands, io_quantized  # noqa: E402
+
 from edgesr import quant  # noqa: E402
-from edgesr.export.base import MissingSDKError  # noqa: E402
+from edgesr.sdk import MissingSDKError  # noqa: E402
 from edgesr.models import build_model, materialize  # noqa: E402
-from edgesr.quant.graphs import float_islands, io_quantized  # noqa: E402
 
 _SDK_MODULE = {
     "xnnpack": "executorch.backends.xnnpack.quantizer.xnnpack_quantizer",
@@ -72,7 +73,7 @@ def test_import_needs_no_sdk_and_no_torchao() -> None:
         "            raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import edgesr.quant, edgesr.train.trainer, edgesr.cli\n"
-        "from edgesr.export.base import MissingSDKError\n"
+        "from edgesr.sdk import MissingSDKError\n"
         "try:\n"
         "    edgesr.quant.prepare(None, 'xnnpack', None)\n"
         "except MissingSDKError as e:\n"

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
+from torch import Tensor, nn
 
-from edgesr.losses import LOSSES
+from edgesr.losses import LOSSES, Reads
+from edgesr.models.taps import run_with_taps
 from edgesr.recipe import Recipe, from_dict
 from edgesr.train.checkpoint import resolve_checkpoint
 from edgesr.train.objectives import extra_state
@@ -66,6 +69,64 @@ def test_every_registered_loss_reaches_the_student_in_a_distill_step(tiny_photos
             assert p.grad is not None and p.grad.abs().sum() > 0, (
                 f"{name}: regressor {p_name} got no gradient"
             )
+
+
+class ToyLoss(nn.Module):
+    """A new loss as a user would add it: one class (with its `reads`) and one registration."""
+
+    reads = Reads(("student_feats", "teacher_feats", "student", "teacher", "hr", "generator"), channels=True)
+
+    def __init__(self, student_channels: list[int], teacher_channels: list[int], weight: float = 1.0,
+                 gain: float = 1.0) -> None:  # fmt: skip
+        super().__init__()
+        self.channels = (list(student_channels), list(teacher_channels))
+        self.regressors = nn.ModuleList(
+            nn.Conv2d(cs, ct, 1) for cs, ct in zip(student_channels, teacher_channels, strict=True)
+        )
+        self.weight, self.gain = weight, gain
+        self.seen: dict[str, object] = {}
+
+    def forward(self, s_feats: list[Tensor], t_feats: list[Tensor], student: Tensor, teacher: Tensor,
+                hr: Tensor, generator: torch.Generator | None) -> Tensor:  # fmt: skip
+        self.seen = {"s_feats": s_feats, "t_feats": t_feats, "student": student, "teacher": teacher,
+                     "hr": hr, "generator": generator}  # fmt: skip
+        feat = sum(F.l1_loss(r(s), t) for r, s, t in zip(self.regressors, s_feats, t_feats, strict=True))
+        return self.weight * self.gain * (feat + F.l1_loss(student, teacher))
+
+
+@pytest.fixture
+def toy_loss():
+    LOSSES.register("toy")(ToyLoss)  # the one registration; no other table to edit
+    yield ToyLoss
+    del LOSSES._items["toy"]  # the registry has no unregister: restore it for the other tests
+
+
+def test_a_newly_registered_loss_is_dispatched_from_its_declaration(tiny_photos, teacher, toy_loss):
+    losses = [{"name": "toy", "taps": ["stage3", "stage1"], "weight": 2.0, "args": {"gain": 0.5}}]
+    objective, _ = build_objective(recipe_for(tiny_photos, teacher, losses))
+    (toy,) = objective.losses
+    assert isinstance(toy, ToyLoss) and (toy.weight, toy.gain) == (2.0, 0.5)
+    assert toy.channels == ([8, 8], [16, 16])  # per tap, from the width-0.5 student and the teacher
+    objective.train()
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
+    loss, terms = objective(lr, hr, step=1)
+    assert set(terms) == {"toy", "total"}
+    seen = toy.seen
+    assert seen["hr"] is hr and isinstance(seen["generator"], torch.Generator)
+    assert seen["student"].shape == seen["teacher"].shape == (2, 3, 16, 16)
+    assert seen["student"].requires_grad and not seen["teacher"].requires_grad
+    assert [f.shape[1] for f in seen["s_feats"]] == [8, 8]
+    with torch.no_grad():  # features arrive in the recipe's tap order (stage3, then stage1)
+        t_out, t_feats = run_with_taps(objective.teacher, lr, objective.teacher_taps)
+    torch.testing.assert_close(seen["teacher"], t_out)
+    assert len(seen["t_feats"]) == 2
+    for got, tap in zip(seen["t_feats"], ["stage3", "stage1"], strict=True):
+        torch.testing.assert_close(got, t_feats[tap])
+    loss.backward()
+    for p_name, p in [*objective.net.named_parameters(), *objective.losses.named_parameters()]:
+        if p.requires_grad and p_name.startswith(("head", "body.", "regressors")):
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"toy: no gradient reached {p_name}"
+    assert all(p.grad is None for p in objective.teacher.parameters())
 
 
 def test_distill_student_starts_as_teacher_slice_and_trains(tiny_photos, teacher, tmp_path):

@@ -1,6 +1,6 @@
 """How tiny_xnnpack.etdump and tiny_xnnpack_etdump.csv were made (a real ETDump, not a mock-up).
 
-    python tests/devices/data/make_etdump.py
+    python tests/profile/data/make_etdump.py
 
 Exports a 2-conv + PixelShuffle net to a .pte with the XNNPACK partitioner, runs it 5 times in the
 ExecuTorch Python runtime with ETDump enabled (executorch 1.5.1), writes the ETDump, and the

@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
-from edgesr.bench import BASELINES, METHODS, BenchRow, run_bench, summarise
 from edgesr.cli import main
+from edgesr.distill_bench import BASELINES, METHODS, BenchRow, run_bench, summarise
 
 BASE = """\
 name: bench_tiny
@@ -55,7 +55,7 @@ def test_summary_is_mean_and_sample_std_over_seeds():
 
 
 def test_every_method_is_a_valid_recipe(tmp_path):
-    from edgesr.bench import method_recipe
+    from edgesr.distill_bench import method_recipe
     from edgesr.recipe import load_recipe, resolve_recipe
 
     path = resolve_recipe("bench_distill_cpu")

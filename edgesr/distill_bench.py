@@ -13,6 +13,7 @@ spread over seeds), `psnr.png`, and `teacher/` (the teacher run, unless `--teach
 from __future__ import annotations
 
 import csv
+import io
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from rich.console import Console
 
 from edgesr.files import atomic_path, atomic_write_text
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, resolve_recipe
+from edgesr.train.trainer import train_or_continue
 
 
 def _distill(losses: str) -> list[str]:
@@ -76,8 +78,6 @@ def run_bench(
     overrides: Sequence[str] = (),
     console: Console | None = None,
 ) -> list[BenchRow]:
-    from edgesr.train.trainer import train_or_continue
-
     console = console or Console(stderr=True)
     methods = list(dict.fromkeys([*BASELINES, *methods]))  # the baselines are never optional
     for m in methods:  # fail before anything trains
@@ -153,10 +153,11 @@ def table_markdown(rows: Sequence[BenchRow], recipe: Recipe, seeds: list[int]) -
 
 def write_outputs(rows: Sequence[BenchRow], out: Path, recipe: Recipe, seeds: list[int]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "seed", "dataset", "psnr_y", "ssim_y"])
-        w.writerows([r.method, r.seed, r.dataset, f"{r.psnr:.4f}", f"{r.ssim:.6f}"] for r in rows)
+    table = io.StringIO()
+    w = csv.writer(table)  # rows end in CRLF, as the csv module writes them
+    w.writerow(["method", "seed", "dataset", "psnr_y", "ssim_y"])
+    w.writerows([r.method, r.seed, r.dataset, f"{r.psnr:.4f}", f"{r.ssim:.6f}"] for r in rows)
+    atomic_write_text(out / "results.csv", table.getvalue())
     atomic_write_text(out / "table.md", table_markdown(rows, recipe, seeds))
     plot(rows, out / "psnr.png")
 

@@ -1,4 +1,4 @@
-"""Reading a converted PT2E graph: which compute ops run in int8 and which stay float.
+"""Test helper (was edgesr.quant.graphs): which compute ops of a converted PT2E graph run in int8.
 
 In a converted graph an op runs in int8 on a backend when it sits in a q/dq "sandwich": every
 tensor input comes from a dequantize and its output goes only to quantize ops. Anything else is a

@@ -3,7 +3,7 @@
     sel = select_width(load_device("host"), budget_ms=33.3, arch=arch, runtime="onnxruntime")
     sel.chosen.width, sel.chosen.latency_ms       # from a measurement where there is one
     plot_selection(sel, "select.png")  # edgesr.profile.plot
-    write_recipe_width("recipes/quickstart_student.yaml", 0.375)
+    write_recipe_width("recipes/quickstart_student.yaml", 0.375)  # edgesr.recipe_edit
 
 Candidates are every width on the architecture's channel grid (multiples of `width_multiple`).
 A candidate's latency is its whole-model measurement on the device when there is one; otherwise the
@@ -21,9 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from edgesr.devices import Device, Resolution
+from edgesr.models import build_model, count_macs, count_params, materialize, snap_channels
 from edgesr.profile.latency_model import Accuracy, Check, LayerTable, MissingLayerError, table_from_records
+from edgesr.profile.layers import UnsupportedLayerError, model_layers
 from edgesr.profile.store import PROFILES_DIR, Record, device_records
+from edgesr.recipe import load_recipe, resolve_recipe
+from edgesr.train.checkpoint import read_meta, resolve_checkpoint
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,6 @@ class Selection:
 
 def candidate_widths(arch: dict[str, Any]) -> list[float]:
     """Widths k * width_multiple / n_feats, k = 1 .. n_feats / width_multiple (each a distinct student)."""
-    from edgesr.models import build_model
-
     model = build_model(arch["name"], **arch["args"])  # defaults filled in (n_feats, width_multiple)
     args = model.arch["args"]
     n, m = int(args["n_feats"]), int(args.get("width_multiple", 8))
@@ -68,10 +72,6 @@ def candidate_widths(arch: dict[str, Any]) -> list[float]:
 
 
 def _models(arch: dict[str, Any], widths: list[float]) -> dict[float, Any]:
-    import torch
-
-    from edgesr.models import build_model, materialize
-
     with torch.device("meta"):
         full = build_model(arch["name"], **arch["args"])
     return {w: full if w == 1.0 else materialize(full, w) for w in widths}
@@ -129,9 +129,6 @@ def select_width(
 ) -> Selection:
     """Candidates at `resolution` (default: the device's) on `runtime`; `clock`: compare wall-clock
     medians (default) or process CPU-time medians (host timings on a shared machine, 1 thread)."""
-    from edgesr.models import count_macs, count_params
-    from edgesr.profile.layers import UnsupportedLayerError, model_layers
-
     if budget_ms <= 0:
         raise ValueError(f"budget must be > 0 ms, got {budget_ms}")
     res = resolution or device.resolution
@@ -154,8 +151,6 @@ def select_width(
     notes: list[str] = []
     rows = []
     for w, model in _models(arch, candidate_widths(arch)).items():
-        from edgesr.models import snap_channels
-
         ch = snap_channels(
             int(model.arch["args"]["n_feats"]), w, int(model.arch["args"].get("width_multiple", 8))
         )
@@ -268,87 +263,12 @@ def table_markdown(sel: Selection) -> str:
     return "\n".join(lines)
 
 
-def _child(node: Any, key: str) -> Any:
-    import yaml
-
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    for k, v in node.value:
-        if isinstance(k, yaml.ScalarNode) and k.value == key:
-            return v
-    return None
-
-
-def write_recipe_width(path: str | os.PathLike[str], width: float) -> tuple[float, str]:
-    """Set the recipe's student width to `width`, editing only that number's characters in the file.
-
-    The student width is the single entry of `train.widths` (entries of `eval.widths` equal to it
-    follow it, so the recipe stays valid). The edit is located with the YAML node's character
-    positions, the result is validated by loading it as a recipe, then written atomically. Returns
-    (old width, new text). Raises RecipeError when the file has no single-entry `train.widths`.
-    """
-    import tempfile
-
-    import yaml
-
-    from edgesr.files import atomic_write_text
-    from edgesr.recipe import RecipeError, load_recipe
-    from edgesr.schema import StrictLoader
-
-    path = Path(path)
-    with open(path, encoding="utf-8", newline="") as f:  # newline="": CRLF files stay CRLF
-        text = f.read()
-    root = yaml.compose(text, Loader=StrictLoader)
-    widths = _child(_child(root, "train"), "widths")
-    if not isinstance(widths, yaml.SequenceNode) or len(widths.value) != 1:
-        raise RecipeError(
-            "train.widths: expected a list with exactly one student width (e.g. `widths: [0.25]`) to "
-            "replace; edit recipes that train several widths by hand",
-            key="train.widths",
-            source=str(path),
-        )
-    old = float(widths.value[0].value)
-    new = f"{width:.6g}"
-    nodes = [widths.value[0]]
-    ev = _child(_child(root, "eval"), "widths")
-    if isinstance(ev, yaml.SequenceNode):
-        nodes += [n for n in ev.value if isinstance(n, yaml.ScalarNode) and _float(n.value) == old]
-    out = text
-    for n in sorted(nodes, key=lambda n: n.start_mark.index, reverse=True):
-        out = out[: n.start_mark.index] + new + out[n.end_mark.index :]
-    with tempfile.TemporaryDirectory() as tmp:  # validate before replacing the file
-        check = Path(tmp) / path.name
-        check.write_bytes(out.encode("utf-8"))
-        recipe = load_recipe(check)
-    if recipe.train.widths != (float(new),):
-        raise RecipeError(
-            f"train.widths: edit produced {list(recipe.train.widths)}, expected [{new}]", source=str(path)
-        )
-    atomic_write_text(path, out)
-    return old, out
-
-
-def _float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def resolve_arch(source: str | os.PathLike[str]) -> dict[str, Any]:
     """The full architecture (every constructor argument) of a checkpoint / run dir, or of a recipe."""
-    import torch
-
-    from edgesr.models import build_model
-
     p = Path(source)
     if p.is_dir() or p.suffix == ".safetensors":
-        from edgesr.train.checkpoint import read_meta, resolve_checkpoint
-
         arch = read_meta(resolve_checkpoint(p)).arch
     else:
-        from edgesr.recipe import load_recipe, resolve_recipe
-
         r = load_recipe(resolve_recipe(source))
         args = {**r.model.args, "scale": r.scale, "width_multiple": r.model.width_multiple}
         arch = {"name": r.model.name, "args": args}

@@ -1,0 +1,192 @@
+"""What to export is a `Student`; how is `ExportOptions`; `plan_export` resolves the two into an
+`ExportPlan` once (precision, upsampler variant, delegate, QAT or PTQ), refusing with the reason any
+option the target cannot honour. Exporters, verification and the manifest read the plan.
+
+`ExportRequest` is the one-call form the CLI and scripts use: a checkpoint, a target, a width, and
+the options (it *is* an `ExportOptions`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from edgesr.errors import ExportError, UsageError
+from edgesr.student import Student
+from edgesr.targets import PRECISIONS, TARGETS, UPSAMPLERS, TargetSpec
+
+__all__ = [
+    "DEFAULT_INPUT",
+    "ExportOptions",
+    "ExportPlan",
+    "ExportRequest",
+    "UnsupportedOptionError",
+    "artifact_name",
+    "check_input_shape",
+    "parse_input_shape",
+    "plan_export",
+]
+
+DEFAULT_INPUT: tuple[int, int, int, int] = (1, 3, 180, 320)
+
+
+class UnsupportedOptionError(ExportError, ValueError):
+    """An option (precision, dynamic shapes, ...) the target cannot honour, with the reason."""
+
+
+def check_input_shape(shape: tuple[int, ...] | list[int]) -> tuple[int, int, int, int]:
+    s = tuple(int(v) for v in shape)
+    if len(s) != 4 or s[0] != 1 or s[1] != 3 or min(s) < 1:
+        raise UsageError(f"input shape must be (1, 3, H, W) with H, W >= 1, got {tuple(shape)}")
+    return s  # type: ignore[return-value]
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int, int]:
+    """'1x3x180x320' -> (1, 3, 180, 320)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise UsageError(f"--input must look like 1x3xHxW (e.g. 1x3x180x320), got {text!r}") from None
+    return check_input_shape(parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    """How to export, whatever the student."""
+
+    precision: str = "fp32"
+    input_shape: tuple[int, int, int, int] = DEFAULT_INPUT  # (1, 3, H, W), LR pixels
+    dynamic: bool = False  # H and W free at run time (where the target supports it)
+    out_dir: str | os.PathLike[str] = "exports"
+    force: bool = False  # replace an existing artifact
+    upsampler: str | None = None  # one of UPSAMPLERS; None = the target's default
+    delegate: str | None = None  # backend inside the artifact where a target has several (ExecuTorch)
+    fully_integer: bool = False  # int8 only: int8 input/output and no float ops (NPU targets)
+    weight_only: bool = False  # int8 only: int8 weights, float activations (no calibration, no QAT)
+    calibration_images: int = 8  # int8 PTQ: built-in train crops used to calibrate activations
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.upsampler is not None and self.upsampler not in UPSAMPLERS:
+            raise UsageError(f"upsampler must be one of {', '.join(UPSAMPLERS)}, got {self.upsampler!r}")
+        if self.fully_integer and self.precision != "int8":
+            raise UsageError(f"fully_integer needs precision int8, got {self.precision!r}")
+        if self.weight_only and self.precision != "int8":
+            raise UsageError(f"weight_only needs precision int8, got {self.precision!r}")
+        if self.weight_only and self.fully_integer:
+            raise UsageError("weight_only and fully_integer exclude each other")
+        if self.calibration_images < 1:
+            raise UsageError(f"calibration_images must be >= 1, got {self.calibration_images}")
+        object.__setattr__(self, "input_shape", check_input_shape(self.input_shape))
+
+    def options(self) -> ExportOptions:
+        """Just the options (an `ExportRequest` without its checkpoint, target and width)."""
+        return ExportOptions(**{f.name: getattr(self, f.name) for f in fields(ExportOptions)})
+
+
+@dataclass(frozen=True)
+class ExportRequest(ExportOptions):
+    """Export the student at `width` of `checkpoint` to `target`. `width=None`: the checkpoint's
+    narrowest trained width (a materialized student: its own)."""
+
+    checkpoint: str | os.PathLike[str]
+    target: str
+    width: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.width is not None and not 0.0 < float(self.width) <= 1.0:
+            raise UsageError(f"width must be in (0, 1], got {self.width!r}")
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """Everything an exporter needs to know about one export, resolved once by `plan_export`."""
+
+    spec: TargetSpec
+    options: ExportOptions
+    upsampler: str  # the variant written in the graph
+    delegate: str | None  # the backend inside the artifact (None: the target has no choice)
+    qat: bool  # int8 from the student's QAT state (else PTQ)
+
+    @property
+    def target(self) -> str:
+        return self.spec.name
+
+    @property
+    def precision(self) -> str:
+        return self.options.precision
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return self.options.input_shape
+
+    @property
+    def dynamic(self) -> bool:
+        return self.options.dynamic
+
+    @property
+    def fully_integer(self) -> bool:
+        return self.options.fully_integer
+
+    @property
+    def weight_only(self) -> bool:
+        return self.options.weight_only
+
+    @property
+    def int8_activations(self) -> bool:
+        """int8 with quantized activations: the artifact is lowered from a q/dq graph (PTQ or QAT)."""
+        return self.precision == "int8" and not self.weight_only
+
+
+def plan_export(target: str, options: ExportOptions, *, qat: bool = False) -> ExportPlan:
+    """Resolve `options` for `target`; `UnsupportedOptionError` with the reason for what it cannot do.
+
+    `qat`: the student is a QAT checkpoint's fake-quant graph, exported as trained (PixelShuffle).
+    """
+    spec = TARGETS.get(target)
+    if options.precision not in spec.precisions:
+        raise UnsupportedOptionError(
+            f"precision {options.precision!r} is not yet supported for target {spec.name!r} "
+            f"(supported: {', '.join(spec.precisions)})"
+        )
+    if options.dynamic and not spec.dynamic_shapes:
+        raise UnsupportedOptionError(f"target {spec.name!r} does not support dynamic input shapes")
+    if options.upsampler not in (None, "pixelshuffle") and qat:
+        raise UnsupportedOptionError(
+            f"this is a QAT checkpoint: its fake-quant graph was trained with PixelShuffle and cannot be "
+            f"rewritten to {options.upsampler!r} after training; export it without --upsampler"
+        )
+    if options.upsampler:
+        upsampler = options.upsampler
+    elif qat:  # a QAT graph is exported as it was trained
+        upsampler = "pixelshuffle"
+    else:
+        upsampler = spec.upsampler(options.precision, options.dynamic)
+    if upsampler not in spec.upsamplers:
+        raise UnsupportedOptionError(
+            f"upsampler {upsampler!r} is not supported for target {spec.name!r} "
+            f"(supported: {', '.join(spec.upsamplers)})"
+        )
+    if options.delegate is not None and options.delegate not in spec.delegates:
+        raise UnsupportedOptionError(
+            f"delegate {options.delegate!r} is not available for target {spec.name!r}"
+            + (f" (available: {', '.join(spec.delegates)})" if spec.delegates else " (it has no choice)")
+        )
+    if options.fully_integer and not spec.fully_integer:
+        raise UnsupportedOptionError(f"target {spec.name!r} has no fully-integer int8 mode")
+    if options.weight_only and not spec.weight_only:
+        raise UnsupportedOptionError(f"target {spec.name!r} has no int8 weight-only mode")
+    if options.precision == "int8" and not options.weight_only and spec.quant_backend is None:
+        raise UnsupportedOptionError(f"target {spec.name!r} has no int8 quantization backend")
+    delegate = options.delegate or (spec.delegates[0] if spec.delegates else None)
+    return ExportPlan(spec, options.options(), upsampler, delegate, qat)
+
+
+def artifact_name(student: Student, plan: ExportPlan) -> str:
+    _, _, h, w = plan.input_shape
+    size = "dynamic" if plan.dynamic else f"{h}x{w}"
+    # int8 variants get distinct names so one never replaces another: int8w (weights only), int8fi
+    precision = plan.precision + ("w" if plan.weight_only else "fi" if plan.fully_integer else "")
+    return f"{student.arch['name']}_x{student.scale}_w{student.width:g}_{size}_{precision}{plan.spec.suffix}"

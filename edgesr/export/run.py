@@ -1,0 +1,159 @@
+"""Student -> verified artifact + manifest: `export_student`, `export_checkpoint`, `export_all`.
+
+One export: resolve the plan (edgesr/export/plan.py), trace the student with a real image crop,
+write the artifact under a staging name, run it on the target's real runtime and compare with
+PyTorch, and only then move it into place and write `<artifact>.json` next to it. The checkpoint is
+read once (`edgesr.student.load_student`), whatever the target and precision.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from edgesr import quant
+from edgesr.errors import OutputExistsError
+from edgesr.export.base import VerificationError, get_exporter, staged
+from edgesr.export.graphs import rewrite_upsampler
+from edgesr.export.manifest import build_manifest, manifest_path, write_manifest
+from edgesr.export.plan import (
+    ExportOptions,
+    ExportPlan,
+    ExportRequest,
+    UnsupportedOptionError,
+    artifact_name,
+    plan_export,
+)
+from edgesr.export.verify import Verification, verification_input, verify
+from edgesr.sdk import MissingSDKError
+from edgesr.student import Student, load_student
+from edgesr.targets import TARGETS
+
+__all__ = [
+    "ExportReport", "ExportResult", "deployable", "export_all", "export_checkpoint", "export_student",
+    "quantized_graph",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    target: str
+    precision: str
+    artifact: Path
+    manifest_path: Path
+    verification: Verification
+    manifest: dict[str, Any]
+    export_s: float  # conversion time (without verification), seconds
+
+
+@dataclass
+class ExportReport:
+    """`export_all`: one result per exported target, and why the others were skipped."""
+
+    results: list[ExportResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def export_checkpoint(request: ExportRequest) -> ExportResult:
+    """Export the student at `request.width` of `request.checkpoint` to `request.target`."""
+    get_exporter(request.target)  # an unknown target fails before the checkpoint is read
+    return export_student(load_student(request.checkpoint, request.width), request.target, request.options())
+
+
+def export_student(student: Student, target: str, options: ExportOptions) -> ExportResult:
+    """Export one student to one target, verify it on the target's runtime, write its manifest.
+
+    Raises MissingSDKError, UnsupportedOptionError, UnsupportedOpError, VerificationError,
+    OutputExistsError (existing artifact without `force`); on any error no artifact is left behind.
+    """
+    exporter = get_exporter(target)
+    plan = plan_export(target, options, qat=student.is_qat)
+    sdk = exporter.sdk_versions()
+    final = Path(options.out_dir) / artifact_name(student, plan)
+    if final.exists() and not options.force:  # fail before the slow conversion
+        raise OutputExistsError(f"{final} exists; pass --force (force=True) to replace it")
+    x, source = verification_input(plan.input_shape, student.scale)
+    example = torch.from_numpy(x)
+    model = deployable(student.net, plan.upsampler)
+    with staged(final, options.force) as tmp:
+        t0 = time.perf_counter()
+        # int8: the converted q/dq graph the target lowers, and the reference its artifact must match
+        quantized = quantized_graph(student, model, example, plan)
+        with torch.no_grad():
+            exporter.export(quantized if quantized is not None else model, example, tmp, plan)
+        export_s = time.perf_counter() - t0
+        result = verify(model, exporter, tmp, x, source, plan, quantized)
+        if not result.passed:
+            raise VerificationError(
+                f"{target} {plan.precision} artifact failed verification: {result.summary()}; "
+                "nothing was written"
+            )
+        delegation = exporter.delegation(tmp)
+        # built from the staged artifact (same file name), so a failure here leaves nothing behind
+        manifest = build_manifest(student, plan, model, tmp, result, delegation, sdk, exporter, export_s)
+    write_manifest(final, manifest)
+    return ExportResult(target, plan.precision, final, manifest_path(final), result, manifest, export_s)
+
+
+def deployable(model: nn.Module, upsampler: str) -> nn.Module:
+    """`model` with its upsampler written as `upsampler` (numerically the same function)."""
+    if upsampler == "pixelshuffle":
+        return model
+    return rewrite_upsampler(model, upsampler).eval()
+
+
+def quantized_graph(student: Student, model: nn.Module, example: Tensor, plan: ExportPlan) -> Any:
+    """For int8 activations: the converted PT2E graph (q/dq ops) the target lowers, from the student's
+    QAT state when it has one (for this target's backend), else post-training quantized on built-in
+    train crops. None for float precisions and weight-only int8.
+    """
+    if not plan.int8_activations:
+        return None
+    backend = plan.spec.quant_backend
+    if student.is_qat:
+        converted, qmeta = quant.quantized_student(student, example=example)
+        where = student.path or "this student"
+        if qmeta.backend != backend:
+            raise UnsupportedOptionError(
+                f"{where} was quantization-aware trained for backend {qmeta.backend!r}; "
+                f"target {plan.target!r} needs backend {backend!r} (train a QAT stage for it, or export "
+                f"to the target of {qmeta.backend!r})"
+            )
+        if bool(qmeta.fully_integer) != plan.fully_integer:
+            raise UnsupportedOptionError(
+                f"{where} was QAT-trained with fully_integer={qmeta.fully_integer}; "
+                f"the request asks for fully_integer={plan.fully_integer}"
+            )
+        return converted
+    _, _, h, w = plan.input_shape
+    images = quant.calibration_images(student.scale, n=plan.options.calibration_images, size=min(h, w, 64))
+    return quant.ptq(model, backend, example, images, fully_integer=plan.fully_integer)
+
+
+def export_all(
+    student: Student,
+    options: ExportOptions,
+    targets: list[str] | None = None,
+    *,
+    target_defaults: bool = False,
+) -> ExportReport:
+    """Export `student` to every target (or `targets`) whose SDK is installed and that supports the
+    options; the rest are reported in `skipped` with the reason (e.g. the pip extra).
+    `target_defaults=True` exports each target at its own default precision instead of the options'.
+    Conversion (unsupported op) and verification errors are not swallowed.
+    """
+    report = ExportReport()
+    for name in targets or TARGETS.names():
+        one = replace(options, precision=TARGETS.get(name).default_precision) if target_defaults else options
+        try:  # options a target refuses (some only while converting) and missing SDKs are skips
+            plan_export(name, one, qat=student.is_qat)
+            get_exporter(name).sdk_versions()
+            report.results.append(export_student(student, name, one))
+        except (MissingSDKError, UnsupportedOptionError) as e:
+            report.skipped[name] = str(e)
+    return report

@@ -1,0 +1,80 @@
+"""Editing a recipe file in place: change one value's characters, keep every other byte.
+
+    write_recipe_width("recipes/quickstart_student.yaml", 0.375)  # `edgesr select-width --write`
+
+The value is located with the YAML node's character positions (comments, layout, quoting and CRLF
+line endings survive), the edited text is validated by loading it as a recipe before the file is
+replaced, and the file is replaced atomically with its mode kept (edgesr.files).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgesr.files import atomic_write_text
+from edgesr.recipe import load_recipe
+from edgesr.schema import RecipeError, StrictLoader
+
+__all__ = ["write_recipe_width"]
+
+
+def _child(node: Any, key: str) -> Any:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == key:
+            return v
+    return None
+
+
+def write_recipe_width(path: str | os.PathLike[str], width: float) -> tuple[float, str]:
+    """Set the recipe's student width to `width`, editing only that number's characters in the file.
+
+    The student width is the single entry of `train.widths` (entries of `eval.widths` equal to it
+    follow it, so the recipe stays valid). The edit is located with the YAML node's character
+    positions, the result is validated by loading it as a recipe, then written atomically. Returns
+    (old width, new text). Raises RecipeError when the file has no single-entry `train.widths`.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": CRLF files stay CRLF
+        text = f.read()
+    root = yaml.compose(text, Loader=StrictLoader)
+    widths = _child(_child(root, "train"), "widths")
+    if not isinstance(widths, yaml.SequenceNode) or len(widths.value) != 1:
+        raise RecipeError(
+            "train.widths: expected a list with exactly one student width (e.g. `widths: [0.25]`) to "
+            "replace; edit recipes that train several widths by hand",
+            key="train.widths",
+            source=str(path),
+        )
+    old = float(widths.value[0].value)
+    new = f"{width:.6g}"
+    nodes = [widths.value[0]]
+    ev = _child(_child(root, "eval"), "widths")
+    if isinstance(ev, yaml.SequenceNode):
+        nodes += [n for n in ev.value if isinstance(n, yaml.ScalarNode) and _float(n.value) == old]
+    out = text
+    for n in sorted(nodes, key=lambda n: n.start_mark.index, reverse=True):
+        out = out[: n.start_mark.index] + new + out[n.end_mark.index :]
+    with tempfile.TemporaryDirectory() as tmp:  # validate before replacing the file
+        check = Path(tmp) / path.name
+        check.write_bytes(out.encode("utf-8"))
+        recipe = load_recipe(check)
+    if recipe.train.widths != (float(new),):
+        raise RecipeError(
+            f"train.widths: edit produced {list(recipe.train.widths)}, expected [{new}]", source=str(path)
+        )
+    atomic_write_text(path, out)
+    return old, out
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None

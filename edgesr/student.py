@@ -1,0 +1,107 @@
+"""The one place a checkpoint becomes a student network: `load_student(checkpoint, width)`.
+
+Every command that turns a checkpoint into a network at a width (export, the QAT stage, the quant
+report, eval, upscale, profile sweep, select-width) calls `load_student`, which reads the file once
+(header and weights together) and returns a typed `Student`.
+
+>>> s = load_student("runs/quickstart/student")          # doctest: +SKIP
+>>> s.net, s.width, s.scale, s.is_qat                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from edgesr.errors import CheckpointError
+from edgesr.models import materialize
+from edgesr.train.checkpoint import CheckpointMeta, open_checkpoint
+
+__all__ = ["Student", "load_network", "load_student", "student_width"]
+
+
+@dataclass(frozen=True)
+class Student:
+    """A stand-alone network at one width, and where it came from.
+
+    `net` runs as `net(x)` with no width argument: a materialized (narrow) copy, or the full network at
+    width 1. For a QAT checkpoint it is the fake-quant graph as trained (`edgesr.quant` converts it).
+    """
+
+    net: nn.Module
+    meta: CheckpointMeta
+    width: float
+    path: Path | None  # the weights file read; None for a module that came from no checkpoint
+
+    @property
+    def scale(self) -> int:
+        return self.meta.scale
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        return self.meta.arch
+
+    @property
+    def quant(self) -> dict[str, Any] | None:
+        """A QAT checkpoint's `quant` entry ({"backend", "fully_integer", ...}); None when float."""
+        return self.meta.quant
+
+    @property
+    def is_qat(self) -> bool:
+        return self.meta.quant is not None
+
+    @classmethod
+    def from_module(cls, net: nn.Module, width: float = 1.0) -> Student:
+        """A module that came from no checkpoint (e.g. one the profiler builds), as a `Student`."""
+        arch = getattr(net, "arch", None) or {"name": type(net).__name__, "args": {}}
+        meta = CheckpointMeta(arch=arch, scale=int(getattr(net, "scale", 1)), widths=(float(width),),
+                              materialized_width=getattr(net, "materialized_width", None),
+                              recipe_hash="none", step=0)  # fmt: skip
+        return cls(net.eval(), meta, float(width), None)
+
+
+def student_width(meta: CheckpointMeta, width: float | None, *, any_width: bool = False) -> float:
+    """The width to take: a materialized checkpoint's own (asking another is an error), else `width`
+    or the narrowest trained width. `width` must be a trained width unless `any_width` (a student sliced
+    from a teacher's leading channels)."""
+    if meta.materialized_width is not None:
+        if width is not None and abs(width - meta.materialized_width) > 1e-9:
+            raise CheckpointError(
+                f"this checkpoint is a materialized student at width {meta.materialized_width:g}; "
+                f"it cannot be used at width {width:g}"
+            )
+        return float(meta.materialized_width)
+    if width is None:
+        return float(min(meta.widths))
+    if not any_width and not any(abs(width - w) < 1e-9 for w in meta.widths):
+        raise CheckpointError(
+            f"width {width:g} was not trained in this checkpoint (trained widths: "
+            f"{', '.join(f'{w:g}' for w in meta.widths)})"
+        )
+    return float(width)
+
+
+def load_network(checkpoint: str | os.PathLike[str]) -> Student:
+    """The network as the checkpoint stores it, in eval mode: a CSD or teacher network at full width
+    (slimmable: `net(x, width=w)` runs any trained width), or a materialized student at its own width."""
+    net, meta, path = open_checkpoint(checkpoint)
+    return Student(net.eval(), meta, float(meta.materialized_width or 1.0), path)
+
+
+def load_student(
+    checkpoint: str | os.PathLike[str], width: float | None = None, *, any_width: bool = False
+) -> Student:
+    """The student at `width` of a run dir, checkpoint dir or .safetensors file, in eval mode.
+
+    A CSD or teacher checkpoint is materialized at `width` (width 1: the full network as it is); a
+    materialized student is taken as it is. Raises `CheckpointError` naming the file and the widths.
+    """
+    stored = load_network(checkpoint)
+    w = student_width(stored.meta, width, any_width=any_width)
+    if stored.meta.materialized_width is None and w < 1.0:
+        return Student(materialize(stored.net, w).eval(), stored.meta, w, stored.path)
+    return Student(stored.net, stored.meta, w, stored.path)

@@ -1,0 +1,125 @@
+"""What each export target is, in one place: `TARGETS`, one `TargetSpec` per target.
+
+Everything that needs a fact about a target reads it here: the exporters (`edgesr.export`), the
+quantization backends (`edgesr.quant.backends`), recipe validation (`train.quant.backend`), device
+files (which runtime runs a target's artifact), the host profiler (runtime package, delegate) and the
+CLI's `choices`. The module imports nothing but the registry, so training machines and the recipe
+schema can read it without any export SDK.
+
+Adding a target: declare its `TargetSpec` here, write its exporter (edgesr/export/<name>.py, which
+binds `spec = TARGETS.get(name)`) and its tests; a test checks that every spec has an exporter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgesr.registry import Registry
+
+__all__ = [
+    "PRECISIONS",
+    "TARGETS",
+    "UPSAMPLERS",
+    "TargetSpec",
+    "quant_backends",
+    "target_of_backend",
+]
+
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+# How the last stage's sub-pixel upsampling is written in the exported graph (edgesr/export/graphs.py):
+# nn.PixelShuffle, a depth-to-space with reordered conv channels, or a fixed-weight ConvTranspose2d.
+UPSAMPLERS: tuple[str, ...] = ("pixelshuffle", "depth_to_space", "transposed_conv")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """The facts about one export target that code outside its exporter needs."""
+
+    name: str  # registry name and `--target` value, e.g. "tflite"
+    suffix: str  # artifact file suffix, e.g. ".tflite"
+    sdk_label: str  # how messages name the SDK, e.g. "LiteRT (litert-torch + ai-edge-litert)"
+    extra: str  # pip extra that installs the SDK: pip install "edgesr[<extra>]"
+    runtime: str  # the runtime name device files and profiles use for its artifacts, e.g. "litert"
+    runtime_package: str  # the package whose version is "the runtime version" in a profile
+    runtime_label: str  # what runs the artifact here, as manifests say it
+    precisions: tuple[str, ...]
+    default_precision: str = "fp32"  # what `edgesr export` uses when --precision is not given
+    upsamplers: tuple[str, ...] = UPSAMPLERS  # variants the converter takes
+    default_upsampler: str = "pixelshuffle"  # int8 or dynamic shapes (and float, unless below)
+    float_fixed_upsampler: str | None = None  # float at a fixed input shape, when it differs
+    delegates: tuple[str, ...] = ()  # backends inside the artifact `--delegate` picks (first = default)
+    host_delegate: str = "cpu"  # the delegate a host profile records when the target has no choice
+    quant_backend: str | None = None  # the PT2E quantizer backend of its int8 path (edgesr.quant)
+    dynamic_shapes: bool = False  # free H and W at run time
+    fully_integer: bool = False  # int8 I/O and no float op (NPU targets)
+    weight_only: bool = False  # int8 weights, float activations
+    platforms: tuple[str, ...] = ()  # sys.platform values whose runtime runs the artifact; () = any
+    io: str = "float32 NCHW in [0, 1]"  # artifact I/O unless the exporter's io_spec says otherwise
+
+    def upsampler(self, precision: str, dynamic: bool) -> str:
+        """The upsampler variant used when the request names none."""
+        if self.float_fixed_upsampler is not None and precision != "int8" and not dynamic:
+            return self.float_fixed_upsampler
+        return self.default_upsampler
+
+    @property
+    def default_delegate(self) -> str:
+        return self.delegates[0] if self.delegates else self.host_delegate
+
+
+TARGETS: Registry[TargetSpec] = Registry("target")
+
+
+def _declare(spec: TargetSpec) -> TargetSpec:
+    return TARGETS.register(spec.name)(spec)
+
+
+_declare(TargetSpec(
+    name="onnx", suffix=".onnx", sdk_label="ONNX", extra="onnx",
+    runtime="onnxruntime", runtime_package="onnxruntime",
+    runtime_label="onnxruntime CPUExecutionProvider",
+    precisions=("fp32",), dynamic_shapes=True, host_delegate="cpu",
+))  # fmt: skip
+_declare(TargetSpec(
+    name="tflite", suffix=".tflite", sdk_label="LiteRT (litert-torch + ai-edge-litert)", extra="tflite",
+    runtime="litert", runtime_package="ai-edge-litert",
+    runtime_label="ai-edge-litert Interpreter (default XNNPACK delegate)",
+    precisions=("fp32", "fp16", "int8"),
+    # Float at a fixed shape: a real DEPTH_TO_SPACE op (about 30% faster than TRANSPOSE_CONV on the host's
+    # XNNPACK, and what mobile GPU delegates take). int8 and dynamic shapes: TRANSPOSE_CONV, the one
+    # form that stays a single int8 op and converts with free H/W.
+    default_upsampler="transposed_conv", float_fixed_upsampler="depth_to_space",
+    host_delegate="xnnpack", quant_backend="litert",
+    dynamic_shapes=True,  # with upsampler "transposed_conv" and some models (edgesr/export/tflite.py)
+    fully_integer=True, weight_only=True,
+))  # fmt: skip
+_declare(TargetSpec(
+    name="executorch", suffix=".pte", sdk_label="ExecuTorch", extra="executorch",
+    runtime="executorch", runtime_package="executorch",
+    runtime_label="ExecuTorch runtime (portable kernels + XNNPACK delegate)",
+    precisions=("fp32", "fp16", "int8"), delegates=("xnnpack", "coreml"), quant_backend="xnnpack",
+    dynamic_shapes=True,
+))  # fmt: skip
+_declare(TargetSpec(
+    name="coreml", suffix=".mlpackage", sdk_label="Core ML (coremltools)", extra="coreml",
+    runtime="coreml", runtime_package="coremltools",
+    runtime_label="Core ML (MLModel.predict, ML program, iOS17+)",
+    precisions=("fp32", "fp16", "int8"), default_precision="fp16",
+    # pixelshuffle -> one MIL pixel_shuffle op per stage; depth_to_space -> reshape/transpose (rank 5);
+    # transposed_conv -> conv_transpose. All three convert; the single native op is the default.
+    host_delegate="all", quant_backend="coreml", dynamic_shapes=True, weight_only=True,
+    platforms=("darwin",),
+))  # fmt: skip
+
+
+def quant_backends() -> tuple[str, ...]:
+    """Every int8 quantization backend a target uses (`train.quant.backend` values)."""
+    return tuple(s.quant_backend for s in TARGETS.values() if s.quant_backend is not None)
+
+
+def target_of_backend(backend: str) -> TargetSpec:
+    """The target whose int8 path uses `backend` (KeyError for an unknown backend)."""
+    for spec in TARGETS.values():
+        if spec.quant_backend == backend:
+            return spec
+    raise KeyError(backend)
