@@ -33,8 +33,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6")
+    """ruff, and the layer contracts of .importlinter (docs/architecture.md) on the source tree."""
+    session.install("ruff>=0.6", "import-linter>=2.1")
     session.run("ruff", "check", "edgesr", "tests", "benchmarks", "noxfile.py")
+    session.run("lint-imports", "--no-cache")
 
 
 @nox.session(python=PYTHON)

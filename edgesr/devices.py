@@ -9,7 +9,7 @@ latencies live beside the files, in `devices/profiles/<device>/` (see `edgesr.pr
     d.resolution.text, d.budget_ms            # "320x180", 33.3
     [n for n, _ in list_devices()]            # ["galaxy_s24", "host", ...]
 
-A corrupt or unknown file raises `RecipeError` naming the file and the key (with "did you mean").
+A corrupt or unknown file raises `DeviceError` naming the file and the key (with "did you mean").
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Literal
 
 from edgesr import schema
+from edgesr.errors import DeviceError, UnknownNameError, UsageError
 from edgesr.registry import unknown_name_message
-from edgesr.schema import RecipeError, _check, _found, _yaml_load
+from edgesr.schema import _check, _found, _yaml_load, config_errors
 
 __all__ = [
     "DEVICES_DIR",
@@ -111,14 +112,14 @@ class Device:
             if r.name == name:
                 return r
         have = ", ".join(r.name for r in self.runtimes)
-        raise ValueError(f"device {self.name!r} has no runtime {name!r} (it has: {have})")
+        raise DeviceError(f"device {self.name!r} has no runtime {name!r} (it has: {have})")
 
 
 def parse_resolution(text: str) -> Resolution:
     """'320x180' (W x H of the LR input) -> Resolution(320, 180)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m or min(int(m.group(1)), int(m.group(2))) < 1:
-        raise ValueError(f"resolution must look like WxH in LR pixels (e.g. 320x180), got {text!r}")
+        raise UsageError(f"resolution must look like WxH in LR pixels (e.g. 320x180), got {text!r}")
     return Resolution(int(m.group(1)), int(m.group(2)))
 
 
@@ -137,23 +138,24 @@ def resolve_device(name_or_path: str | os.PathLike[str], root: str | os.PathLike
     if text in shipped:
         return shipped[text]
     if path.suffix in (".yaml", ".yml") or "/" in text:
-        raise RecipeError(f"no such device file: {text}. Devices in {root}: {', '.join(shipped)}")
-    raise KeyError(unknown_name_message("device", text, shipped))
+        raise DeviceError(f"no such device file: {text}. Devices in {root}: {', '.join(shipped)}")
+    raise UnknownNameError(unknown_name_message("device", text, shipped))
 
 
 def load_device(name_or_path: str | os.PathLike[str], root: str | os.PathLike[str] = DEVICES_DIR) -> Device:
-    """Load and validate a device file; RecipeError names the file, the key and what was expected."""
+    """Load and validate a device file; DeviceError names the file, the key and what was expected."""
     file = resolve_device(name_or_path, root)
     source = str(file)
-    data = _yaml_load(file.read_text(encoding="utf-8"), source)
-    if not isinstance(data, dict):
-        raise RecipeError(f"expected a mapping of device keys, got {_found(data)}", source=source)
-    try:
-        device = schema.from_dict(Device, data)
-    except RecipeError as e:
-        raise e.with_source(source) from None
+    with config_errors(DeviceError):
+        data = _yaml_load(file.read_text(encoding="utf-8"), source)
+        if not isinstance(data, dict):
+            raise DeviceError(f"expected a mapping of device keys, got {_found(data)}", source=source)
+        try:
+            device = schema.from_dict(Device, data)
+        except DeviceError as e:
+            raise e.with_source(source) from None
     if device.name != file.stem:
-        raise RecipeError(
+        raise DeviceError(
             f"name: {device.name!r} does not match the file name {file.name!r} (expected {file.stem!r})",
             key="name",
             source=source,

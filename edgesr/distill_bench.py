@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from edgesr.errors import UnknownNameError
 from edgesr.files import atomic_path, atomic_write_text
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, resolve_recipe
 from edgesr.train.trainer import train_or_continue
@@ -62,7 +63,7 @@ class BenchRow:
 def method_recipe(base: Recipe, base_path: Path, method: str, seed: int, teacher: Path | None) -> Recipe:
     """The base recipe with one method's overrides, the seed, and a student-only name."""
     if method not in METHODS:
-        raise KeyError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+        raise UnknownNameError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     _, overrides = METHODS[method]
     overrides = [o.replace("{teacher}", str(teacher)) for o in overrides]
     return load_recipe(base_path, [*overrides, f"seed={seed}", f"name={base.name}-{method}-s{seed}"])
@@ -82,7 +83,7 @@ def run_bench(
     methods = list(dict.fromkeys([*BASELINES, *methods]))  # the baselines are never optional
     for m in methods:  # fail before anything trains
         if m not in METHODS:
-            raise KeyError(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
+            raise UnknownNameError(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
     base_path = resolve_recipe(PRESETS.get(preset_or_recipe, preset_or_recipe))
     base = load_recipe(base_path, overrides)
     if overrides:  # later loads must see the same base

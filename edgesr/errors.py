@@ -13,10 +13,12 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "ConfigError",
     "DataError",
     "DeviceError",
     "EdgesrError",
     "ExportError",
+    "NotFoundError",
     "NotRunnableHere",
     "OutputExistsError",
     "ProfileError",
@@ -41,12 +43,28 @@ class UnknownNameError(EdgesrError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class NotFoundError(EdgesrError, FileNotFoundError):
+    """A file or folder the user named does not exist (or lacks the companion file it needs)."""
+
+
 class OutputExistsError(EdgesrError, FileExistsError):
     """An output exists and the command was not asked to replace it (--force)."""
 
 
-class RecipeError(EdgesrError, ValueError):
-    """A recipe file or override that does not validate; names the file and the key's dotted path."""
+class ConfigError(EdgesrError, ValueError):
+    """A typed YAML file (recipe, device, profile) that does not validate. `key` is the dotted path it
+    concerns ("" when none), `source` the file; the message names both."""
+
+    def __init__(self, message: str, *, key: str = "", source: str = "") -> None:
+        self.message, self.key, self.source = message, key, source
+        super().__init__(f"{source}: {message}" if source else message)
+
+    def with_source(self, source: str) -> ConfigError:
+        return type(self)(self.message, key=self.key, source=source)
+
+
+class RecipeError(ConfigError):
+    """A recipe file or override that does not validate."""
 
 
 class DataError(EdgesrError, ValueError):
@@ -57,12 +75,12 @@ class CheckpointError(EdgesrError, ValueError):
     """A path that cannot be read as an edgesr checkpoint, or a width/state it does not hold."""
 
 
-class DeviceError(EdgesrError, ValueError):
+class DeviceError(ConfigError):
     """A device file (devices/*.yaml) that does not validate, or a device that cannot be used."""
 
 
-class ProfileError(EdgesrError, ValueError):
-    """A latency profile or profiler output that cannot be read or trusted."""
+class ProfileError(ConfigError):
+    """A stored latency profile (devices/profiles/) that does not validate."""
 
 
 class ExportError(EdgesrError, RuntimeError):

@@ -14,6 +14,7 @@ from torch import nn
 
 from edgesr.data.bicubic import imresize
 from edgesr.data.images import to_tensor, to_uint8
+from edgesr.errors import DataError, UsageError
 from edgesr.metrics import psnr_y, self_ensemble, ssim_y
 
 
@@ -56,7 +57,7 @@ def run_sr(
 def _check_fixed(fixed: float, requested: Sequence[float]) -> None:
     other = [w for w in requested if abs(w - fixed) > 1e-9]
     if other:
-        raise ValueError(
+        raise UsageError(
             f"this model was materialized at width {fixed:g}; it cannot run at width {other[0]:g}"
         )
 
@@ -115,7 +116,7 @@ def bicubic_rows(datasets: Mapping[str, Sequence[dict]], scale: int, with_ssim: 
 
 def _row(name: str, method: str, width: float | None, psnrs: list[float], ssims: list[float]) -> EvalRow:
     if not psnrs:
-        raise ValueError(f"data set {name!r} has no images")
+        raise DataError(f"data set {name!r} has no images")
     ssim = sum(ssims) / len(ssims) if ssims else None
     return EvalRow(name, method, width, sum(psnrs) / len(psnrs), ssim, len(psnrs))
 

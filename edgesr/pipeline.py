@@ -26,9 +26,14 @@ from typing import Any
 
 from rich.console import Console
 
+from edgesr import selection
 from edgesr.evaluate import EvalRow, print_table, table_markdown
+from edgesr.export import ExportOptions, export_all
+from edgesr.export.verify import verification_table
 from edgesr.files import atomic_write_text
 from edgesr.recipe import load_recipe, resolve_recipe
+from edgesr.student import load_student
+from edgesr.train.trainer import run_status, train_or_continue
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,6 @@ class PipelineResult:
 def _run_stage(
     name: str, recipe_name: str, overrides: list[str], run_dir: Path, console: Console
 ) -> list[EvalRow]:
-    from edgesr.train.trainer import run_status, train_or_continue
 
     recipe = load_recipe(resolve_recipe(recipe_name), overrides)
     done = run_status(run_dir) == "completed"
@@ -97,9 +101,6 @@ def export_stage(student: Path, out: Path, console: Console, targets: list[str] 
 
     Artifacts already in `out` are replaced, so a re-run exports the current student.
     """
-    from edgesr.export import ExportOptions, export_all
-    from edgesr.export.verify import verification_table
-    from edgesr.student import load_student
 
     console.print(f"[bold]4/5 export[/]: {student} -> {out}")
     options = ExportOptions(out_dir=out, force=True)
@@ -113,14 +114,12 @@ def export_stage(student: Path, out: Path, console: Console, targets: list[str] 
 def profile_stage(student: Path, csd: Path, out: Path, console: Console) -> Any:
     """Final step: host latency sweep of the student's architecture + width selection for the host's
     budget; writes `out/select_width.md` and `out/select_width.png`, returns the Selection."""
-    from edgesr.profile.sweep import quickstart_loop
-    from edgesr.selection import table_markdown
 
     console.print(f"[bold]5/5 profile[/]: host latency of the student's architecture -> {out / 'profiles'}")
-    sel, plot = quickstart_loop(student, csd, out, log=console.print)
+    sel, plot = selection.quickstart_loop(student, csd, out, log=console.print)
     title = f"select-width on host: budget {sel.budget_ms:g} ms, {sel.runtime}, LR {sel.resolution}"
-    atomic_write_text(out / "select_width.md", f"{title}\n\n{table_markdown(sel)}\n")
-    console.print(table_markdown(sel), markup=False, highlight=False)
+    atomic_write_text(out / "select_width.md", f"{title}\n\n{selection.table_markdown(sel)}\n")
+    console.print(selection.table_markdown(sel), markup=False, highlight=False)
     for note in sel.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
     chosen = f"width {sel.chosen.width:g} ({sel.chosen.latency_ms:.1f} ms)" if sel.chosen else "no width fits"

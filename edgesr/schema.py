@@ -15,6 +15,7 @@ Also here: `StrictLoader`, a YAML loader that rejects duplicate keys and reads `
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import difflib
@@ -28,9 +29,13 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
+from edgesr.errors import ConfigError, RecipeError
+
 __all__ = [
     "DuplicateKeyError",
+    "ConfigError",
     "RecipeError",
+    "config_errors",
     "StrictLoader",
     "from_dict",
     "parse_override",
@@ -39,15 +44,25 @@ __all__ = [
 T = TypeVar("T")
 
 
-class RecipeError(ValueError):
-    """A recipe (schema) problem. `key` is the dotted path it concerns ("" when none), `source` the file."""
+# Which ConfigError subclass the machinery raises: RecipeError unless a loader of another kind of file
+# (device, profile) says otherwise with `config_errors(DeviceError)`.
+_ERROR: contextvars.ContextVar[type[ConfigError]] = contextvars.ContextVar(
+    "edgesr_schema_error", default=RecipeError
+)
 
-    def __init__(self, message: str, *, key: str = "", source: str = "") -> None:
-        self.message, self.key, self.source = message, key, source
-        super().__init__(f"{source}: {message}" if source else message)
 
-    def with_source(self, source: str) -> RecipeError:
-        return RecipeError(self.message, key=self.key, source=source)
+@contextlib.contextmanager
+def config_errors(error: type[ConfigError]) -> Iterator[None]:
+    """Within the block, schema errors are raised as `error` (e.g. DeviceError for device files)."""
+    token = _ERROR.set(error)
+    try:
+        yield
+    finally:
+        _ERROR.reset(token)
+
+
+def _error(message: str, *, key: str = "", source: str = "") -> ConfigError:
+    return _ERROR.get()(message, key=key, source=source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,9 +75,9 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix and key else prefix or key
 
 
-def _fail(key: str, problem: str) -> RecipeError:
+def _fail(key: str, problem: str) -> ConfigError:
     full = _join(_SECTION.get(), key)
-    return RecipeError(f"{full}: {problem}", key=full)
+    return _error(f"{full}: {problem}", key=full)
 
 
 def _check(ok: bool, key: str, problem: str) -> None:
@@ -70,7 +85,7 @@ def _check(ok: bool, key: str, problem: str) -> None:
         raise _fail(key, problem)
 
 
-def _unknown_key(key: str, known: Sequence[str], schema_paths: Sequence[str] = ()) -> RecipeError:
+def _unknown_key(key: str, known: Sequence[str], schema_paths: Sequence[str] = ()) -> ConfigError:
     """'unknown key a.b' with the closest sibling, or the same leaf name in another section."""
     prefix, _, leaf = key.rpartition(".")
     close = difflib.get_close_matches(leaf, known, n=1)
@@ -79,7 +94,7 @@ def _unknown_key(key: str, known: Sequence[str], schema_paths: Sequence[str] = (
     else:
         elsewhere = [p for p in schema_paths if p.rpartition(".")[2] == leaf]
         hint = f" Did you mean {elsewhere[0]!r}?" if elsewhere else ""
-    return RecipeError(f"unknown key {key!r}.{hint} Valid here: {', '.join(known)}", key=key)
+    return _error(f"unknown key {key!r}.{hint} Valid here: {', '.join(known)}", key=key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,8 +141,8 @@ def _coerce(tp: Any, value: Any, key: str, root: type | None = None) -> Any:
     `root` is passed on to `from_dict` for nested dataclasses.
     """
 
-    def wrong() -> RecipeError:
-        return RecipeError(f"{key}: expected {_describe(tp)}, got {_found(value)}", key=key)
+    def wrong() -> ConfigError:
+        return _error(f"{key}: expected {_describe(tp)}, got {_found(value)}", key=key)
 
     origin, args = get_origin(tp), get_args(tp)
     if tp is Any:
@@ -140,7 +155,7 @@ def _coerce(tp: Any, value: Any, key: str, root: type | None = None) -> Any:
         if not any(value == a and type(value) is type(a) for a in args):
             close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
             hint = f". Did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(f"{key}: expected {_describe(tp)}, got {_found(value)}{hint}", key=key)
+            raise _error(f"{key}: expected {_describe(tp)}, got {_found(value)}{hint}", key=key)
         return value
     if origin in (Union, types.UnionType):
         if value is None and _NONE in args:
@@ -151,7 +166,7 @@ def _coerce(tp: Any, value: Any, key: str, root: type | None = None) -> Any:
                 continue
             try:
                 return _coerce(a, value, key, root)
-            except RecipeError as e:
+            except ConfigError as e:
                 errors.append(e)
         deeper = [e for e in errors if e.key != key]  # e.g. a bad list element: the precise message
         raise deeper[0] if len(errors) == 1 and deeper else wrong()
@@ -169,7 +184,7 @@ def _coerce(tp: Any, value: Any, key: str, root: type | None = None) -> Any:
             raise wrong()
         for k in value:
             if not isinstance(k, str):
-                raise RecipeError(f"{key}: keys must be strings, got {_found(k)}", key=key)
+                raise _error(f"{key}: keys must be strings, got {_found(k)}", key=key)
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
@@ -212,12 +227,12 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "", *, root: ty
     """
     root = root or cls
     if not isinstance(data, Mapping):
-        raise RecipeError(f"{path or 'recipe'}: expected mapping, got {_found(data)}", key=path)
+        raise _error(f"{path or 'recipe'}: expected mapping, got {_found(data)}", key=path)
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     for k in data:
         if not isinstance(k, str):
-            raise RecipeError(f"{path or 'recipe'}: keys must be strings, got {_found(k)}", key=path)
+            raise _error(f"{path or 'recipe'}: keys must be strings, got {_found(k)}", key=path)
         if k not in fields:
             raise _unknown_key(_join(path, k), list(fields), list(_schema_paths(root)))
     kwargs: dict[str, Any] = {}
@@ -228,7 +243,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "", *, root: ty
         elif dataclasses.is_dataclass(hints[name]):  # build defaults here so their errors have paths
             kwargs[name] = from_dict(hints[name], {}, key, root=root)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise RecipeError(f"missing required key {key!r}", key=key)
+            raise _error(f"missing required key {key!r}", key=key)
     token = _SECTION.set(path)
     try:
         return cls(**kwargs)
@@ -291,13 +306,13 @@ def _yaml_load(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=StrictLoader)  # StrictLoader is a SafeLoader
     except DuplicateKeyError as e:
-        raise RecipeError(str(e), source=source) from None
+        raise _error(str(e), source=source) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise RecipeError(f"invalid YAML: {e.problem or e.context}{where}", source=source) from None
+        raise _error(f"invalid YAML: {e.problem or e.context}{where}", source=source) from None
     except yaml.YAMLError as e:
-        raise RecipeError(f"invalid YAML: {e}", source=source) from None
+        raise _error(f"invalid YAML: {e}", source=source) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,9 +327,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     source = f"override {text!r}"
     if not eq:
-        raise RecipeError("expected KEY=VALUE, e.g. train.steps=200", source=source)
+        raise _error("expected KEY=VALUE, e.g. train.steps=200", source=source)
     if not _KEY.fullmatch(key):
-        raise RecipeError(f"bad key {key!r}: expected dotted names like train.optim.lr", source=source)
+        raise _error(f"bad key {key!r}: expected dotted names like train.optim.lr", source=source)
     return key, _yaml_load(raw, source)
 
 
@@ -327,7 +342,7 @@ def _apply_override(data: dict[str, Any], key: str, value: Any, text: str, sourc
             child = node[part] = {}
         if not isinstance(child, dict):
             where = ".".join(parts[: i + 1])
-            raise RecipeError(
+            raise _error(
                 f"{where!r} is {_found(child)}, not a section",
                 key=where,
                 source=f"override {text!r} (on {source})",

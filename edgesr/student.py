@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from edgesr.errors import CheckpointError
-from edgesr.models import materialize
-from edgesr.train.checkpoint import CheckpointMeta, open_checkpoint
+from edgesr.models import build_model, materialize
+from edgesr.recipe import load_recipe, resolve_recipe
+from edgesr.train.checkpoint import CheckpointMeta, open_checkpoint, read_meta, resolve_checkpoint
 
-__all__ = ["Student", "load_network", "load_student", "student_width"]
+__all__ = ["Student", "load_network", "load_student", "resolve_arch", "student_width"]
 
 
 @dataclass(frozen=True)
@@ -105,3 +107,16 @@ def load_student(
     if stored.meta.materialized_width is None and w < 1.0:
         return Student(materialize(stored.net, w).eval(), stored.meta, w, stored.path)
     return Student(stored.net, stored.meta, w, stored.path)
+
+
+def resolve_arch(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """The full architecture (every constructor argument) of a checkpoint / run dir, or of a recipe."""
+    p = Path(source)
+    if p.is_dir() or p.suffix == ".safetensors":
+        arch = read_meta(resolve_checkpoint(p)).arch
+    else:
+        r = load_recipe(resolve_recipe(source))
+        args = {**r.model.args, "scale": r.scale, "width_multiple": r.model.width_multiple}
+        arch = {"name": r.model.name, "args": args}
+    with torch.device("meta"):  # every default filled in, no weights allocated
+        return build_model(arch["name"], **arch["args"]).arch

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgesr.errors import NotRunnableHere
+from edgesr.data.images import to_tensor, to_uint8
+from edgesr.errors import NotRunnableHere, UsageError
 from edgesr.evaluate import run_sr
 from edgesr.export import get_exporter, read_manifest
 from edgesr.student import load_student
@@ -52,14 +53,14 @@ def spans(size: int, tile: int, overlap: int, window: int | None = None) -> list
     the caller pads), cores of `n - 2*overlap` pixels.
     """
     if tile <= 0 or overlap < 0:
-        raise ValueError(f"tile must be > 0 and overlap >= 0, got tile={tile}, overlap={overlap}")
+        raise UsageError(f"tile must be > 0 and overlap >= 0, got tile={tile}, overlap={overlap}")
     if window is None:
         return [Span(a, b, max(a - overlap, 0), min(b + overlap, size)) for a, b in tiles(size, tile)]
     if size <= window:
         return [Span(0, size, 0, size)]
     core = window - 2 * overlap
     if core < 1:
-        raise ValueError(
+        raise UsageError(
             f"overlap {overlap} leaves no room in a fixed {window}-pixel input (need 2*overlap < {window})"
         )
     out = []
@@ -136,7 +137,6 @@ def upscale_image(
     """uint8 HxWx3 RGB -> uint8 (sH)x(sW)x3, with a progress bar over tiles."""
     from rich.progress import Progress
 
-    from edgesr.data.images import to_tensor, to_uint8
 
     lr = to_tensor(image).unsqueeze(0)
     total = tile_count(lr.shape[2], lr.shape[3], tile, overlap, input_hw)

@@ -42,3 +42,20 @@ def _no_warmup_time_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     """Host timings in tests check behaviour, not latency: no 0.5 s warm-up floor per measurement
     (`time_fn`'s floor itself is tested in tests/profile/test_host_profile.py)."""
     monkeypatch.setattr("edgesr.profile.host.WARMUP_S", 0.0)
+
+
+@pytest.fixture
+def checkpoint_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every opening of a checkpoint file (header or weights) during the test, in order (clear() it to
+    count from a point on)."""
+    import edgesr.train.checkpoint as ckpt
+
+    opened: list[str] = []
+    real = ckpt.safe_open
+
+    def counting(path, *args, **kwargs):
+        opened.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "safe_open", counting)
+    return opened

@@ -266,7 +266,7 @@ def fake_signatures(name: str) -> inspect.Signature:
 
 
 def test_signature_provider_is_injectable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(recipe_mod, "signature_for", fake_signatures)
+    monkeypatch.setattr(recipe_mod.config, "signature_for", fake_signatures)
     cfg = recipe_mod.ModelCfg(name="net", args={"depth": 2, "feats": None, "gain": 2})
     assert cfg.args == {"depth": 2, "feats": None, "gain": 2.0}
     with pytest.raises(RecipeError, match=r"args.feats: expected int or null, got str 'x'"):

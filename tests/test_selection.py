@@ -8,11 +8,11 @@ import pytest
 
 from edgesr.cli import main
 from edgesr.devices import DEVICES_DIR, load_device
-from edgesr.models import build_model, materialize
+from edgesr.models import build_model, candidate_widths, materialize
 from edgesr.profile.layers import model_layers
 from edgesr.profile.store import ModelInfo, Record, Stats, save_records
 from edgesr.recipe import RECIPES_DIR, load_recipe
-from edgesr.selection import candidate_widths, select_width
+from edgesr.selection import select_width
 
 ARCH = build_model("edsr", scale=2, n_resblocks=1, n_feats=32).arch  # widths 0.25 .. 1 (8 .. 32 ch)
 RES = "16x12"
@@ -116,7 +116,7 @@ def test_trusted_latency_model_fills_unmeasured_widths_untrusted_does_not(tmp_pa
 
 
 def test_cli_select_width_write(tmp_path):
-    from edgesr.selection import resolve_arch
+    from edgesr.student import resolve_arch
 
     recipe = tmp_path / "quickstart_student.yaml"
     shutil.copy(RECIPES_DIR / "quickstart_student.yaml", recipe)

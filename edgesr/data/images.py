@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from edgesr.errors import DataError
 from edgesr.files import atomic_path
 
 __all__ = ["ImageError", "read_image", "write_image", "image_size", "to_tensor", "to_uint8"]
@@ -24,7 +25,7 @@ _WITH_ALPHA = {"RGBA", "RGBa", "LA", "La", "PA"}
 _CONVERTIBLE = {"RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
 
 
-class ImageError(ValueError):
+class ImageError(DataError):
     """An image file that cannot be used; the message starts with the file's path."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:

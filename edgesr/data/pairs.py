@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgesr.errors import DataError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DatasetError",
@@ -30,7 +32,7 @@ _LAYOUTS = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """A data folder or image set that cannot be used; the message names the folder or files."""
 
 

@@ -23,6 +23,7 @@ from typing import Literal
 
 from edgesr.data.images import read_image, write_image
 from edgesr.data.pairs import ImagePair, default_cache_dir
+from edgesr.errors import DataError, UsageError
 
 __all__ = ["BUILTIN_TRAIN", "BUILTIN_VAL", "builtin_pairs", "skimage_data_dir"]
 
@@ -57,7 +58,7 @@ def builtin_pairs(
     The pairs carry no LR; the datasets make it with the MATLAB-bicubic degradation.
     """
     if split not in ("train", "val"):
-        raise ValueError(f"builtin split must be 'train' or 'val', got {split!r}")
+        raise UsageError(f"builtin split must be 'train' or 'val', got {split!r}")
     names = BUILTIN_TRAIN if split == "train" else BUILTIN_VAL
     src_dir = skimage_data_dir()
     hr_dir = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "builtin" / split / "HR"
@@ -65,7 +66,7 @@ def builtin_pairs(
     for name in names:
         src = src_dir / name
         if not src.is_file():
-            raise FileNotFoundError(f"{src}: built-in sample image missing from the scikit-image install")
+            raise DataError(f"{src}: built-in sample image missing from the scikit-image install")
         dst = hr_dir / f"{Path(name).stem}.png"
         if not dst.is_file() or dst.stat().st_mtime_ns < src.stat().st_mtime_ns:
             write_image(dst, read_image(src))

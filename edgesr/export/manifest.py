@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import edgesr
+from edgesr.errors import EdgesrError, NotFoundError
 from edgesr.files import atomic_write_json, sha256_file
 from edgesr.models import count_macs, count_params
 
@@ -29,6 +30,10 @@ if TYPE_CHECKING:  # types only: the manifest is written from what export/run.py
     from edgesr.student import Student
 
 FORMAT = "edgesr-artifact/1"
+
+
+class ManifestError(EdgesrError, ValueError):
+    """A file that is not a readable edgesr artifact manifest."""
 
 
 def manifest_path(artifact: str | os.PathLike[str]) -> Path:
@@ -139,19 +144,19 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
         mpath = path
     else:
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such artifact")
+            raise NotFoundError(f"{path}: no such artifact")
         mpath = manifest_path(path)
         if not mpath.is_file():
-            raise FileNotFoundError(
+            raise NotFoundError(
                 f"{path}: no manifest next to it (expected {mpath.name}); "
                 "artifacts made by `edgesr export` carry one"
             )
     try:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{mpath}: not valid JSON ({e})") from e
+        raise ManifestError(f"{mpath}: not valid JSON ({e})") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{mpath}: not an edgesr artifact manifest (expected format {FORMAT!r})")
+        raise ManifestError(f"{mpath}: not an edgesr artifact manifest (expected format {FORMAT!r})")
     return manifest, mpath
 
 

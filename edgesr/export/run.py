@@ -61,7 +61,8 @@ class ExportReport:
 
 def export_checkpoint(request: ExportRequest) -> ExportResult:
     """Export the student at `request.width` of `request.checkpoint` to `request.target`."""
-    get_exporter(request.target)  # an unknown target fails before the checkpoint is read
+    # an unknown target or a missing SDK fails before the checkpoint is read
+    get_exporter(request.target).sdk_versions()
     return export_student(load_student(request.checkpoint, request.width), request.target, request.options())
 
 

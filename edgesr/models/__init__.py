@@ -43,6 +43,7 @@ __all__ = [
     "active_index",
     "arch_channels",
     "build_model",
+    "candidate_widths",
     "count_macs",
     "count_params",
     "materialize",
@@ -82,6 +83,14 @@ def arch_channels(arch: dict, width: float) -> int:
     args = arch.get("args", {})
     feats = int(args.get("n_feats", 0))
     return snap_channels(feats, width, int(args.get("width_multiple", 8))) if feats else 0
+
+
+def candidate_widths(arch: dict) -> list[float]:
+    """Widths k * width_multiple / n_feats, k = 1 .. n_feats / width_multiple (each a distinct student)."""
+    model = build_model(arch["name"], **arch["args"])  # defaults filled in (n_feats, width_multiple)
+    args = model.arch["args"]
+    n, m = int(args["n_feats"]), int(args.get("width_multiple", 8))
+    return [round(k * m / n, 6) for k in range(1, n // m + 1)]
 
 
 def students_at(full: nn.Module, widths: Iterable[float]) -> Iterator[tuple[float, nn.Module]]:

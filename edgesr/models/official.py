@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from edgesr.errors import CheckpointError
 from edgesr.models import build_model
 from edgesr.models.edsr import DIV2K_RGB_MEAN
 
@@ -91,7 +92,7 @@ def load_official(
     unknown = sorted(set(state) - set(key_map) - set(ignored))
     missing = sorted(set(key_map) - set(state))
     if unknown or missing:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: does not match the official {name.upper()} layout inferred as {args}: "
             f"{len(unknown)} unexpected keys {unknown[:8]}, {len(missing)} missing keys {missing[:8]}"
         )
@@ -99,7 +100,7 @@ def load_official(
     for src_key, dst_key in key_map.items():
         value = state[src_key]
         if value.shape != target[dst_key].shape:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: key {src_key!r} has shape {tuple(value.shape)}, expected "
                 f"{tuple(target[dst_key].shape)} for {name.upper()} {args}"
             )
@@ -146,10 +147,10 @@ def _edgesr_format(path: Path) -> str | None:
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     """The file's tensors with containers unwrapped and ``module.`` / ``model.`` prefixes stripped."""
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise CheckpointError(f"{path}: no such file")
     fmt = _edgesr_format(path)
     if fmt is not None and fmt.startswith("edgesr-checkpoint"):
-        raise ValueError(f"{path}: an edgesr checkpoint, not an official one; use load_model")
+        raise CheckpointError(f"{path}: an edgesr checkpoint, not an official one; use load_model")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -158,18 +159,18 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         else:
             obj = _torch_load(path)
     except Exception as e:  # torch/safetensors raise many types for foreign or corrupt files
-        raise ValueError(f"{path}: cannot read as a state dict of tensors ({e})") from e
+        raise CheckpointError(f"{path}: cannot read as a state dict of tensors ({e})") from e
 
     while isinstance(obj, dict) and not _all_tensors(obj):
         inner = next((obj[k] for k in _CONTAINERS if isinstance(obj.get(k), dict)), None)
         if inner is None:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: a dict with keys {sorted(map(str, obj))[:8]} and no {'/'.join(_CONTAINERS)} "
                 "state dict inside"
             )
         obj = inner
     if not isinstance(obj, dict) or not obj:
-        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
+        raise CheckpointError(f"{path}: expected a state dict, got {type(obj).__name__}")
     state = dict(obj)
     stripped = True
     while stripped:
@@ -210,31 +211,33 @@ def _infer_args(
 ) -> tuple[str, dict[str, Any]]:
     for key in ("head.0.weight", "tail.1.weight"):
         if key not in state:
-            raise ValueError(f"{path}: missing key {key!r}; not an official EDSR/RCAN checkpoint")
+            raise CheckpointError(f"{path}: missing key {key!r}; not an official EDSR/RCAN checkpoint")
     inferred = "rcan" if any(".conv_du." in k for k in state) else "edsr"
     if arch is not None and arch != inferred:
-        raise ValueError(f"{path}: arch={arch!r} given but the keys are those of {inferred!r}")
+        raise CheckpointError(f"{path}: arch={arch!r} given but the keys are those of {inferred!r}")
     head = state["head.0.weight"]  # (F, 3, 3, 3)
     if head.ndim != 4 or head.shape[1] != 3:
-        raise ValueError(f"{path}: key 'head.0.weight' has shape {tuple(head.shape)}, expected (F, 3, k, k)")
+        raise CheckpointError(
+            f"{path}: key 'head.0.weight' has shape {tuple(head.shape)}, expected (F, 3, k, k)"
+        )
     F = head.shape[0]
 
     # Upsampler convs sit at even indices of tail.0, each followed by its PixelShuffle.
     steps = (_count(state, r"tail\.0\.(\d+)\.weight") + 1) // 2
     first = state.get("tail.0.0.weight")
     if first is None:
-        raise ValueError(f"{path}: missing key 'tail.0.0.weight' (the first upsampler conv)")
+        raise CheckpointError(f"{path}: missing key 'tail.0.0.weight' (the first upsampler conv)")
     if first.shape[0] == 4 * F:
         found = 2**steps
     elif first.shape[0] == 9 * F and steps == 1:
         found = 3
     else:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: key 'tail.0.0.weight' has shape {tuple(first.shape)} with {steps} "
             f"upsampler convs; expected {4 * F} or {9 * F} output channels"
         )
     if scale is not None and scale != found:
-        raise ValueError(f"{path}: scale={scale} given but the upsampler convs give x{found}")
+        raise CheckpointError(f"{path}: scale={scale} given but the upsampler convs give x{found}")
 
     args: dict[str, Any] = {"scale": found, "n_feats": F}
     if inferred == "edsr":
@@ -246,7 +249,7 @@ def _infer_args(
         squeeze = state.get("body.0.body.0.body.3.conv_du.0.weight")  # (F / reduction, F, 1, 1)
         if squeeze is None or squeeze.shape[0] == 0 or F % squeeze.shape[0]:
             shape = None if squeeze is None else tuple(squeeze.shape)
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: key 'body.0.body.0.body.3.conv_du.0.weight' has shape {shape}; "
                 f"expected (F / reduction, {F}, 1, 1)"
             )
@@ -269,7 +272,7 @@ def _source_range(state: dict[str, Tensor], path: Path, rgb_range: float | None)
         eye = torch.eye(3, dtype=torch.float64).view(3, 3, 1, 1)
         ok = ok and (weight is None or (weight.shape == eye.shape and torch.allclose(weight.double(), eye)))
         if not ok or (found is not None and abs(r - found) > 1e-3 * found):
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: key {name + '.bias'!r} is not a DIV2K mean shift "
                 f"(+/- rgb_range * {DIV2K_RGB_MEAN}); edgesr's MeanShift cannot represent it"
             )
@@ -277,7 +280,7 @@ def _source_range(state: dict[str, Tensor], path: Path, rgb_range: float | None)
     if found is not None:
         found = float(round(found)) if abs(found - round(found)) < 1e-3 * found else found
         if rgb_range is not None and abs(rgb_range - found) > 1e-3 * found:
-            raise ValueError(f"{path}: rgb_range={rgb_range} given but the mean shift says {found}")
+            raise CheckpointError(f"{path}: rgb_range={rgb_range} given but the mean shift says {found}")
         return found
     return float(rgb_range) if rgb_range is not None else 255.0
 

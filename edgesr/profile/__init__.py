@@ -6,5 +6,6 @@
 - `adb`: time on Android through adb (benchmark_model, executor_runner);
 - `importers` / `ingest`: parse results produced elsewhere into records;
 - `layers` / `latency_model`: the NetAdapt-style per-layer table and its predictions;
-- `sweep`, `plot`, `commands`: `edgesr profile ...` and `edgesr select-width` (docs/devices.md).
+- `sweep`: `edgesr profile sweep` (the commands are edgesr/cli/profile.py; choosing a width from the
+  measurements is edgesr.selection, docs/devices.md).
 """

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edgesr.errors import EdgesrError, NotFoundError, UsageError
 from edgesr.profile.importers import Parsed, parse_benchmark_model, parse_executor_runner
 from edgesr.profile.store import Record
 from edgesr.profile.timing import now_utc
@@ -30,7 +31,7 @@ _GONE = re.compile(
 )
 
 
-class AdbError(RuntimeError):
+class AdbError(EdgesrError, RuntimeError):
     """An adb command failed; the message holds the command and the tail of its output."""
 
 
@@ -97,7 +98,7 @@ def _litert_command(
     elif delegate == "nnapi":
         cmd.append("--use_nnapi=true")
     elif delegate not in ("xnnpack", "cpu"):
-        raise ValueError(f"benchmark_model delegate must be xnnpack, cpu, gpu or nnapi, got {delegate!r}")
+        raise UsageError(f"benchmark_model delegate must be xnnpack, cpu, gpu or nnapi, got {delegate!r}")
     if op_profiling:
         cmd.append("--enable_op_profiling=true")
     return cmd
@@ -132,10 +133,10 @@ def profile_android(
     artifact, binary = Path(artifact), Path(binary)
     for p in (artifact, binary):
         if not p.is_file():
-            raise FileNotFoundError(f"no such file: {p}")
+            raise NotFoundError(f"no such file: {p}")
     runtime = runtime or {".tflite": "litert", ".pte": "executorch"}.get(artifact.suffix)
     if runtime not in ("litert", "executorch"):
-        raise ValueError(f"{artifact}: Android profiling supports .tflite (litert) and .pte (executorch)")
+        raise UsageError(f"{artifact}: Android profiling supports .tflite (litert) and .pte (executorch)")
     remote = f"{REMOTE_ROOT}/edgesr-{uuid.uuid4().hex[:8]}"
     model, exe = f"{remote}/{artifact.name}", f"{remote}/{binary.name}"
     adb.check_connected()

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from edgesr.devices import Resolution
-from edgesr.errors import NotRunnableHere, UsageError
+from edgesr.errors import NotFoundError, NotRunnableHere, UsageError
 from edgesr.export import EXPORTERS, ExportOptions, get_exporter, plan_export
 from edgesr.export.manifest import artifact_sha256, manifest_path
 from edgesr.export.run import deployable
@@ -240,7 +240,7 @@ def profile_artifact(
     """Time an exported artifact on its runtime here. Input size: `resolution`, else the manifest's."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such artifact: {path}")
+        raise NotFoundError(f"no such artifact: {path}")
     target = target or target_for_artifact(path)
     manifest = read_manifest(path)
     if resolution is None:

@@ -6,6 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgesr.devices import Device, Resolution
+from edgesr.errors import UsageError
+from edgesr.profile.host import artifact_sha, info_from_manifest, read_manifest
 from edgesr.profile.importers import Parsed, aihub_delegate, aihub_top_unit, detect_format, parse_file
 from edgesr.profile.store import Record
 from edgesr.profile.timing import now_utc
@@ -15,7 +17,6 @@ def manifest_resolution(artifact: Path | None) -> Resolution | None:
     """The LR input size an artifact was exported at, from its manifest; None when unknown (dynamic)."""
     if artifact is None:
         return None
-    from edgesr.profile.host import read_manifest
 
     shape = ((read_manifest(artifact) or {}).get("input") or {}).get("shape") or []
     if len(shape) == 4 and all(isinstance(v, int) for v in shape):
@@ -25,7 +26,6 @@ def manifest_resolution(artifact: Path | None) -> Resolution | None:
 
 def attach_manifest(rec: Record, artifact: Path | None, resolution: Resolution) -> Record:
     """Fill in what the artifact's manifest knows (model, width, hash, precision) and the resolution."""
-    from edgesr.profile.host import artifact_sha, info_from_manifest, read_manifest
 
     rec = replace(rec, resolution=rec.resolution or resolution.text)
     if artifact is None or not artifact.exists():
@@ -65,22 +65,22 @@ def import_results(
         except UnicodeDecodeError:
             fmt = "etdump"
     if artifact is not None and len(parsed) > 1:
-        raise ValueError(f"{file} holds {len(parsed)} results; --artifact can describe only one")
+        raise UsageError(f"{file} holds {len(parsed)} results; --artifact can describe only one")
     res = resolution or manifest_resolution(artifact) or device.resolution
     out = []
     for p in parsed:
         if runtime and p.runtime and runtime != p.runtime:
-            raise ValueError(f"{file} is {p.runtime} output ({fmt}); --runtime {runtime} contradicts it")
+            raise UsageError(f"{file} is {p.runtime} output ({fmt}); --runtime {runtime} contradicts it")
         rt = runtime or p.runtime
         if not rt:
             have = ", ".join(r.name for r in device.runtimes)
-            raise ValueError(
+            raise UsageError(
                 f"{file}: {fmt} output does not name its runtime; pass --runtime "
                 f"(device {device.name!r} has: {have})"
             )
         cfg = device.runtime(rt)  # raises naming the device's runtimes
         if delegate is not None and delegate not in cfg.delegates:
-            raise ValueError(
+            raise UsageError(
                 f"device {device.name!r} lists no delegate {delegate!r} for {rt} "
                 f"(it has: {', '.join(cfg.delegates)})"
             )
@@ -121,7 +121,7 @@ def _unit_delegate(
         return None
     d = aihub_delegate(runtime, units)
     if d is None or d not in delegates:
-        raise ValueError(
+        raise UsageError(
             f"{file}: ran on {aihub_top_unit(units)}; which {runtime} delegate of {device!r} that is "
             f"cannot be told (it has: {', '.join(delegates)}); pass --delegate"
         )

@@ -41,8 +41,9 @@ import yaml
 
 from edgesr import schema
 from edgesr.devices import DEVICES_DIR
+from edgesr.errors import ProfileError
 from edgesr.files import atomic_write_text
-from edgesr.schema import RecipeError, _check, _found, _plain, _yaml_load
+from edgesr.schema import _check, _found, _plain, _yaml_load, config_errors
 
 FORMAT = "edgesr-profile/1"
 PROFILES_DIR = DEVICES_DIR / "profiles"
@@ -235,22 +236,23 @@ def dump_profile(profile: Profile) -> str:
 
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:
-    """Read and validate one profile file; RecipeError names the file, key and what was expected."""
+    """Read and validate one profile file; ProfileError names the file, key and what was expected."""
     source = str(path)
-    data = _yaml_load(Path(path).read_text(encoding="utf-8"), source)
-    if not isinstance(data, dict):
-        raise RecipeError(f"expected a profile mapping, got {_found(data)}", source=source)
-    if data.get("format") != FORMAT:
-        raise RecipeError(
-            f"format: expected {FORMAT!r}, got {data.get('format')!r} (not an edgesr profile, or a "
-            "newer version)",
-            key="format",
-            source=source,
-        )
-    try:
-        return schema.from_dict(Profile, data)
-    except RecipeError as e:
-        raise e.with_source(source) from None
+    with config_errors(ProfileError):
+        data = _yaml_load(Path(path).read_text(encoding="utf-8"), source)
+        if not isinstance(data, dict):
+            raise ProfileError(f"expected a profile mapping, got {_found(data)}", source=source)
+        if data.get("format") != FORMAT:
+            raise ProfileError(
+                f"format: expected {FORMAT!r}, got {data.get('format')!r} (not an edgesr profile, or a "
+                "newer version)",
+                key="format",
+                source=source,
+            )
+        try:
+            return schema.from_dict(Profile, data)
+        except ProfileError as e:
+            raise e.with_source(source) from None
 
 
 def profile_dir(device: str, root: str | os.PathLike[str] = PROFILES_DIR) -> Path:
@@ -270,7 +272,7 @@ def save_records(
     if path.is_file():
         prev = load_profile(path)
         if prev.device != device or prev.kind != kind:
-            raise ValueError(
+            raise ProfileError(
                 f"{path} holds {prev.kind} records of device {prev.device!r}, not {kind} of {device!r}"
             )
         old = {r.key: r for r in prev.records}
@@ -288,7 +290,7 @@ def device_records(
     for path in sorted(profile_dir(device, root).glob("*.yaml")):
         p = load_profile(path)
         if p.device != device:
-            raise RecipeError(f"device: {p.device!r} in the folder of device {device!r}", source=str(path))
+            raise ProfileError(f"device: {p.device!r} in the folder of device {device!r}", source=str(path))
         if p.kind == kind:
             out.extend(p.records)
     return out

@@ -16,6 +16,7 @@ from types import TracebackType
 
 import numpy as np
 
+from edgesr.errors import UsageError
 from edgesr.profile.store import Stats
 
 
@@ -47,7 +48,7 @@ def time_fn(fn: Callable[[], object], warmup: int = 3, runs: int = 20, warmup_s:
     times, each timed with perf_counter (wall ms) and process_time (CPU ms of all the process's
     threads). `Stats.warmup` is the number of warm-up calls made."""
     if warmup < 0 or runs < 1 or warmup_s < 0:
-        raise ValueError(
+        raise UsageError(
             f"need warmup >= 0, runs >= 1 and warmup_s >= 0, got warmup={warmup}, runs={runs}, "
             f"warmup_s={warmup_s}"
         )

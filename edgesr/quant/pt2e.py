@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule
 
+from edgesr.data import builtin_pairs, load_lr, to_tensor
+from edgesr.errors import UsageError
 from edgesr.quant.backends import check_backend, get_quantizer, require_torchao
 
 __all__ = [
@@ -222,10 +224,9 @@ def calibration_images(scale: int, n: int = 8, size: int = 64, seed: int = 0) ->
 
     Crops cycle over the photos at seeded positions, so calibration is reproducible.
     """
-    from edgesr.data import builtin_pairs, load_lr, to_tensor
 
     if n < 1 or size < 8:
-        raise ValueError(f"calibration_images: need n >= 1 and size >= 8 LR pixels, got n={n}, size={size}")
+        raise UsageError(f"calibration_images: need n >= 1 and size >= 8 LR pixels, got n={n}, size={size}")
     pairs = builtin_pairs("train")
     rng = np.random.default_rng(seed)
     lrs = [load_lr(p, scale) for p in pairs]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from edgesr.errors import CheckpointError, RecipeError
 from edgesr.losses import (
     LOSSES,
     ContrastiveLoss,
@@ -71,7 +72,7 @@ def _tap_paths(model: nn.Module, names: list[str], role: str) -> dict[str, str]:
     available = default_taps(model)
     missing = [n for n in names if n not in available]
     if missing:
-        raise ValueError(f"the {role} has no tap {missing} (a shallow body); its taps: {sorted(available)}")
+        raise RecipeError(f"the {role} has no tap {missing} (a shallow body); its taps: {sorted(available)}")
     return {n: available[n] for n in names}
 
 
@@ -147,7 +148,7 @@ def extra_state(objective: nn.Module) -> dict[str, Tensor]:
 def load_extra_state(objective: nn.Module, state: dict[str, Tensor]) -> None:
     expected = extra_state(objective)
     if set(state) != set(expected):
-        raise ValueError(
+        raise CheckpointError(
             f"loss parameters differ from the checkpoint's: {sorted(set(state) ^ set(expected))}"
         )
     if not state:

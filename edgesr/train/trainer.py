@@ -33,7 +33,7 @@ from torch import nn
 from edgesr.data import TrainPatches, build_train_loader, eval_sets, open_dataset
 from edgesr.evaluate import EvalRow, bicubic_rows, evaluate, psnr_by_width
 from edgesr.files import atomic_write_text
-from edgesr.recipe import Recipe, dump_recipe, recipe_hash
+from edgesr.recipe import Recipe, dump_recipe, load_recipe, recipe_hash
 from edgesr.train.checkpoint import (
     CheckpointMeta,
     load_training_state,
@@ -313,7 +313,6 @@ def train_or_continue(recipe: Recipe, run_dir: Path, console: Console | None = N
     """Final validation rows of `recipe` in `run_dir`: reused if the run completed, resumed from its
     checkpoint if it has one, restarted if it stopped before its first checkpoint. A directory
     holding another recipe's run is an error, never overwritten."""
-    from edgesr.recipe import load_recipe
 
     state = run_status(run_dir)
     if state is not None and recipe_hash(load_recipe(run_dir / "recipe.yaml")) != recipe_hash(recipe):

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from edgesr.devices import DEVICES_DIR, list_devices, load_device, parse_resolution
-from edgesr.schema import RecipeError
+from edgesr.errors import DeviceError
 
 SHIPPED = [name for name, _ in list_devices()]
 
@@ -38,7 +38,7 @@ def _copy(tmp_path, name="pixel8"):
 def test_unknown_key_names_file_key_and_suggestion(tmp_path):
     f = _copy(tmp_path)
     f.write_text(f.read_text().replace("budget_ms:", "budget_msec:"))
-    with pytest.raises(RecipeError) as e:
+    with pytest.raises(DeviceError) as e:
         load_device(f)
     msg = str(e.value)
     assert str(f) in msg and "budget_msec" in msg and "budget_ms" in msg
@@ -47,32 +47,32 @@ def test_unknown_key_names_file_key_and_suggestion(tmp_path):
 def test_wrong_type_and_bad_value_name_the_key(tmp_path):
     f = _copy(tmp_path)
     f.write_text(f.read_text().replace("width: 320", "width: wide"))
-    with pytest.raises(RecipeError, match=r"resolution\.width: expected int, got str 'wide'"):
+    with pytest.raises(DeviceError, match=r"resolution\.width: expected int, got str 'wide'"):
         load_device(f)
     f = _copy(tmp_path)
     f.write_text(f.read_text().replace("name: litert", "name: tensorflow"))
-    with pytest.raises(RecipeError, match=r"runtimes\[0\]\.name: expected one of .*'litert'"):
+    with pytest.raises(DeviceError, match=r"runtimes\[0\]\.name: expected one of .*'litert'"):
         load_device(f)
     f = _copy(tmp_path)
     f.write_text(f.read_text().replace("budget_ms: 33.3", "budget_ms: 0"))
-    with pytest.raises(RecipeError, match="budget_ms: must be > 0"):
+    with pytest.raises(DeviceError, match="budget_ms: must be > 0"):
         load_device(f)
 
 
 def test_corrupt_yaml_names_the_file_and_line(tmp_path):
     f = tmp_path / "broken.yaml"
     f.write_text("name: broken\nsoc: [unclosed\n")
-    with pytest.raises(RecipeError, match=r"broken\.yaml: invalid YAML.*line"):
+    with pytest.raises(DeviceError, match=r"broken\.yaml: invalid YAML.*line"):
         load_device(f)
     f.write_text("- just\n- a list\n")
-    with pytest.raises(RecipeError, match=r"broken\.yaml: expected a mapping"):
+    with pytest.raises(DeviceError, match=r"broken\.yaml: expected a mapping"):
         load_device(f)
 
 
 def test_file_name_must_match_the_device_name(tmp_path):
     f = _copy(tmp_path)
     renamed = f.rename(tmp_path / "pixel9.yaml")
-    with pytest.raises(RecipeError, match=r"pixel9\.yaml: name: 'pixel8' does not match"):
+    with pytest.raises(DeviceError, match=r"pixel9\.yaml: name: 'pixel8' does not match"):
         load_device(renamed)
 
 

@@ -26,6 +26,7 @@ from edgesr.export import (  # noqa: E402
     UnsupportedOpError,
     export_checkpoint,
     get_exporter,
+    plan_export,
 )
 from edgesr.export.coreml import NOT_ON_LINUX  # noqa: E402
 from edgesr.export.coreml_eval import NAME as EVALUATOR  # noqa: E402
@@ -100,19 +101,19 @@ def test_export_verifies_structure_and_says_numerics_not_run(tmp_path, name, pre
 def test_validate_rejects_a_mismatched_or_corrupt_package(fp16_export, tmp_path):
     coreml, path = get_exporter("coreml"), fp16_export.artifact
     req = ExportRequest(path, "coreml", precision="fp16", input_shape=SHAPE)
-    assert coreml.validate(path, req)["passed"]
-    other_shape = coreml.validate(path, replace(req, input_shape=(1, 3, 16, 16)))
+    assert coreml.validate(path, plan_export("coreml", req))["passed"]
+    other_shape = coreml.validate(path, plan_export("coreml", replace(req, input_shape=(1, 3, 16, 16))))
     assert not other_shape["passed"] and "input shape [1, 3, 12, 16]" in other_shape["checks"]["input"]
-    fp32 = coreml.validate(path, replace(req, precision="fp32"))
+    fp32 = coreml.validate(path, plan_export("coreml", replace(req, precision="fp32")))
     assert "FLOAT32 const" in fp32["checks"]["weights"] and "FLOAT32" in fp32["checks"]["input"]
-    int8 = coreml.validate(path, replace(req, precision="int8", weight_only=True))
+    int8 = coreml.validate(path, plan_export("coreml", replace(req, precision="int8", weight_only=True)))
     assert "not stored as int8" in int8["checks"]["weights"] and int8["checks"]["input"] is True
-    dynamic = coreml.validate(path, replace(req, dynamic=True))
+    dynamic = coreml.validate(path, plan_export("coreml", replace(req, dynamic=True)))
     assert "not flexible" in dynamic["checks"]["input"]
     broken = tmp_path / "broken.mlpackage"
     shutil.copytree(path, broken)
     (broken / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(b"\x00not a protobuf" * 8)
-    result = coreml.validate(broken, req)
+    result = coreml.validate(broken, plan_export("coreml", req))
     assert not result["passed"] and "cannot read the model spec" in result["checks"]["readable"]
 
 
@@ -122,7 +123,7 @@ def test_dynamic_shapes(tmp_path):
     r = export_checkpoint(req)
     assert r.artifact.name.endswith("_dynamic_fp16.mlpackage") and r.verification.passed
     assert r.manifest["input"]["shape"] == [1, 3, "height", "width"]
-    static = get_exporter("coreml").validate(r.artifact, replace(req, dynamic=False))
+    static = get_exporter("coreml").validate(r.artifact, plan_export("coreml", replace(req, dynamic=False)))
     assert "flexible dims" in static["checks"]["input"]
 
 
@@ -141,7 +142,8 @@ def test_unsupported_op_names_op_and_target(tmp_path):
     req = ExportRequest(tmp_path / "unused", "coreml", input_shape=SHAPE)
     match = "target 'coreml' cannot convert op 'aten.erfinv.default'"
     with pytest.raises(UnsupportedOpError, match=match) as e:
-        get_exporter("coreml").export(ErfinvNet().eval(), torch.rand(SHAPE), tmp_path / "m.mlpackage", req)
+        plan = plan_export("coreml", req)
+        get_exporter("coreml").export(ErfinvNet().eval(), torch.rand(SHAPE), tmp_path / "m.mlpackage", plan)
     assert (e.value.op, e.value.target) == ("aten.erfinv.default", "coreml")
     assert not (tmp_path / "m.mlpackage").exists()
 
@@ -189,7 +191,7 @@ def test_reference_evaluator_matches_pytorch(tmp_path, precision, weight_only):
     req = ExportRequest(tmp_path, "coreml", precision=precision, weight_only=weight_only, input_shape=SHAPE)
     coreml = get_exporter("coreml")
     with torch.no_grad():
-        coreml.export(source, example, tmp_path / "m.mlpackage", req)
+        coreml.export(source, example, tmp_path / "m.mlpackage", plan_export("coreml", req))
         ref = source(example).numpy()
     out = coreml.evaluate(tmp_path / "m.mlpackage", x)
     assert out.shape == ref.shape and out.dtype == np.float32
@@ -207,7 +209,8 @@ class SigmoidNet(nn.Module):
 def test_reference_evaluator_names_an_op_it_does_not_know(tmp_path):
     req = ExportRequest(tmp_path, "coreml", precision="fp16", input_shape=SHAPE)
     coreml = get_exporter("coreml")
-    coreml.export(SigmoidNet().eval(), torch.rand(SHAPE), tmp_path / "m.mlpackage", req)
+    plan = plan_export("coreml", req)
+    coreml.export(SigmoidNet().eval(), torch.rand(SHAPE), tmp_path / "m.mlpackage", plan)
     with pytest.raises(NotImplementedError, match="does not know op 'sigmoid'"):
         coreml.evaluate(tmp_path / "m.mlpackage", np.zeros(SHAPE, np.float32))
 

@@ -18,12 +18,14 @@ from export_checkpoints import checkpoint  # noqa: E402
 
 from edgesr.cli import main  # noqa: E402
 from edgesr.export import (  # noqa: E402
+    ExportOptions,
     ExportRequest,
     MissingSDKError,
     UnsupportedOpError,
     UnsupportedOptionError,
     export_checkpoint,
     get_exporter,
+    plan_export,
 )
 from edgesr.export.verify import output_psnr  # noqa: E402
 from edgesr.files import sha256_file  # noqa: E402
@@ -89,7 +91,7 @@ class CatAnchor(nn.Module):
 def test_delegation_report_shows_a_split_graph(tmp_path, et):
     path, x = tmp_path / "split.pte", torch.rand(SHAPE)
     model = CatAnchor().eval()
-    et.export(model, x, path, ExportRequest(tmp_path, "executorch", input_shape=SHAPE))
+    et.export(model, x, path, plan_export("executorch", ExportOptions(input_shape=SHAPE)))
     d = et.delegation(path)
     assert d["non_delegated"] == {"aten::cat.out": 1} and d["ops"]["aten::cat.out"] == 1
     assert d["partitions"] >= 1 and XNNPACK in d["calls"] and "aten::cat.out" in d["calls"]
@@ -125,7 +127,8 @@ def test_int8_pt2e_graph_lowers_to_xnnpack(tmp_path, et):
         prepared(torch.rand(SHAPE))
     converted = convert_pt2e(prepared)
     path = tmp_path / "q.pte"
-    et.export(converted, x, path, ExportRequest(tmp_path, "executorch", precision="int8", input_shape=SHAPE))
+    plan = plan_export("executorch", ExportOptions(precision="int8", input_shape=SHAPE))
+    et.export(converted, x, path, plan)
     out = et.run(path, x.numpy())
     with torch.no_grad():
         fake_quant, ref = converted(x).numpy(), model(x).numpy()
@@ -179,7 +182,7 @@ def test_unsupported_op_names_op_and_target(tmp_path, et, net, op):
     with pytest.raises(
         UnsupportedOpError, match=re.escape(f"target 'executorch' cannot convert op '{op}'")
     ) as e:
-        et.export(net().eval(), torch.rand(SHAPE), tmp_path / "m.pte", req)
+        et.export(net().eval(), torch.rand(SHAPE), tmp_path / "m.pte", plan_export("executorch", req))
     assert (e.value.op, e.value.target) == (op, "executorch") and not (tmp_path / "m.pte").exists()
 
 
@@ -197,13 +200,13 @@ def test_coreml_delegate_is_checked_structurally(tmp_path, et):
     model = materialize(build_model("plain", scale=2, n_convs=3, n_feats=16), 0.5).eval()
     req = ExportRequest(tmp_path, "executorch", input_shape=SHAPE, delegate="coreml")
     path = tmp_path / "c.pte"
-    et.export(model, torch.rand(SHAPE), path, req)
+    et.export(model, torch.rand(SHAPE), path, plan_export("executorch", req))
     d = et.delegation(path)
     assert d["calls"] == ["CoreMLBackend"] and d["non_delegated"] == {} and d["delegated_fraction"] == 1.0
     assert d["backends"]["CoreMLBackend"]["ops"] is None  # the Core ML payload is not read here
-    s = et.validate(path, req)
+    s = et.validate(path, plan_export("executorch", req))
     assert s["passed"] and s["input"] == [list(SHAPE)] and s["output"] == [[1, 3, 24, 32]]
-    wrong = et.validate(path, ExportRequest(tmp_path, "executorch", input_shape=(1, 3, 16, 16)))
+    wrong = et.validate(path, plan_export("executorch", ExportOptions(input_shape=(1, 3, 16, 16))))
     assert (
         not wrong["passed"] and not wrong["checks"]["input_shape"] and not wrong["checks"]["delegate_blobs"]
     )
@@ -215,7 +218,7 @@ def test_coreml_delegate_is_checked_structurally(tmp_path, et):
             model,
             torch.rand(SHAPE),
             path,
-            ExportRequest(tmp_path, "executorch", precision="int8", delegate="coreml"),
+            plan_export("executorch", ExportOptions(precision="int8", delegate="coreml")),
         )
 
 

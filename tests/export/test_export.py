@@ -100,8 +100,9 @@ def shared_ckpt(tmp_path) -> Path:
     return tmp_path / "run"
 
 
-def test_export_writes_verified_artifact_and_manifest(ts_target, shared_ckpt, tmp_path):
+def test_export_writes_verified_artifact_and_manifest(ts_target, shared_ckpt, tmp_path, checkpoint_reads):
     r = export_checkpoint(ExportRequest(shared_ckpt, "ts", input_shape=SHAPE, out_dir=tmp_path / "out"))
+    assert len(checkpoint_reads) == 1  # header and weights in one read, for the whole export
     assert r.artifact == tmp_path / "out" / "edsr_x2_w0.5_12x16_fp32.pt"  # default: narrowest width
     assert r.verification.passed and r.verification.psnr_db > 50
     m, mpath = read_manifest(r.artifact)

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgesr.targets import UPSAMPLERS
 from edgesr.export.graphs import DepthToSpace, crd_to_dcr, one_hot_transposed_conv, rewrite_upsampler
 from edgesr.models import MODELS, build_model, materialize
+from edgesr.targets import UPSAMPLERS
 
 TINY: dict[str, dict[str, int]] = {
     "edsr": {"n_resblocks": 1, "n_feats": 16},
@@ -164,12 +164,12 @@ def test_onnx_graph_of_each_variant(tmp_path, variant, op, mode):
     """What torch.onnx (TorchScript front end) emits per variant, run on ONNX Runtime at a new size."""
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from edgesr.export import ExportRequest, get_exporter
+    from edgesr.export import ExportOptions, get_exporter, plan_export
     from edgesr.export.run import deployable
 
     model = deployable(tiny("edsr", 4), variant)
     exporter = get_exporter("onnx")
-    request = ExportRequest(tmp_path / "unused", "onnx", input_shape=(1, 3, 8, 12), dynamic=True)
+    request = plan_export("onnx", ExportOptions(input_shape=(1, 3, 8, 12), dynamic=True))
     path = tmp_path / "m.onnx"
     exporter.export(model, torch.rand(1, 3, 8, 12), path, request)
     nodes = [n for n in onnx.load(str(path)).graph.node if n.op_type == op]

@@ -15,7 +15,13 @@ pytest.importorskip("onnx", reason='onnx not installed (pip install "edgesr[onnx
 from export_checkpoints import checkpoint  # noqa: E402
 
 from edgesr.cli import main  # noqa: E402
-from edgesr.export import ExportRequest, UnsupportedOpError, export_checkpoint, get_exporter  # noqa: E402
+from edgesr.export import (  # noqa: E402
+    ExportRequest,
+    UnsupportedOpError,
+    export_checkpoint,
+    get_exporter,
+    plan_export,
+)
 from edgesr.files import sha256_file  # noqa: E402
 
 SHAPE = (1, 3, 24, 32)
@@ -66,9 +72,9 @@ class SVDNet(nn.Module):
 
 
 def test_unsupported_op_names_op_and_target(tmp_path):
-    req = ExportRequest(tmp_path / "unused", "onnx", input_shape=SHAPE)
+    plan = plan_export("onnx", ExportRequest(tmp_path / "unused", "onnx", input_shape=SHAPE))
     with pytest.raises(UnsupportedOpError, match="target 'onnx' cannot convert op 'aten::linalg_svd'") as e:
-        get_exporter("onnx").export(SVDNet().eval(), torch.rand(SHAPE), tmp_path / "m.onnx", req)
+        get_exporter("onnx").export(SVDNet().eval(), torch.rand(SHAPE), tmp_path / "m.onnx", plan)
     assert (e.value.op, e.value.target) == ("aten::linalg_svd", "onnx")
 
 

@@ -17,12 +17,15 @@ pytest.importorskip("ai_edge_litert", reason='ai-edge-litert not installed (pip 
 from export_checkpoints import checkpoint  # noqa: E402
 
 from edgesr.export import (  # noqa: E402
+    ExportOptions,
+    ExportPlan,
     ExportRequest,
     MissingSDKError,
     UnsupportedOpError,
     UnsupportedOptionError,
     export_checkpoint,
     get_exporter,
+    plan_export,
 )
 from edgesr.export.run import deployable  # noqa: E402
 from edgesr.export.verify import FLOAT_PSNR_DB, INT8_PSNR_DB, output_psnr  # noqa: E402
@@ -40,8 +43,9 @@ def tiny(name: str, width: float = 1.0) -> nn.Module:
     return (materialize(model, width) if width < 1.0 else model).eval()
 
 
-def request(tmp_path, **kw) -> ExportRequest:
-    return ExportRequest(tmp_path / "unused", "tflite", input_shape=SHAPE, **kw)
+def request(tmp_path, **kw) -> ExportPlan:
+    """The plan a direct exporter call takes (export_student resolves it from the options)."""
+    return plan_export("tflite", ExportOptions(input_shape=SHAPE, **kw))
 
 
 def litert_int8(model: nn.Module, x: torch.Tensor) -> nn.Module:

@@ -114,9 +114,9 @@ def test_qat_eligibility_is_reading_no_features(name: str) -> None:
 def test_qat_losses_follow_a_new_registration_with_no_other_edit(register) -> None:
     import edgesr.recipe
 
-    before = set(edgesr.recipe.QAT_LOSSES)
+    before = set(edgesr.recipe.qat_losses())
     assert {"l1", "output_kd", "csd"} <= before
     register("toy_out", OutputToy)
     register("toy_feat", FeatureToy)
-    assert set(edgesr.recipe.QAT_LOSSES) == before | {"toy_out"}
+    assert set(edgesr.recipe.qat_losses()) == before | {"toy_out"}
     assert _qat_accepts("toy_out") and not _qat_accepts("toy_feat")

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from edgesr.devices import Resolution
+from edgesr.errors import ProfileError
 from edgesr.models import build_model, count_macs, materialize
 from edgesr.profile.host import PYTORCH, profile_module, sweep
 from edgesr.profile.layers import UnsupportedLayerError, layer_module, model_layers
 from edgesr.profile.store import LayerKey, Record, Stats, load_profile, save_records
 from edgesr.profile.timing import PeakRSS, stats_from_ms, time_fn
-from edgesr.schema import RecipeError
 
 ARCH = {
     "name": "edsr",
@@ -173,10 +173,10 @@ def test_store_round_trip_merge_and_stable_order(tmp_path):
 def test_corrupt_profile_names_the_file(tmp_path):
     p = save_records("host", [_rec("a.onnx", 1.0, 8)], "models_onnxruntime", tmp_path)
     p.write_text(p.read_text().replace("median_ms: 1.0", "median_ms: fast"))
-    with pytest.raises(RecipeError, match=r"models_onnxruntime\.yaml: records\[0\]\.stats\.median_ms"):
+    with pytest.raises(ProfileError, match=r"models_onnxruntime\.yaml: records\[0\]\.stats\.median_ms"):
         load_profile(p)
     p.write_text(p.read_text().replace("edgesr-profile/1", "edgesr-profile/9"))
-    with pytest.raises(RecipeError, match="format: expected 'edgesr-profile/1'"):
+    with pytest.raises(ProfileError, match="format: expected 'edgesr-profile/1'"):
         load_profile(p)
 
 

@@ -13,7 +13,7 @@ pytest.importorskip("torchao.quantization.pt2e")
 pytest.importorskip("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
 
 from edgesr import quant  # noqa: E402
-from edgesr.recipe import QAT_LOSSES, QUANT_BACKENDS, Recipe, RecipeError, from_dict  # noqa: E402
+from edgesr.recipe import QUANT_BACKENDS, Recipe, RecipeError, from_dict, qat_losses  # noqa: E402
 from edgesr.train.checkpoint import load_model, read_meta, resolve_checkpoint  # noqa: E402
 from edgesr.train.trainer import build_objective, train  # noqa: E402
 
@@ -54,7 +54,7 @@ def test_recipe_lists_match_the_package() -> None:
     assert QUANT_BACKENDS == quant.BACKENDS
     from edgesr.losses import LOSSES
 
-    assert set(QAT_LOSSES) <= set(LOSSES.names())
+    assert set(qat_losses()) <= set(LOSSES.names())
 
 
 def test_qat_recipe_rejects_feature_losses_and_unknown_backends(tiny_photos, runs) -> None:
@@ -66,7 +66,7 @@ def test_qat_recipe_rejects_feature_losses_and_unknown_backends(tiny_photos, run
         _recipe(tiny_photos, "qat", widths=[0.5], init=str(runs["teacher"]), losses=[{"name": "l1"}])
 
 
-@pytest.mark.parametrize("loss", QAT_LOSSES)
+@pytest.mark.parametrize("loss", qat_losses())
 def test_every_qat_loss_reaches_the_fake_quant_student(tiny_photos, runs, loss) -> None:
     args = {"csd": {"layers": ["relu1_1"], "layer_weights": [1.0]}, "output_kd": {"alpha": 1.0}}.get(loss, {})
     recipe = _qat(tiny_photos, runs, losses=[{"name": loss, "args": args}], csd={"negatives": 1})
@@ -136,7 +136,7 @@ def test_qat_run_killed_and_resumed_equals_uninterrupted(tiny_photos, runs, tmp_
 
 @pytest.mark.parametrize("backend", ["xnnpack", "litert"])
 def test_fully_integer_qat_of_a_full_plain_net_checkpoints_resumes_and_converts(
-    tiny_photos, tmp_path, backend
+    tiny_photos, tmp_path, backend, checkpoint_reads
 ) -> None:
     """The NPU path end to end: a float plain net with its clamp, QAT-trained at full width from its
     own float checkpoint, fully integer. Its fake quants are shared between ops (depth-to-space,
@@ -169,9 +169,11 @@ def test_fully_integer_qat_of_a_full_plain_net_checkpoints_resumes_and_converts(
                input_shape=(1, 3, 12, 16), out_dir=tmp_path / "exports")  # fmt: skip
     with pytest.raises(UnsupportedOptionError, match="QAT checkpoint.*PixelShuffle"):
         export_checkpoint(ExportRequest(**req, upsampler="transposed_conv"))
+    checkpoint_reads.clear()
     res = export_checkpoint(ExportRequest(**req))
     assert res.verification.passed and res.manifest["graph"]["upsampler"] == "pixelshuffle"
     assert res.manifest["quantization"]["method"] == "qat"
+    assert checkpoint_reads == [str(resolve_checkpoint(tmp_path / "full"))]  # one export, one read
 
 
 def test_qat_checkpoint_describes_itself_and_converts(tiny_photos, runs, tmp_path) -> None:

@@ -13,8 +13,8 @@ pytest.importorskip("torchao.quantization.pt2e")
 from pt2e_graphs import float_islands, io_quantized  # noqa: E402
 
 from edgesr import quant  # noqa: E402
-from edgesr.sdk import MissingSDKError  # noqa: E402
 from edgesr.models import build_model, materialize  # noqa: E402
+from edgesr.sdk import MissingSDKError  # noqa: E402
 
 _SDK_MODULE = {
     "xnnpack": "executorch.backends.xnnpack.quantizer.xnnpack_quantizer",

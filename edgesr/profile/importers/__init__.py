@@ -18,6 +18,7 @@ import json
 import re
 from pathlib import Path
 
+from edgesr.errors import NotFoundError
 from edgesr.profile.importers.aihub import (
     AIHUB_UNIT_DELEGATES,
     aihub_delegate,
@@ -88,7 +89,7 @@ def parse_file(path: str | Path, fmt: str = "auto") -> list[Parsed]:
     """Parse a result file in `fmt` (or auto-detected); always a list (the JSON may hold several)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise NotFoundError(f"no such file: {path}")
     raw = path.read_bytes()
     try:
         text: str | None = raw.decode("utf-8")

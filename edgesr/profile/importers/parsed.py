@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgesr.errors import EdgesrError
 from edgesr.profile.store import OpTime, Stats
 
 __all__ = ["NUM", "ParseError", "Parsed", "number_fields"]
@@ -13,7 +14,7 @@ __all__ = ["NUM", "ParseError", "Parsed", "number_fields"]
 NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"  # an int or float as the tools print it
 
 
-class ParseError(ValueError):
+class ParseError(EdgesrError, ValueError):
     """The input is not (complete) output of the format it was read as; names the file."""
 
 

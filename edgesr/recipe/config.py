@@ -1,10 +1,10 @@
 """A recipe is a frozen, typed dataclass tree loaded from YAML: every default lives here.
 
 This module holds the recipe schema (the sections, their semantic checks, model arguments checked
-against the model's constructor) and the recipe-level API: load, resolve, dump, save, hash, replace,
-list. The generic machinery it stands on (typed conversion with key-path errors, the strict YAML
-loader, `a.b=value` overrides) lives in edgesr.schema. Semantic checks live in each section's
-`__post_init__`, so a recipe built in Python is checked exactly like one loaded from a file.
+against the model's constructor); edgesr/recipe/load.py the recipe-level API: load, resolve, dump,
+save, hash, replace, list. The generic machinery it stands on (typed conversion with key-path
+errors, the strict YAML loader, `a.b=value` overrides) lives in edgesr.schema. Semantic checks live
+in each section's `__post_init__`, so a recipe built in Python is checked exactly like one loaded from a file.
 
     r = load_recipe("recipes/quickstart.yaml", ["train.steps=200", "train.widths=[0.25, 0.5]"])
     r.train.optim.lr                          # 0.0005
@@ -14,63 +14,29 @@ loader, `a.b=value` overrides) lives in edgesr.schema. Semantic checks live in e
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
-import os
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
-
-from edgesr import schema
-from edgesr.files import atomic_write_text
+from edgesr.errors import UnknownNameError
 from edgesr.registry import unknown_name_message
-from edgesr.targets import quant_backends
 from edgesr.schema import (
     RecipeError,
     StrictLoader,
-    _apply_override,
     _check,
     _fail,
-    _found,
-    _overridden,
-    _plain,
-    _yaml_load,
     check_kwargs,
-    parse_override,
 )
+from edgesr.targets import quant_backends
 
 __all__ = [
-    "RECIPES_DIR",
-    "VGG_LAYERS",
-    "CSDCfg",
-    "DataCfg",
-    "EvalCfg",
-    "ModelCfg",
-    "OptimCfg",
-    "QuantCfg",
-    "Recipe",
-    "RecipeError",
-    "RecipeLoader",
-    "TrainCfg",
-    "dump_recipe",
-    "from_dict",
-    "list_recipes",
-    "load_recipe",
-    "parse_override",
-    "recipe_hash",
-    "recipe_to_dict",
-    "replace",
-    "resolve_recipe",
-    "save_recipe",
-    "signature_for",
-]
+    "RECIPES_DIR", "VGG_LAYERS", "CSDCfg", "DataCfg", "EvalCfg", "LossCfg", "ModelCfg", "OptimCfg",
+    "QuantCfg", "Recipe", "RecipeError", "RecipeLoader", "TrainCfg", "qat_losses", "signature_for",
+]  # fmt: skip
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 # The taps edgesr.losses.vgg.VGG19Features exposes (a test keeps the two in step).
 VGG_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -93,7 +59,7 @@ def signature_for(model_name: str) -> inspect.Signature:
     from edgesr.models import MODELS, model_signature  # models pull in torch: only when validating
 
     if model_name not in MODELS:
-        raise KeyError(unknown_name_message("model", model_name, MODELS.names()))
+        raise UnknownNameError(unknown_name_message("model", model_name, MODELS.names()))
     return model_signature(model_name)
 
 
@@ -229,12 +195,6 @@ def qat_losses() -> tuple[str, ...]:
     from edgesr.losses import output_losses  # pulls in torch: only when validating
 
     return output_losses()
-
-
-def __getattr__(name: str) -> Any:  # `QAT_LOSSES`: derived from the loss registry when first read
-    if name == "QAT_LOSSES":
-        return qat_losses()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 ACTIVATION_RANGES = ("calibrate", "observe")
@@ -399,100 +359,3 @@ class Recipe:
     def eval_widths(self) -> tuple[float, ...]:
         """The widths to evaluate: eval.widths, or the trained widths when that is empty."""
         return self.eval.widths or self.train.widths
-
-
-def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
-    """edgesr.schema.from_dict for a Recipe or one of its sections (`path`: where `data` sits in the
-    recipe); an unknown key's "did you mean" searches every key path of a Recipe."""
-    return schema.from_dict(cls, data, path, root=Recipe)
-
-
-# ---------------------------------------------------------------------------------------------
-# Files.
-
-
-def resolve_recipe(name_or_path: str | os.PathLike[str]) -> Path:
-    """A recipe file path, or a shipped recipe's bare name (`quickstart` -> recipes/quickstart.yaml)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    text = str(name_or_path)
-    looks_like_path = os.sep in text or "/" in text or path.suffix in (".yaml", ".yml")
-    shipped = {name: p for name, p, _ in list_recipes()}
-    if not looks_like_path and text in shipped:
-        return shipped[text]
-    if looks_like_path:
-        raise RecipeError(f"no such recipe file: {text}. Shipped recipes: {', '.join(shipped)}")
-    raise RecipeError(unknown_name_message("recipe", text, shipped))
-
-
-def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
-    """Load, override and validate a recipe file (or shipped recipe name); RecipeError names the file."""
-    file = resolve_recipe(path)
-    source = str(path) if Path(path).is_file() else str(file)
-    data = _yaml_load(file.read_text(encoding="utf-8"), source)
-    if data is None:
-        raise RecipeError("empty recipe: expected a mapping with at least `name:`", source=source)
-    if not isinstance(data, dict):
-        raise RecipeError(f"expected a mapping at the top level, got {_found(data)}", source=source)
-    parsed = []
-    for text in overrides:
-        key, value = parse_override(text)
-        _apply_override(data, key, value, text, source)
-        parsed.append((key, text))
-    try:
-        return from_dict(Recipe, data)
-    except RecipeError as e:
-        blamed = _overridden(e.key, parsed)
-        if blamed is not None:
-            raise e.with_source(f"override {blamed!r} (on {source})") from None
-        if parsed:
-            raise e.with_source(f"{source} with overrides {[t for _, t in parsed]}") from None
-        raise e.with_source(source) from None
-
-
-def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
-    """Plain YAML/JSON-able types (tuples -> lists), in field order."""
-    return _plain(recipe)
-
-
-def dump_recipe(recipe: Recipe) -> str:
-    body = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None, width=100)
-    return f"# edgesr resolved recipe {recipe.name!r}, hash {recipe_hash(recipe)}\n{body}"
-
-
-def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:
-    atomic_write_text(path, dump_recipe(recipe))
-
-
-def recipe_hash(recipe: Recipe) -> str:
-    """First 16 hex digits of sha256 over the canonical JSON of `recipe_to_dict`."""
-    canonical = json.dumps(recipe_to_dict(recipe), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-def replace(recipe: Recipe, key: str, value: Any) -> Recipe:
-    """A copy of `recipe` with dotted `key` set to `value`, validated like a loaded recipe."""
-    data = recipe_to_dict(recipe)
-    node: Any = data
-    parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
-        if not isinstance(node.get(part), dict):
-            raise RecipeError(f"{'.'.join(parts[: i + 1])!r} is not a section", key=key)
-        node = node[part]
-    node[parts[-1]] = _plain(value)
-    return from_dict(Recipe, data)
-
-
-def list_recipes(root: str | os.PathLike[str] = RECIPES_DIR) -> list[tuple[str, Path, str]]:
-    """(name, path, description) of every `*.yaml` under `root` and its folders (names are file stems,
-    unique across folders); files are read, not validated."""
-    out = []
-    for path in sorted(Path(root).rglob("*.yaml"), key=lambda p: p.stem):
-        try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)
-            description = str(data.get("description", "")) if isinstance(data, dict) else ""
-        except (OSError, yaml.YAMLError) as e:
-            description = f"(unreadable: {type(e).__name__})"
-        out.append((path.stem, path, description))
-    return out

@@ -1,4 +1,4 @@
-"""`edgesr profile ...` and `edgesr select-width`: argument parsing and thin handlers.
+"""`edgesr profile run|sweep|import|show` and `edgesr select-width`: argument parsing, thin handlers.
 
 The work happens in edgesr.profile.{host,adb,importers,latency_model}, edgesr.selection and
 edgesr.recipe_edit (`--write`).
@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+from edgesr.errors import UsageError
 
 PROFILE_EXAMPLES = """\
 examples:
@@ -85,6 +87,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--threads", type=int, help="when the output does not say")
     sh = ps.add_parser("show", help="list a device's measurements")
     _common(sh)
+    p.set_defaults(run=profile_command)
     w = sub.add_parser(
         "select-width",
         help="the widest student that meets a latency budget on a device",
@@ -110,6 +113,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=["wall", "cpu"],
         help="wall: wall-clock medians; cpu: process CPU-time medians (shared host, 1 thread)",
     )
+    w.set_defaults(run=select_width_command)
 
 
 def _root(args: argparse.Namespace) -> Any:
@@ -207,7 +211,7 @@ def _run(args: argparse.Namespace, device: Any, res: Any) -> Any:
         from edgesr.profile.ingest import attach_manifest, manifest_resolution
 
         if args.benchmark_binary is None:
-            raise ValueError(
+            raise UsageError(
                 "--benchmark-binary is needed on Android: benchmark_model (.tflite) or "
                 "executor_runner (.pte) built for the phone"
             )
@@ -228,7 +232,7 @@ def _run(args: argparse.Namespace, device: Any, res: Any) -> Any:
             res.text if res else "",
         )
         return attach_manifest(rec, args.artifact, res or device.resolution)
-    raise ValueError(
+    raise UsageError(
         f"device {device.name!r} is measured through {device.transport}: import its results "
         f"with `edgesr profile import FILE --device {device.name}`"
     )
@@ -239,7 +243,7 @@ def _sweep(args: argparse.Namespace, device: Any, res: Any, root: Any, console: 
     from edgesr.profile.sweep import run_sweep
 
     if device.transport not in ("host", "macos"):
-        raise ValueError(
+        raise UsageError(
             f"a sweep exports and times here: device {device.name!r} is reached through "
             f"{device.transport}; export the widths and use `profile run` / `profile import`"
         )
@@ -268,7 +272,7 @@ def _sweep(args: argparse.Namespace, device: Any, res: Any, root: Any, console: 
 
 
 def select_width_command(args: argparse.Namespace, console: Any) -> int:
-    from edgesr.profile.sweep import select_for
+    from edgesr.selection import select_for
 
     sel, plot = select_for(
         args.device,
@@ -309,7 +313,7 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
     console.print(f"chosen: width {c.width:g} ({c.channels} channels), {c.latency_ms:.1f} ms ({c.basis})")
     if args.write:
         if not args.recipe:
-            raise ValueError("--write needs --recipe (the recipe whose student width to set)")
+            raise UsageError("--write needs --recipe (the recipe whose student width to set)")
         from edgesr.recipe import resolve_recipe
         from edgesr.recipe_edit import write_recipe_width
 

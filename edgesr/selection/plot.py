@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgesr.files import atomic_path
+
 if TYPE_CHECKING:
-    from edgesr.selection import Selection
+    from edgesr.selection.choose import Selection
 
 
 def plot_selection(sel: Selection, path: str | os.PathLike[str]) -> Path:
@@ -17,7 +19,6 @@ def plot_selection(sel: Selection, path: str | os.PathLike[str]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edgesr.files import atomic_path
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     cs = sel.candidates

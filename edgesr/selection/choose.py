@@ -2,7 +2,7 @@
 
     sel = select_width(load_device("host"), budget_ms=33.3, arch=arch, runtime="onnxruntime")
     sel.chosen.width, sel.chosen.latency_ms       # from a measurement where there is one
-    plot_selection(sel, "select.png")  # edgesr.profile.plot
+    plot_selection(sel, "select.png")  # edgesr.selection.plot
     write_recipe_width("recipes/quickstart_student.yaml", 0.375)  # edgesr.recipe_edit
 
 Candidates are every width on the architecture's channel grid (multiples of `width_multiple`).
@@ -24,12 +24,11 @@ from typing import Any
 import torch
 
 from edgesr.devices import Device, Resolution
-from edgesr.models import build_model, count_macs, count_params, materialize, snap_channels
+from edgesr.errors import NotFoundError, UsageError
+from edgesr.models import arch_channels, build_model, candidate_widths, count_macs, count_params, students_at
 from edgesr.profile.latency_model import Accuracy, Check, LayerTable, MissingLayerError, table_from_records
 from edgesr.profile.layers import UnsupportedLayerError, model_layers
 from edgesr.profile.store import PROFILES_DIR, Record, device_records
-from edgesr.recipe import load_recipe, resolve_recipe
-from edgesr.train.checkpoint import read_meta, resolve_checkpoint
 
 
 @dataclass(frozen=True)
@@ -63,18 +62,10 @@ class Selection:
     clock: str = "wall"  # wall: wall-clock medians; cpu: process CPU-time medians
 
 
-def candidate_widths(arch: dict[str, Any]) -> list[float]:
-    """Widths k * width_multiple / n_feats, k = 1 .. n_feats / width_multiple (each a distinct student)."""
-    model = build_model(arch["name"], **arch["args"])  # defaults filled in (n_feats, width_multiple)
-    args = model.arch["args"]
-    n, m = int(args["n_feats"]), int(args.get("width_multiple", 8))
-    return [round(k * m / n, 6) for k in range(1, n // m + 1)]
-
-
 def _models(arch: dict[str, Any], widths: list[float]) -> dict[float, Any]:
     with torch.device("meta"):
         full = build_model(arch["name"], **arch["args"])
-    return {w: full if w == 1.0 else materialize(full, w) for w in widths}
+    return dict(students_at(full, widths))
 
 
 def _matches(r: Record, runtime: str, delegate: str, precision: str, res: str, threads: int | None) -> bool:
@@ -105,7 +96,7 @@ def psnr_from_runs(paths: list[str | os.PathLike[str]]) -> dict[float, float]:
     for p in paths:
         f = Path(p) / "results.json" if Path(p).is_dir() else Path(p)
         if not f.is_file():
-            raise FileNotFoundError(f"{p}: no results.json (is it a finished run directory?)")
+            raise NotFoundError(f"{p}: no results.json (is it a finished run directory?)")
         rows = json.loads(f.read_text())["rows"]
         first = rows[0]["dataset"] if rows else None
         for r in rows:
@@ -130,7 +121,7 @@ def select_width(
     """Candidates at `resolution` (default: the device's) on `runtime`; `clock`: compare wall-clock
     medians (default) or process CPU-time medians (host timings on a shared machine, 1 thread)."""
     if budget_ms <= 0:
-        raise ValueError(f"budget must be > 0 ms, got {budget_ms}")
+        raise UsageError(f"budget must be > 0 ms, got {budget_ms}")
     res = resolution or device.resolution
     delegate = delegate or device.runtime(runtime).delegates[0]
     threads = threads if threads is not None else device.threads
@@ -151,9 +142,7 @@ def select_width(
     notes: list[str] = []
     rows = []
     for w, model in _models(arch, candidate_widths(arch)).items():
-        ch = snap_channels(
-            int(model.arch["args"]["n_feats"]), w, int(model.arch["args"].get("width_multiple", 8))
-        )
+        ch = arch_channels(model.arch, w)
         pred = None
         if table.entries:
             try:
@@ -261,16 +250,3 @@ def table_markdown(sel: Selection) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def resolve_arch(source: str | os.PathLike[str]) -> dict[str, Any]:
-    """The full architecture (every constructor argument) of a checkpoint / run dir, or of a recipe."""
-    p = Path(source)
-    if p.is_dir() or p.suffix == ".safetensors":
-        arch = read_meta(resolve_checkpoint(p)).arch
-    else:
-        r = load_recipe(resolve_recipe(source))
-        args = {**r.model.args, "scale": r.scale, "width_multiple": r.model.width_multiple}
-        arch = {"name": r.model.name, "args": args}
-    with torch.device("meta"):
-        return build_model(arch["name"], **arch["args"]).arch

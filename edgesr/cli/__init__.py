@@ -1,0 +1,60 @@
+"""`edgesr` command line: a thin layer that parses, loads and calls one library function.
+
+One module per command group (train.py: train, quickstart, recipes, bench; evaluate.py: eval,
+upscale; export.py: export, inspect; profile.py: profile, select-width); each adds its parsers and
+sets the handler the parsed command runs.
+
+Errors: an `EdgesrError` (edgesr.errors) is the user's to fix and its message says how, so it is
+printed as one line (exit 1). Anything else is a bug in edgesr: the traceback is printed with a line
+asking for a report (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from edgesr.cli import evaluate, export, profile, train
+from edgesr.cli.common import EXAMPLES, Console
+from edgesr.errors import EdgesrError
+
+__all__ = ["build_parser", "main"]
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edgesr",
+        description=__doc__.splitlines()[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for group in (train, evaluate, export, profile):
+        group.add_parsers(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        return args.run(args, console)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        return 130
+    except EdgesrError as e:
+        console.print(f"error: {e}", style="red", highlight=False, markup=False)
+        return 1
+    except Exception:  # noqa: BLE001  a bug: show everything needed to report it
+        console.print(traceback.format_exc(), highlight=False, markup=False)
+        console.print(
+            f"edgesr {args.command}: this is a bug in edgesr, not a problem with your input; please "
+            "report it to the edgesr maintainers with the traceback above and the command you ran",
+            style="red", highlight=False, markup=False,
+        )  # fmt: skip
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""What every command module shares: the top-level examples, the console type, the usage error."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from edgesr.errors import UsageError
+
+__all__ = ["EXAMPLES", "Console", "UsageError"]
+
+EXAMPLES = """\
+examples:
+  edgesr quickstart                                 # the whole pipeline on the built-in photos (CPU)
+  edgesr train quickstart_teacher                   # one recipe by name
+  edgesr train recipes/csd_edsr_x4_w025.yaml train.steps=1000 data.batch_size=8
+  edgesr train --resume runs/quickstart/csd
+  edgesr eval runs/quickstart/csd --data builtin:val --width 0.25
+  edgesr upscale photo.png --checkpoint runs/quickstart/student --out photo_x2.png
+  edgesr export runs/quickstart/student --target all
+  edgesr profile sweep runs/quickstart/student --device host --target onnx
+  edgesr select-width --device host --budget-ms 33.3 --recipe quickstart_student
+  edgesr recipes ls
+  edgesr recipes validate recipes/*.yaml
+  edgesr bench distill --preset cpu --seeds 0 1 --out docs/bench/distill_cpu
+"""

@@ -1,0 +1,109 @@
+"""`edgesr export` (every target, verified, with a manifest) and `edgesr inspect`.
+
+Library modules are imported inside the handlers, so `edgesr -h` starts without loading torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgesr.cli.common import Console
+from edgesr.targets import PRECISIONS, TARGETS, UPSAMPLERS
+
+__all__ = ["add_parsers"]
+
+EXPORT_EXAMPLES = """\
+examples:
+  edgesr export runs/quickstart/student --target onnx            # -> exports/*.onnx + .onnx.json
+  edgesr export runs/quickstart/csd --target onnx --width 0.25 --input 1x3x360x640 --force
+  edgesr export runs/quickstart/student --target all --dynamic --out exports/dyn
+  edgesr inspect exports/edsr_x2_w0.25_180x320_fp32.onnx
+"""
+
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    x = sub.add_parser(
+        "export",
+        help="convert a checkpoint to a device format, verify it on its runtime, write a manifest",
+        epilog=EXPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    x.add_argument("checkpoint", help=".safetensors file, checkpoint dir or run dir")
+    x.add_argument(
+        "--target",
+        required=True,
+        choices=[*TARGETS.names(), "all"],
+        help=f"{', '.join(TARGETS.names())}, or all (every installed target)",
+    )
+    x.add_argument("--width", type=float, help="student width (default: the narrowest trained)")
+    x.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="default: the target's own (coreml fp16, others fp32); int8 uses the checkpoint's QAT state "
+        "when it has one, else post-training quantization on built-in train crops",
+    )
+    x.add_argument("--fully-integer", action="store_true", help="int8 I/O and no float ops (tflite, NPUs)")
+    x.add_argument("--weight-only", action="store_true", help="int8 weights, float activations (coreml)")
+    x.add_argument(
+        "--upsampler",
+        choices=UPSAMPLERS,
+        help="how the sub-pixel upsampling is written in the graph (default: the target's choice)",
+    )
+    x.add_argument(
+        "--delegate",
+        choices=sorted({d for spec in TARGETS.values() for d in spec.delegates}),
+        help="backend inside the artifact where the target has a choice (executorch: xnnpack, coreml)",
+    )
+    x.add_argument("--input", default="1x3x180x320", metavar="1x3xHxW", help="LR input shape")
+    x.add_argument("--dynamic", action="store_true", help="free H and W at run time (where supported)")
+    x.add_argument("--out", type=Path, default=Path("exports"), help="output folder")
+    x.add_argument("--force", action="store_true", help="replace existing artifacts")
+
+    x.set_defaults(run=_export)
+
+    i = sub.add_parser("inspect", help="print an exported artifact's manifest")
+    i.add_argument("artifact", type=Path, help="the artifact, or its .json manifest")
+    i.set_defaults(run=_inspect)
+
+
+def _export(args: argparse.Namespace, console: Console) -> int:
+    from rich.console import Console
+
+    from edgesr.export import TARGETS, ExportOptions, export_all, export_student, parse_input_shape
+    from edgesr.export.verify import verification_table
+    from edgesr.student import load_student
+
+    precision = args.precision or ("int8" if args.fully_integer or args.weight_only else None)
+    targets = TARGETS.names() if args.target == "all" else [args.target]
+    options = ExportOptions(
+        # `all` without --precision: each target at its own default (export_all's target_defaults)
+        precision=precision or TARGETS.get(targets[0]).default_precision,
+        input_shape=parse_input_shape(args.input),
+        dynamic=args.dynamic,
+        out_dir=args.out,
+        force=args.force,
+        upsampler=args.upsampler,
+        delegate=args.delegate,
+        fully_integer=args.fully_integer,
+        weight_only=args.weight_only,
+    )
+    student = load_student(args.checkpoint, args.width)
+    if args.target == "all":
+        report = export_all(student, options, targets, target_defaults=precision is None)
+        results, skipped = report.results, report.skipped
+    else:
+        results, skipped = [export_student(student, args.target, options)], {}
+    Console().print(verification_table(results))  # stdout, so it can be piped
+    for target, reason in skipped.items():
+        console.print(f"skipped {target}: {reason}", highlight=False, markup=False)
+    return 0 if results else 1
+
+
+def _inspect(args: argparse.Namespace, console: Console) -> int:
+    from edgesr.export.manifest import print_manifest, read_manifest
+
+    manifest, path = read_manifest(args.artifact)
+    print_manifest(manifest, path)
+    return 0

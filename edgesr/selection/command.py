@@ -1,0 +1,98 @@
+"""Width selection wired to devices and profiles: `select_for` is `edgesr select-width`;
+`quickstart_loop` is the quickstart pipeline's last step (a short host sweep, then a selection for
+the host's budget)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from edgesr.devices import load_device, parse_resolution
+from edgesr.errors import UsageError
+from edgesr.profile.host import runtime_info
+from edgesr.profile.store import PROFILES_DIR, device_records, save_records
+from edgesr.profile.sweep import run_sweep
+from edgesr.selection.choose import Selection, measured_archs, psnr_from_runs, select_width
+from edgesr.selection.plot import plot_selection
+from edgesr.student import resolve_arch
+
+__all__ = ["quickstart_loop", "select_for"]
+
+
+def select_for(
+    device_name: str,
+    budget_ms: float | None = None,
+    resolution: str | None = None,
+    scale: int | None = None,
+    recipe: str | None = None,
+    runtime: str | None = None,
+    precision: str = "fp32",
+    threads: int | None = None,
+    psnr_from: Sequence[str | os.PathLike[str]] = (),
+    plot: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] = PROFILES_DIR,
+    clock: str = "wall",
+) -> tuple[Selection, Path]:
+    """Resolve the CLI's defaults from the device file and profiles, select, and plot."""
+    device = load_device(device_name)
+    res = parse_resolution(resolution) if resolution else device.resolution
+    if runtime is None:
+        have = {r.runtime for r in device_records(device.name, root) if r.resolution == res.text}
+        runtime = next((r.name for r in device.runtimes if r.name in have), None)
+        if runtime is None:
+            raise UsageError(
+                f"no measurements on {device.name} at {res.text} in {root}/{device.name}: "
+                f"run `edgesr profile sweep SOURCE --device {device.name}` first"
+            )
+    if recipe is not None:
+        arch = resolve_arch(recipe)
+        if scale is not None and arch["args"]["scale"] != scale:
+            raise UsageError(f"--scale {scale} but recipe {recipe} is x{arch['args']['scale']}")
+    else:
+        archs = [
+            a
+            for a in measured_archs(device.name, runtime, res.text, root)
+            if scale is None or a["args"].get("scale") == scale
+        ]
+        if len(archs) != 1:
+            found = "; ".join(f"{a['name']} {a['args']}" for a in archs) or "none"
+            raise UsageError(
+                f"pass --recipe: {len(archs)} measured architectures on {device.name} at "
+                f"{res.text} ({runtime}): {found}"
+            )
+        arch = archs[0]
+    psnr = psnr_from_runs(list(psnr_from)) if psnr_from else None
+    sel = select_width(
+        device,
+        budget_ms or device.budget_ms,
+        arch,
+        runtime,
+        res,
+        precision,
+        threads,
+        psnr=psnr,
+        root=root,
+        clock=clock,
+    )
+    path = plot_selection(sel, plot or Path("runs/select_width") / f"{device.name}.png")
+    return sel, path
+
+
+def quickstart_loop(
+    student: Path, csd: Path, out: Path, log: Callable[[str], None] | None = None
+) -> tuple[Selection, Path]:
+    """The quickstart's last step: a short host sweep of the student's architecture (3 widths, few
+    runs: a first look, not a benchmark), saved under `out/profiles`, then the widest width that
+    meets the host's budget, with PSNR from the pipeline's runs. Uses ONNX Runtime when installed,
+    else eager PyTorch."""
+    device = load_device("host")
+    target = "onnx"
+    try:
+        runtime_info(target)
+    except (ImportError, RuntimeError, KeyError, ValueError):
+        target = "pytorch"
+    root = out / "profiles"
+    result = run_sweep(student, target, device.resolution, [0.125, 0.25, 0.5], device.threads, 2, 5, log=log)
+    save_records(device.name, result.models, f"models_{result.models[0].runtime}", root)
+    return select_for("host", psnr_from=[student, csd], plot=out / "select_width.png", root=root)
