@@ -9,9 +9,6 @@ The orchestration (student -> verified artifact + manifest) is edgesr/export/run
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +19,7 @@ from torch import Tensor, nn
 
 from edgesr.errors import ExportError, OutputExistsError, UnknownNameError
 from edgesr.export.plan import ExportPlan
+from edgesr.files import atomic_path
 from edgesr.registry import Registry, unknown_name_message
 from edgesr.targets import TargetSpec
 
@@ -119,17 +117,9 @@ def get_exporter(target: str) -> Exporter:
 
 @contextmanager
 def staged(final: Path, force: bool) -> Iterator[Path]:
-    """Yield a path with `final`'s name inside a hidden staging folder next to it; on success move it
-    over `final` (file or folder, e.g. a future .mlpackage); on failure leave `final` untouched.
-    """
+    """`edgesr.files.atomic_path` for an artifact (file or folder, e.g. an .mlpackage): the staged
+    path is moved over `final` only when the body succeeds; an existing `final` needs `force`."""
     if final.exists() and not force:
         raise OutputExistsError(f"{final} exists; pass --force (force=True) to replace it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield stage / final.name
-        if final.is_dir():  # os.replace cannot replace a non-empty folder
-            shutil.rmtree(final)
-        os.replace(stage / final.name, final)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with atomic_path(final) as tmp:
+        yield tmp

@@ -6,7 +6,7 @@ A checkpoint is a directory `checkpoints/step-000500/` holding
   alone;
 - `state.pt`: optimizer, scheduler, RNG and step, loaded with `weights_only=True`.
 
-The directory is written under a temporary name and renamed into place, and `checkpoints/latest`
+The directory is staged and moved into place by `edgesr.files.atomic_path`, and `checkpoints/latest`
 (a one-line text file) is then replaced atomically, so a kill at any moment leaves either the old
 or the new checkpoint, never a mix.
 """
@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from edgesr.errors import CheckpointError
-from edgesr.files import atomic_write_text
+from edgesr.files import atomic_path, atomic_write_text
 from edgesr.models import build_model, materialize
 from edgesr.models.official import load_official
 
@@ -110,23 +110,21 @@ def save_checkpoint(
     """Write `ckpt_root/step-XXXXXX/` atomically, point `latest` at it, prune old ones."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step-{meta.step:07d}"
-    final = ckpt_root / name
-    tmp = ckpt_root / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    for leftover in ckpt_root.glob(".step-*.tmp"):  # staging folders of a run killed mid-save
+        shutil.rmtree(leftover, ignore_errors=True)
     # A copy of each: safetensors refuses tensors that share memory, and a QAT graph whose fake quant
     # is shared between ops (fully-integer depth-to-space, clamp) lists one module under several names.
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, tmp / WEIGHTS, metadata=meta.to_strings())
-    if training_state is not None:
-        torch.save(training_state, tmp / STATE)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    with atomic_path(ckpt_root / name) as tmp:
+        tmp.mkdir()
+        save_file(tensors, tmp / WEIGHTS, metadata=meta.to_strings())
+        if training_state is not None:
+            torch.save(training_state, tmp / STATE)
     atomic_write_text(ckpt_root / "latest", name + "\n")
     old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and p.name != name)
     for p in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)
-    return final
+    return ckpt_root / name
 
 
 def convert_official(src: str | Path, dst: str | Path, **kwargs: Any) -> Path:
