@@ -23,7 +23,8 @@ from typing import Literal
 from edgesr import schema
 from edgesr.errors import DeviceError, UnknownNameError, UsageError
 from edgesr.registry import unknown_name_message
-from edgesr.schema import _check, _found, _yaml_load, config_errors
+from edgesr.schema import _check, _found, config_errors
+from edgesr.yamlfile import yaml_load
 
 __all__ = [
     "DEVICES_DIR",
@@ -147,7 +148,7 @@ def load_device(name_or_path: str | os.PathLike[str], root: str | os.PathLike[st
     file = resolve_device(name_or_path, root)
     source = str(file)
     with config_errors(DeviceError):
-        data = _yaml_load(file.read_text(encoding="utf-8"), source)
+        data = yaml_load(file.read_text(encoding="utf-8"), source)
         if not isinstance(data, dict):
             raise DeviceError(f"expected a mapping of device keys, got {_found(data)}", source=source)
         try:

@@ -18,7 +18,8 @@ import yaml
 
 from edgesr.files import atomic_write_text
 from edgesr.recipe import load_recipe
-from edgesr.schema import RecipeError, StrictLoader
+from edgesr.schema import RecipeError
+from edgesr.yamlfile import StrictLoader
 
 __all__ = ["write_recipe_width"]
 

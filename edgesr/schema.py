@@ -5,10 +5,9 @@ types raise `RecipeError` naming the dotted key path, what was found and what wa
 "did you mean" for near-miss keys). While a section is constructed its path is published, so the
 `_check`/`_fail` helpers its `__post_init__` calls can name `train.optim.lr` rather than just `lr`.
 
-Also here: `StrictLoader`, a YAML loader that rejects duplicate keys and reads `1e-4` as a float, and
-`a.b=value` overrides, parsed as YAML (never evaluated) and applied to the raw mapping.
+The YAML side (`StrictLoader`, which rejects duplicate keys and reads `1e-4` as a float, and
+`a.b=value` overrides, parsed as YAML, never evaluated) is edgesr.yamlfile.
 
-    parse_override("train.widths=[0.25, 0.5]")   # ("train.widths", [0.25, 0.5])
     from_dict(Recipe, {"name": "x", "train": {"steps": 0}})
     # RecipeError: train.steps: must be > 0, got 0
 """
@@ -22,24 +21,13 @@ import difflib
 import functools
 import inspect
 import operator
-import re
 import types
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-import yaml
-
 from edgesr.errors import ConfigError, RecipeError
 
-__all__ = [
-    "DuplicateKeyError",
-    "ConfigError",
-    "RecipeError",
-    "config_errors",
-    "StrictLoader",
-    "from_dict",
-    "parse_override",
-]
+__all__ = ["ConfigError", "RecipeError", "check_kwargs", "config_errors", "from_dict"]
 
 T = TypeVar("T")
 
@@ -260,107 +248,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     return value
-
-
-# ---------------------------------------------------------------------------------------------
-# YAML.
-
-
-class DuplicateKeyError(yaml.YAMLError):
-    def __init__(self, key: Any, line: int, first_line: int) -> None:
-        self.key, self.line, self.first_line = key, line, first_line
-        super().__init__(f"duplicate key {key!r} on line {line} (first on line {first_line})")
-
-
-class StrictLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that rejects duplicate keys and reads `1e-4` as a float (YAML 1.2).
-
-    Plain PyYAML keeps the last of two equal keys silently and, following YAML 1.1, reads `1e-4`
-    and `5e-4` as strings: both would reach the trainer as surprises.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            try:
-                if key in seen:
-                    raise DuplicateKeyError(key, line, seen[key])
-                seen[key] = line
-            except TypeError:  # unhashable key: the base class reports it
-                pass
-        return super().construct_mapping(node, deep=deep)
-
-
-StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _yaml_load(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=StrictLoader)  # StrictLoader is a SafeLoader
-    except DuplicateKeyError as e:
-        raise _error(str(e), source=source) from None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise _error(f"invalid YAML: {e.problem or e.context}{where}", source=source) from None
-    except yaml.YAMLError as e:
-        raise _error(f"invalid YAML: {e}", source=source) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Overrides.
-
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`"train.widths=[0.25, 0.5]"` -> `("train.widths", (0.25, 0.5) as a list)`; the value is YAML."""
-    key, eq, raw = text.partition("=")
-    key = key.strip()
-    source = f"override {text!r}"
-    if not eq:
-        raise _error("expected KEY=VALUE, e.g. train.steps=200", source=source)
-    if not _KEY.fullmatch(key):
-        raise _error(f"bad key {key!r}: expected dotted names like train.optim.lr", source=source)
-    return key, _yaml_load(raw, source)
-
-
-def _apply_override(data: dict[str, Any], key: str, value: Any, text: str, source: str) -> None:
-    node = data
-    parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if child is None:  # `train:` with nothing under it
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            where = ".".join(parts[: i + 1])
-            raise _error(
-                f"{where!r} is {_found(child)}, not a section",
-                key=where,
-                source=f"override {text!r} (on {source})",
-            )
-        node = child
-    node[parts[-1]] = value
-
-
-def _overridden(key: str, overrides: Sequence[tuple[str, str]]) -> str | None:
-    for okey, text in overrides:
-        if (
-            key == okey
-            or key.startswith(okey + ".")
-            or key.startswith(okey + "[")
-            or okey.startswith(key + ".")
-        ):
-            return text
-    return None
 
 
 _ANNOTATION_NAMES: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str, "None": None}

@@ -261,7 +261,7 @@ FAKE_MODELS = {
 
 def fake_signatures(name: str) -> inspect.Signature:
     if name not in FAKE_MODELS:
-        raise KeyError(recipe_mod.unknown_name_message("model", name, FAKE_MODELS))
+        raise KeyError(recipe_mod.config.unknown_name_message("model", name, FAKE_MODELS))
     return FAKE_MODELS[name]
 
 

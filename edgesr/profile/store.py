@@ -43,7 +43,8 @@ from edgesr import schema
 from edgesr.devices import DEVICES_DIR
 from edgesr.errors import ProfileError
 from edgesr.files import atomic_write_text
-from edgesr.schema import _check, _found, _plain, _yaml_load, config_errors
+from edgesr.schema import _check, _found, _plain, config_errors
+from edgesr.yamlfile import yaml_load
 
 FORMAT = "edgesr-profile/1"
 PROFILES_DIR = DEVICES_DIR / "profiles"
@@ -239,7 +240,7 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     """Read and validate one profile file; ProfileError names the file, key and what was expected."""
     source = str(path)
     with config_errors(ProfileError):
-        data = _yaml_load(Path(path).read_text(encoding="utf-8"), source)
+        data = yaml_load(Path(path).read_text(encoding="utf-8"), source)
         if not isinstance(data, dict):
             raise ProfileError(f"expected a profile mapping, got {_found(data)}", source=source)
         if data.get("format") != FORMAT:

@@ -29,7 +29,7 @@ from edgesr.recipe.load import (
     resolve_recipe,
     save_recipe,
 )
-from edgesr.schema import parse_override
+from edgesr.yamlfile import parse_override
 
 __all__ = [
     "QUANT_BACKENDS", "RECIPES_DIR", "VGG_LAYERS", "CSDCfg", "DataCfg", "EvalCfg", "LossCfg", "ModelCfg",

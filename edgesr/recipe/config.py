@@ -22,14 +22,9 @@ from typing import Any, Literal, TypeVar
 
 from edgesr.errors import UnknownNameError
 from edgesr.registry import unknown_name_message
-from edgesr.schema import (
-    RecipeError,
-    StrictLoader,
-    _check,
-    _fail,
-    check_kwargs,
-)
+from edgesr.schema import RecipeError, _check, _fail, check_kwargs
 from edgesr.targets import quant_backends
+from edgesr.yamlfile import StrictLoader
 
 __all__ = [
     "RECIPES_DIR", "VGG_LAYERS", "CSDCfg", "DataCfg", "EvalCfg", "LossCfg", "ModelCfg", "OptimCfg",
