@@ -90,8 +90,7 @@ def evaluate(
             for w in model_widths(model, widths):
                 psnrs, ssims = [], []
                 for item in items:
-                    lr = item["lr"].unsqueeze(0).to(device)
-                    sr = run_sr(model, lr, w, self_ensemble).float().clamp(0, 1).cpu()[0]
+                    sr = super_resolve(model, item["lr"], w, self_ensemble, device)
                     psnrs.append(psnr_y(sr, item["hr"], crop=scale))
                     if with_ssim:
                         ssims.append(ssim_y(sr, item["hr"], crop=scale))
@@ -101,12 +100,29 @@ def evaluate(
     return rows
 
 
+@torch.no_grad()
+def super_resolve(
+    model: nn.Module,
+    lr: torch.Tensor,
+    width: float | None = None,
+    ensemble: bool = False,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """One LR image (3 x h x w in [0, 1]) -> its SR image (3 x sh x sw), clamped to [0, 1] as saved."""
+    return run_sr(model, lr.unsqueeze(0).to(device), width, ensemble).float().clamp(0, 1).cpu()[0]
+
+
+def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The bicubic baseline of one LR image: MATLAB-exact imresize of its uint8 form."""
+    return to_tensor(imresize(to_uint8(lr), scale=scale))
+
+
 def bicubic_rows(datasets: Mapping[str, Sequence[dict]], scale: int, with_ssim: bool = True) -> list[EvalRow]:
     rows = []
     for name, items in datasets.items():
         psnrs, ssims = [], []
         for item in items:
-            up = to_tensor(imresize(to_uint8(item["lr"]), scale=scale))
+            up = bicubic_upscale(item["lr"], scale)
             psnrs.append(psnr_y(up, item["hr"], crop=scale))
             if with_ssim:
                 ssims.append(ssim_y(up, item["hr"], crop=scale))

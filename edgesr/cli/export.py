@@ -56,6 +56,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=sorted({d for spec in TARGETS.values() for d in spec.delegates}),
         help="backend inside the artifact where the target has a choice (executorch: xnnpack, coreml)",
     )
+    x.add_argument(
+        "--calibration",
+        default="builtin:train",
+        metavar="DIR",
+        help="int8 PTQ: photos to calibrate activation ranges on (a folder, or builtin:train)",
+    )
+    x.add_argument(
+        "--accept-int8-loss",
+        action="store_true",
+        help="keep an int8 artifact that loses more than 0.2 dB mean or 1 dB on any gate image vs float "
+        "(the loss is still recorded in its manifest)",
+    )
     x.add_argument("--input", default="1x3x180x320", metavar="1x3xHxW", help="LR input shape")
     x.add_argument("--dynamic", action="store_true", help="free H and W at run time (where supported)")
     x.add_argument("--out", type=Path, default=Path("exports"), help="output folder")
@@ -88,6 +100,8 @@ def _export(args: argparse.Namespace, console: Console) -> int:
         delegate=args.delegate,
         fully_integer=args.fully_integer,
         weight_only=args.weight_only,
+        accept_int8_loss=args.accept_int8_loss,
+        calibration=args.calibration,
     )
     student = load_student(args.checkpoint, args.width)
     if args.target == "all":

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from edgesr.data.bicubic import degrade, modcrop
 from edgesr.data.images import image_size, read_image, to_tensor
 from edgesr.data.pairs import DatasetError, ImagePair, default_cache_dir, find_pairs
-from edgesr.data.samples import builtin_pairs
+from edgesr.data.samples import SPLITS, builtin_pairs
 from edgesr.files import atomic_path
 
 __all__ = [
@@ -46,11 +46,13 @@ def open_dataset(
     cache_dir: str | os.PathLike[str] | None = None,
     split_hint: str | None = None,
 ) -> list[ImagePair]:
-    """Pairs for a dataset spec: a folder path, or `builtin:train` / `builtin:val`."""
+    """Pairs for a dataset spec: a folder path, or `builtin:train` / `builtin:val` / `builtin:smooth`."""
     if spec.startswith("builtin:"):
         split = spec.removeprefix("builtin:")
-        if split not in ("train", "val"):
-            raise DatasetError(f"{spec}: unknown built-in set; use builtin:train or builtin:val")
+        if split not in SPLITS:
+            raise DatasetError(
+                f"{spec}: unknown built-in set; use {', '.join('builtin:' + s for s in SPLITS)}"
+            )
         return builtin_pairs(split, cache_dir)  # type: ignore[arg-type]
     return find_pairs(spec, scale, split_hint)
 

@@ -94,6 +94,7 @@ def build_manifest(
             "backend": plan.spec.quant_backend,
             "fully_integer": plan.fully_integer,
             "calibration_images": None if plan.qat else plan.options.calibration_images,
+            "calibration": None if plan.qat else plan.options.calibration,
             "weights": "int8 symmetric per-channel",
             "activations": "int8 per-tensor",
         }

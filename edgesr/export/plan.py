@@ -63,7 +63,9 @@ class ExportOptions:
     delegate: str | None = None  # backend inside the artifact where a target has several (ExecuTorch)
     fully_integer: bool = False  # int8 only: int8 input/output and no float ops (NPU targets)
     weight_only: bool = False  # int8 only: int8 weights, float activations (no calibration, no QAT)
-    calibration_images: int = 8  # int8 PTQ: built-in train crops used to calibrate activations
+    calibration_images: int = 8  # int8 PTQ: crops used to calibrate activation ranges
+    calibration: str = "builtin:train"  # int8 PTQ: where those crops come from (a data set spec or folder)
+    accept_int8_loss: bool = False  # keep an int8 artifact that fails the quality gate (edgesr.quant.quality)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from edgesr import quant
-from edgesr.errors import OutputExistsError
+from edgesr.data import eval_sets
+from edgesr.errors import ExportError, OutputExistsError
 from edgesr.export.base import VerificationError, get_exporter, staged
 from edgesr.export.graphs import rewrite_upsampler
 from edgesr.export.manifest import build_manifest, manifest_path, write_manifest
@@ -30,14 +31,24 @@ from edgesr.export.plan import (
     plan_export,
 )
 from edgesr.export.verify import Verification, verification_input, verify
+from edgesr.quant.quality import GATE_IMAGES, MAX_MEAN_DROP_DB, MAX_WORST_DROP_DB, Int8Loss, measure_int8_loss
 from edgesr.sdk import MissingSDKError
 from edgesr.student import Student, load_student
 from edgesr.targets import TARGETS
 
 __all__ = [
-    "ExportReport", "ExportResult", "deployable", "export_all", "export_checkpoint", "export_student",
-    "quantized_graph",
+    "ExportReport", "ExportResult", "Int8LossError", "deployable", "export_all", "export_checkpoint",
+    "export_student", "int8_gate", "quantized_graph",
 ]  # fmt: skip
+
+REMEDIES = (
+    "QAT on diverse crops (recipes/quickstart_qat.yaml; docs/quantization.md), a calibration closer to your "
+    "images, or another backend"
+)
+
+
+class Int8LossError(ExportError):
+    """The int8 graph loses more Y-PSNR against float than the gate allows; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,7 @@ def export_student(student: Student, target: str, options: ExportOptions) -> Exp
         t0 = time.perf_counter()
         # int8: the converted q/dq graph the target lowers, and the reference its artifact must match
         quantized = quantized_graph(student, model, example, plan)
+        int8_loss = int8_gate(student, model, quantized, plan)
         with torch.no_grad():
             exporter.export(quantized if quantized is not None else model, example, tmp, plan)
         export_s = time.perf_counter() - t0
@@ -97,6 +109,16 @@ def export_student(student: Student, target: str, options: ExportOptions) -> Exp
         delegation = exporter.delegation(tmp)
         # built from the staged artifact (same file name), so a failure here leaves nothing behind
         manifest = build_manifest(student, plan, model, tmp, result, delegation, sdk, exporter, export_s)
+        if int8_loss is not None:
+            manifest["quantization"]["quality"] = {
+                **int8_loss.to_json(),
+                "limits": {"mean_drop_db": MAX_MEAN_DROP_DB, "worst_drop_db": MAX_WORST_DROP_DB},
+                "passed": int8_loss.check(MAX_MEAN_DROP_DB, MAX_WORST_DROP_DB) is None,
+                "accepted_by_flag": plan.options.accept_int8_loss,
+                "measured_on": list(GATE_IMAGES),
+                "reference": "the converted q/dq graph in PyTorch vs the float student (the artifact matches "
+                "the graph; see verification)",
+            }
     write_manifest(final, manifest)
     return ExportResult(target, plan.precision, final, manifest_path(final), result, manifest, export_s)
 
@@ -132,8 +154,29 @@ def quantized_graph(student: Student, model: nn.Module, example: Tensor, plan: E
             )
         return converted
     _, _, h, w = plan.input_shape
-    images = quant.calibration_images(student.scale, n=plan.options.calibration_images, size=min(h, w, 64))
+    o = plan.options
+    size = min(h, w, 64)
+    images = quant.calibration_images(student.scale, n=o.calibration_images, size=size, source=o.calibration)
     return quant.ptq(model, backend, example, images, fully_integer=plan.fully_integer)
+
+
+def int8_gate(student: Student, model: nn.Module, quantized: Any, plan: ExportPlan) -> Int8Loss | None:
+    """int8 Y-PSNR loss against float, image by image, on the gate images (textured and smooth built-in
+    photos); raises `Int8LossError` naming the worst image when it passes the limits, unless the
+    options accept it. None for float exports."""
+    if quantized is None:
+        return None
+    reference = quant.float_reference(student) if student.is_qat else model
+    images = [item for items in eval_sets(GATE_IMAGES, student.scale).values() for item in items]
+    loss = measure_int8_loss(reference, quantized, images, student.scale)
+    problem = loss.check(MAX_MEAN_DROP_DB, MAX_WORST_DROP_DB)
+    if problem is not None and not plan.options.accept_int8_loss:
+        method = "QAT" if student.is_qat else "PTQ"
+        raise Int8LossError(
+            f"{plan.target} int8 ({plan.spec.quant_backend} {method}) refused: {problem}; nothing was "
+            f"written. Remedies: {REMEDIES}; or keep it with --accept-int8-loss"
+        )
+    return loss
 
 
 def export_all(

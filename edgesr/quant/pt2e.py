@@ -22,13 +22,15 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule
 
-from edgesr.data import builtin_pairs, load_lr, to_tensor
+from edgesr.data import load_lr, open_dataset, to_tensor
 from edgesr.errors import UsageError
 from edgesr.quant.backends import check_backend, get_quantizer, require_torchao
 
+CALIBRATION_SOURCE = "builtin:train"  # PTQ / QAT range calibration photos unless told otherwise
+
 __all__ = [
-    "activation_fake_quants", "calibrate", "calibrate_ranges", "calibration_images", "convert",
-    "export_graph", "prepare", "ptq", "set_training",
+    "CALIBRATION_SOURCE", "activation_fake_quants", "calibrate", "calibrate_ranges", "calibration_images",
+    "convert", "export_graph", "prepare", "ptq", "set_training",
 ]  # fmt: skip
 
 
@@ -219,15 +221,17 @@ def convert(prepared: GraphModule, backend: str) -> GraphModule:
     return convert_pt2e(prepared, fold_quantize=check_backend(backend) != "litert")
 
 
-def calibration_images(scale: int, n: int = 8, size: int = 64, seed: int = 0) -> list[Tensor]:
-    """`n` LR crops (1, 3, size, size) in [0, 1] from the built-in *train* photos (never val).
+def calibration_images(
+    scale: int, n: int = 8, size: int = 64, seed: int = 0, source: str = CALIBRATION_SOURCE
+) -> list[Tensor]:
+    """`n` LR crops (1, 3, size, size) in [0, 1] from the photos of `source` (a data set spec: the
+    built-in *train* photos by default, never val; or a folder of the user's own images).
 
     Crops cycle over the photos at seeded positions, so calibration is reproducible.
     """
-
     if n < 1 or size < 8:
         raise UsageError(f"calibration_images: need n >= 1 and size >= 8 LR pixels, got n={n}, size={size}")
-    pairs = builtin_pairs("train")
+    pairs = open_dataset(source, scale)
     rng = np.random.default_rng(seed)
     lrs = [load_lr(p, scale) for p in pairs]
     crops = []

@@ -32,6 +32,7 @@ __all__ = [
     "is_qat_checkpoint",
     "load_quantized",
     "quant_entry",
+    "float_reference",
     "quantized_student",
 ]
 
@@ -112,6 +113,19 @@ def quantized_student(student: Student, *, example: Tensor | None = None) -> tup
         with torch.no_grad():
             converted(example)
     return converted, qmeta
+
+
+def float_reference(student: Student) -> nn.Module:
+    """A QAT student's own weights in float: a copy of its fake-quant graph with every fake quant off
+    (what its int8 loss is measured against)."""
+    from torchao.quantization.pt2e import FakeQuantizeBase  # a QAT graph exists only with torchao
+
+    quant_meta(student)  # a CheckpointError for a float student
+    ref = copy.deepcopy(student.net)
+    for m in ref.modules():
+        if isinstance(m, FakeQuantizeBase):
+            m.disable_fake_quant()
+    return ref.eval()
 
 
 def load_quantized(
