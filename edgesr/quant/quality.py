@@ -16,6 +16,7 @@ clamped to [0, 1] as saved); `vs_float_db` is the PSNR between the two outputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -87,11 +88,11 @@ class Int8Loss:
     def to_json(self) -> dict[str, Any]:
         w = self.worst
         return {
-            "mean_drop_db": round(self.mean_drop_db, 3),
+            "mean_drop_db": _db(self.mean_drop_db),
             "worst_image": w.name,
-            "worst_drop_db": round(w.drop_db, 3),
+            "worst_drop_db": _db(w.drop_db),
             "below_bicubic": self.below_bicubic,
-            "images": [{k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(i).items()}
+            "images": [{k: _db(v) if isinstance(v, float) else v for k, v in asdict(i).items()}
                        for i in self.images],  # fmt: skip
         }
 
@@ -117,6 +118,11 @@ def measure_int8_loss(
     if not out:
         raise ValueError("measure_int8_loss: no images")
     return Int8Loss(tuple(out))
+
+
+def _db(v: float) -> float | str:
+    """dB for JSON: 3 decimals; an identical pair of images is "inf" (JSON has no infinity)."""
+    return round(v, 3) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
 
 
 def _sr(net: nn.Module, lr: torch.Tensor) -> torch.Tensor:
