@@ -49,6 +49,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--backend", help="with --quant: int8 backend of the PTQ row (default: the QAT run's, or xnnpack)"
     )
     e.add_argument("--calibration-images", type=int, default=8, help="with --quant: PTQ calibration crops")
+    e.add_argument(
+        "--calibration",
+        default="builtin:train",
+        metavar="DIR",
+        help="with --quant: photos the PTQ row calibrates on (a folder, or builtin:train)",
+    )
 
     e.set_defaults(run=_eval)
 
@@ -107,10 +113,13 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
 
 def _eval_quant(args: argparse.Namespace) -> int:
     """`edgesr eval CKPT --quant`: float / PTQ / QAT rows of one student (edgesr.quant.report)."""
+    from rich.markdown import Markdown
+
     from edgesr.data import eval_sets
     from edgesr.evaluate import bicubic_rows, print_table, table_markdown
     from edgesr.files import atomic_write_text
     from edgesr.quant import is_qat_checkpoint
+    from edgesr.quant.quality import per_image_markdown
     from edgesr.quant.report import compare_quantized, qat_student_source
     from edgesr.train.checkpoint import read_meta
 
@@ -126,13 +135,23 @@ def _eval_quant(args: argparse.Namespace) -> int:
     sets = eval_sets(args.data, scale, args.cache_dir)
     result = compare_quantized(
         student, sets, qat=qat, backend=args.backend, calibration_images=args.calibration_images,
-        with_ssim=not args.no_ssim,
+        calibration=args.calibration, with_ssim=not args.no_ssim,
     )  # fmt: skip
     rows = bicubic_rows(sets, scale, not args.no_ssim) + result.rows
     title = f"float vs int8 ({result.backend}), x{scale}, student {student}"
     print_table(rows, title)
+    per_image = per_image_markdown(result.losses)
+    Console().print(Markdown(f"**Y-PSNR per image (dB), int8 drop against float**\n\n{per_image}"))
+    for method, loss in result.losses.items():
+        w = loss.worst
+        Console().print(
+            f"{method}: mean drop {loss.mean_drop_db:.3f} dB, worst {w.drop_db:.3f} dB on {w.name!r}"
+            + (f"; below bicubic on {', '.join(loss.below_bicubic)}" if loss.below_bicubic else ""),
+            highlight=False, markup=False,
+        )  # fmt: skip
     if args.markdown:
-        atomic_write_text(args.markdown, table_markdown(rows, title) + "\n")
+        text = f"{table_markdown(rows, title)}\n\n**Y-PSNR per image (dB), int8 drop against float**\n\n"
+        atomic_write_text(args.markdown, f"{text}{per_image}\n")
     return 0
 
 

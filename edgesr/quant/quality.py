@@ -34,6 +34,7 @@ __all__ = [
     "ImageLoss",
     "Int8Loss",
     "measure_int8_loss",
+    "per_image_markdown",
 ]
 
 # The int8 gate's limits (the issue's proposal, kept: a mean loss a viewer does not see, and no image
@@ -118,6 +119,24 @@ def measure_int8_loss(
     if not out:
         raise ValueError("measure_int8_loss: no images")
     return Int8Loss(tuple(out))
+
+
+def per_image_markdown(losses: dict[str, Int8Loss]) -> str:
+    """One row per image (Y-PSNR of bicubic, float and each int8 variant, with its drop), then the
+    mean and worst drop of each variant. All variants must have been measured on the same images."""
+    labels = list(losses)
+    first = losses[labels[0]].images
+    head = "| image | bicubic | float | " + " | ".join(f"{k} (drop)" for k in labels) + " |"
+    lines = [head, "|---|---:|---:|" + "---:|" * len(labels)]
+    for i, img in enumerate(first):
+        variants = [losses[k].images[i] for k in labels]
+        cells = " | ".join(f"{v.int8_db:.2f} ({v.drop_db:+.2f})" for v in variants)
+        lines.append(f"| {img.name} | {img.bicubic_db:.2f} | {img.float_db:.2f} | {cells} |")
+    means = " | ".join(f"{losses[k].mean_drop_db:.3f}" for k in labels)
+    lines.append(f"| **mean drop** | | | {means} |")
+    worst = [f"{losses[k].worst.drop_db:.3f} ({losses[k].worst.name})" for k in labels]
+    lines.append("| **worst drop** | | | " + " | ".join(worst) + " |")
+    return "\n".join(lines)
 
 
 def _db(v: float) -> float | str:

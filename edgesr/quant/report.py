@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from edgesr.errors import CheckpointError, UsageError
 from edgesr.evaluate import EvalRow, evaluate
 from edgesr.quant.backends import check_backend
+from edgesr.quant.pt2e import CALIBRATION_SOURCE, ptq
 from edgesr.quant.pt2e import calibration_images as crops
-from edgesr.quant.pt2e import ptq
+from edgesr.quant.quality import Int8Loss, measure_int8_loss
 from edgesr.quant.state import quantized_student
 from edgesr.recipe import load_recipe
 from edgesr.student import load_student
@@ -50,6 +51,7 @@ class QuantComparison:
     backend: str
     width: float
     rows: list[EvalRow]  # float, int8 PTQ, and int8 QAT when a QAT checkpoint was given
+    losses: dict[str, Int8Loss]  # per int8 row: the loss against float, image by image, all data sets
 
 
 def qat_student_source(qat_checkpoint: str | os.PathLike[str]) -> str:
@@ -73,6 +75,7 @@ def compare_quantized(
     backend: str | None = None,
     calibration_images: int = 8,
     calibration_size: int = 64,
+    calibration: str = CALIBRATION_SOURCE,
     with_ssim: bool = True,
 ) -> QuantComparison:
     """Rows for `student` in float and int8 PTQ, plus `qat` (a QAT checkpoint of that student) in int8.
@@ -91,7 +94,7 @@ def compare_quantized(
         raise UsageError(f"{student} is a QAT checkpoint; compare_quantized needs the float student")
     model, width, scale = source.net, source.width, source.scale
     fully_integer = bool(qmeta.fully_integer) if qmeta else False
-    images = crops(scale, n=calibration_images, size=calibration_size)
+    images = crops(scale, n=calibration_images, size=calibration_size, source=calibration)
     int8_ptq = ptq(model, backend, images[0], images, fully_integer=fully_integer)
     tag = f"{backend}{', fully integer' if fully_integer else ''}"
     candidates = [("float", model), (f"int8 PTQ ({tag})", Int8Student(int8_ptq, width))]
@@ -102,4 +105,6 @@ def compare_quantized(
         for method, m in candidates:
             for r in evaluate(m, datasets, scale, [width], with_ssim=with_ssim):
                 rows.append(EvalRow(r.dataset, f"{method} w={width:g}", r.width, r.psnr, r.ssim, r.images))
-    return QuantComparison(backend, width, rows)
+    every = [item for items in datasets.values() for item in items]
+    losses = {method: measure_int8_loss(model, m, every, scale) for method, m in candidates[1:]}
+    return QuantComparison(backend, width, rows, losses)

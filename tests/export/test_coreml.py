@@ -71,7 +71,8 @@ def fp16_export(tmp_path_factory):
 )  # fmt: skip
 def test_export_verifies_structure_and_says_numerics_not_run(tmp_path, name, precision, weight_only):
     req = ExportRequest(checkpoint(tmp_path, name), "coreml", precision=precision, weight_only=weight_only,
-                        input_shape=SHAPE, out_dir=tmp_path / "out", calibration_images=2)  # fmt: skip
+                        input_shape=SHAPE, out_dir=tmp_path / "out", calibration_images=2,
+                        accept_int8_loss=True)  # fmt: skip  (a random net: see tests/quant/test_quality.py)
     r = export_checkpoint(req)
     assert r.artifact.suffix == ".mlpackage" and r.artifact.is_dir()
     v, m = r.verification, json.loads(r.manifest_path.read_text())

@@ -166,7 +166,8 @@ def test_fully_integer_qat_of_a_full_plain_net_checkpoints_resumes_and_converts(
     from edgesr.export import ExportRequest, UnsupportedOptionError, export_checkpoint
 
     req = dict(checkpoint=tmp_path / "full", target="tflite", precision="int8", fully_integer=True,
-               input_shape=(1, 3, 12, 16), out_dir=tmp_path / "exports")  # fmt: skip
+               input_shape=(1, 3, 12, 16), out_dir=tmp_path / "exports",
+               accept_int8_loss=True)  # fmt: skip  (4 QAT steps: the gate is tested in test_quality.py)
     with pytest.raises(UnsupportedOptionError, match="QAT checkpoint.*PixelShuffle"):
         export_checkpoint(ExportRequest(**req, upsampler="transposed_conv"))
     checkpoint_reads.clear()
