@@ -1,14 +1,15 @@
 """Benchmarks entry point: `python -m benchmarks train RECIPE [k=v ...] [--steps N]`,
 `python -m benchmarks export-latency [--runs N] [--threads N] [--targets ...] [--out table.md]`,
 `python -m benchmarks latency-model [SOURCE] [--target onnx] [--resolution WxH]`,
-`python -m benchmarks quant [--backend xnnpack] [k=v ...]` (float / PTQ / QAT PSNR)."""
+`python -m benchmarks quant [--backend xnnpack] [k=v ...]` (float / PTQ / QAT PSNR),
+`python -m benchmarks real-photos [--cache DIR] [--list]` (real photos for quantization evaluation)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from benchmarks import export_latency, latency_model, quant, train_throughput
+from benchmarks import export_latency, latency_model, quant, real_photos, train_throughput
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     quant.add_parser(sub)
     latency_model.add_parser(sub)
     export_latency.add_parser(sub)
+    real_photos.add_parser(sub)
     args = p.parse_args(argv)
     return args.run(args)
 
