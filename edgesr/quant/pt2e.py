@@ -27,10 +27,12 @@ from edgesr.errors import UsageError
 from edgesr.quant.backends import check_backend, get_quantizer, require_torchao
 
 CALIBRATION_SOURCE = "builtin:train"  # PTQ / QAT range calibration photos unless told otherwise
+ESTIMATORS: tuple[str, ...] = ("histogram", "minmax")  # activation range estimators (prepare)
 
 __all__ = [
-    "CALIBRATION_SOURCE", "activation_fake_quants", "calibrate", "calibrate_ranges", "calibration_images",
-    "convert", "export_graph", "prepare", "ptq", "set_training",
+    "CALIBRATION_SOURCE", "ESTIMATORS", "activation_fake_quants", "calibrate", "calibrate_ranges",
+    "calibration_images", "convert", "estimator_class", "export_graph", "prepare", "ptq", "set_training",
+    "use_estimator",
 ]  # fmt: skip
 
 
@@ -58,8 +60,14 @@ def prepare(
     qat: bool = False,
     fully_integer: bool = False,
     dynamic: bool | None = None,
+    estimator: str = "histogram",
 ) -> GraphModule:
     """`model` exported and annotated for `backend`: observers (PTQ) or fake quantization (QAT).
+
+    `estimator` (PTQ): how each activation's int8 range is chosen from the calibration images
+    (ESTIMATORS: "histogram", the backends' own choice, minimises the quantization error of what it
+    saw and clips rare extremes; "minmax" keeps the whole range seen). The weights' per-channel
+    min/max observers are the backend's either way.
 
     `example`: an (N, 3, H, W) LR batch in [0, 1]; H and W are always free. `dynamic` (default:
     `qat`) frees the batch too, so a QAT graph trains on patch batches. The returned graph is
@@ -70,8 +78,41 @@ def prepare(
 
     graph = export_graph(model, example, dynamic=qat if dynamic is None else dynamic)
     prepared = prepare_qat_pt2e(graph, quantizer) if qat else prepare_pt2e(graph, quantizer)
+    if not qat:
+        use_estimator(prepared, estimator)
     set_training(prepared, qat)
     return prepared
+
+
+def estimator_class(name: str) -> type:
+    """The torchao observer class of an activation range estimator (ESTIMATORS)."""
+    require_torchao()
+    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver
+
+    classes = {"histogram": HistogramObserver, "minmax": MinMaxObserver}
+    if name not in classes:
+        raise UsageError(f"unknown range estimator {name!r}; valid: {', '.join(ESTIMATORS)}")
+    return classes[name]
+
+
+def use_estimator(prepared: GraphModule, name: str) -> int:
+    """Swap every activation observer of a PTQ graph for `name`'s (same dtype, range and scheme);
+    returns how many were swapped. Weight observers (per channel) are left as they are."""
+    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver
+
+    cls = estimator_class(name)
+    swapped = 0
+    for path, m in list(prepared.named_modules()):
+        if isinstance(m, HistogramObserver | MinMaxObserver) and type(m) is not cls and m.qscheme in (
+            torch.per_tensor_affine, torch.per_tensor_symmetric,
+        ):  # fmt: skip
+            new = cls(
+                dtype=m.dtype, qscheme=m.qscheme, quant_min=m.quant_min, quant_max=m.quant_max, eps=m.eps
+            )
+            parent, _, child = path.rpartition(".")
+            setattr(prepared.get_submodule(parent) if parent else prepared, child, new)
+            swapped += 1
+    return swapped
 
 
 def set_training(prepared: GraphModule, mode: bool) -> GraphModule:
@@ -253,11 +294,14 @@ def ptq(
     fully_integer: bool = False,
     dynamic: bool = False,
     scale: int | None = None,
+    estimator: str = "histogram",
 ) -> GraphModule:
     """Post-training static int8: prepare, calibrate on `images` (default: 8 built-in train crops
     at the model's scale), convert. H and W of the result are free; `dynamic` frees the batch."""
     if images is None:
         images = calibration_images(scale or int(getattr(model, "scale", 2)))
-    prepared = prepare(model, backend, example, fully_integer=fully_integer, dynamic=dynamic)
+    prepared = prepare(
+        model, backend, example, fully_integer=fully_integer, dynamic=dynamic, estimator=estimator
+    )
     calibrate(prepared, images)
     return convert(prepared, backend)
