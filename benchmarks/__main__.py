@@ -2,14 +2,24 @@
 `python -m benchmarks export-latency [--runs N] [--threads N] [--targets ...] [--out table.md]`,
 `python -m benchmarks latency-model [SOURCE] [--target onnx] [--resolution WxH]`,
 `python -m benchmarks quant [--backend xnnpack] [k=v ...]` (float / PTQ / QAT PSNR),
-`python -m benchmarks real-photos [--cache DIR] [--list]` (real photos for quantization evaluation)."""
+`python -m benchmarks real-photos [--cache DIR] [--list]` (real photos for quantization evaluation),
+`python -m benchmarks quant-photos STUDENT [--backends ...] [--variants ...]` (int8 drop per real photo),
+`python -m benchmarks quant-layers STUDENT [--backend B] [--images ...]` (per-tensor int8 sensitivity)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from benchmarks import export_latency, latency_model, quant, real_photos, train_throughput
+from benchmarks import (
+    export_latency,
+    latency_model,
+    quant,
+    quant_layers,
+    quant_photos,
+    real_photos,
+    train_throughput,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     latency_model.add_parser(sub)
     export_latency.add_parser(sub)
     real_photos.add_parser(sub)
+    quant_photos.add_parser(sub)
+    quant_layers.add_parser(sub)
     args = p.parse_args(argv)
     return args.run(args)
 

@@ -63,6 +63,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="int8 PTQ: photos to calibrate activation ranges on (a folder, or builtin:train)",
     )
     x.add_argument(
+        "--activations",
+        choices=["int8", "float-ends"],
+        help="int8 PTQ: int8 everywhere, or the image-facing ends (input shift, head, global skip, last "
+        "conv, output) left float (default: float-ends, int8 when --fully-integer; docs/quantization.md)",
+    )
+    x.add_argument(
         "--accept-int8-loss",
         action="store_true",
         help="keep an int8 artifact that loses more than 0.2 dB mean or 1 dB on any gate image vs float "
@@ -102,6 +108,7 @@ def _export(args: argparse.Namespace, console: Console) -> int:
         weight_only=args.weight_only,
         accept_int8_loss=args.accept_int8_loss,
         calibration=args.calibration,
+        activations=args.activations,
     )
     student = load_student(args.checkpoint, args.width)
     if args.target == "all":

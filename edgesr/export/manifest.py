@@ -96,7 +96,8 @@ def build_manifest(
             "calibration_images": None if plan.qat else plan.options.calibration_images,
             "calibration": None if plan.qat else plan.options.calibration,
             "weights": "int8 symmetric per-channel",
-            "activations": "int8 per-tensor",
+            "activations": f"int8 per-tensor ({plan.activations})",
+            "range_estimator": None if plan.qat else plan.estimator,
         }
     meta = student.meta
     return {

@@ -159,7 +159,10 @@ def quantized_graph(student: Student, model: nn.Module, example: Tensor, plan: E
     o = plan.options
     size = min(h, w, 64)
     images = quant.calibration_images(student.scale, n=o.calibration_images, size=size, source=o.calibration)
-    return quant.ptq(model, backend, example, images, fully_integer=plan.fully_integer)
+    return quant.ptq(
+        model, backend, example, images, fully_integer=plan.fully_integer, activations=plan.activations,
+        estimator=plan.estimator,
+    )  # fmt: skip
 
 
 def int8_gate(student: Student, model: nn.Module, quantized: Any, plan: ExportPlan) -> Int8Loss | None:

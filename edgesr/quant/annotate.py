@@ -35,8 +35,11 @@ from torchao.quantization.pt2e.quantizer import (
     SharedQuantizationSpec,
 )
 
+from edgesr.quant.precision import annotate_activations
+
 __all__ = [
     "ANNOTATION",
+    "ActivationsQuantizer",
     "FloatIslandsQuantizer",
     "W8A8Quantizer",
     "act_spec",
@@ -170,3 +173,23 @@ class FloatIslandsQuantizer(Quantizer):
 
     def validate(self, model: GraphModule) -> None:
         pass
+
+
+class ActivationsQuantizer(Quantizer):
+    """`base`'s annotation, then `edgesr.quant.precision.annotate_activations` (float or 16-bit ends).
+
+    A wrapper, not a ComposableQuantizer member: ComposableQuantizer refuses a member that removes
+    an annotation, and leaving an op float is exactly that."""
+
+    def __init__(self, base: Quantizer, activations: str, qat: bool) -> None:
+        super().__init__()
+        self.base, self.activations, self.qat = base, activations, qat
+
+    def transform_for_annotation(self, model: GraphModule) -> GraphModule:
+        return self.base.transform_for_annotation(model)
+
+    def annotate(self, model: GraphModule) -> GraphModule:
+        return annotate_activations(self.base.annotate(model), self.activations, self.qat)
+
+    def validate(self, model: GraphModule) -> None:
+        self.base.validate(model)

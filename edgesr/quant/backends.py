@@ -20,13 +20,14 @@ from typing import Any
 from torch.fx import GraphModule
 
 from edgesr.errors import UsageError
+from edgesr.quant.precision import ACTIVATIONS
 from edgesr.registry import unknown_name_message
 from edgesr.sdk import import_sdk
 from edgesr.targets import TARGETS, quant_backends, target_of_backend
 
 __all__ = [
-    "BACKENDS", "TARGET_BACKEND", "check_backend", "get_quantizer", "litert_quantizer_class",
-    "require_torchao",
+    "BACKENDS", "TARGET_BACKEND", "check_activations", "check_backend", "get_quantizer",
+    "litert_quantizer_class", "require_torchao",
 ]  # fmt: skip
 
 # Which backend each target quantizes for is a target fact (edgesr.targets); these are views of it.
@@ -44,6 +45,17 @@ def _import_quantizer_sdk(backend: str) -> Any:
     spec = target_of_backend(backend)
     (mod,) = import_sdk(spec.name, spec.sdk_label, spec.extra, _QUANTIZER_MODULE[backend])
     return mod
+
+
+def check_activations(backend: str, activations: str, fully_integer: bool) -> str:
+    """`activations` if `backend` can quantize that way (edgesr.quant.precision), else a UsageError."""
+    if activations not in ACTIVATIONS:
+        raise UsageError(unknown_name_message("activations policy", activations, ACTIVATIONS))
+    if fully_integer and activations == "float-ends":
+        raise UsageError("a fully-integer graph has no float op: use activations 'int8' or 'int16-ends'")
+    if activations.startswith("int16") and backend != "litert":
+        raise UsageError(f"{backend} has no 16-bit activation kernels; use activations 'float-ends'")
+    return activations
 
 
 def check_backend(backend: str) -> str:
@@ -71,13 +83,15 @@ def litert_quantizer_class() -> type:
     require_torchao()
     mod = _import_quantizer_sdk("litert")
     from edgesr.quant.annotate import annotate_float_islands  # needs torchao, an optional extra
+    from edgesr.quant.precision import annotate_activations
 
     class LiteRTQuantizer(mod.PT2EQuantizer):
         STATIC_QAT_ONLY_OPS: list[str] = []  # the conv-bn annotators that trip the bug
 
-        def __init__(self, fully_integer: bool = False) -> None:
+        def __init__(self, fully_integer: bool = False, activations: str = "int8") -> None:
             super().__init__()
             self.fully_integer = fully_integer
+            self.activations = activations
 
         def annotate(self, model: GraphModule) -> GraphModule:
             bn = [n.name for n in model.graph.nodes if "batch_norm" in str(n.target)]
@@ -87,29 +101,41 @@ def litert_quantizer_class() -> type:
                     "broken (see edgesr.quant.backends) and edgesr's shim does not annotate it"
                 )
             model = super().annotate(model)
+            qat = bool(self.global_config and self.global_config.is_qat)
             if self.fully_integer:
-                annotate_float_islands(model, bool(self.global_config and self.global_config.is_qat))
-            return model
+                annotate_float_islands(model, qat)
+            return annotate_activations(model, self.activations, qat)
 
     return LiteRTQuantizer
 
 
-def get_quantizer(backend: str, *, qat: bool = False, fully_integer: bool = False) -> Any:
+def get_quantizer(
+    backend: str, *, qat: bool = False, fully_integer: bool = False, activations: str = "int8"
+) -> Any:
     """The torchao PT2E quantizer for `backend` (per-channel int8 weights, per-tensor int8 activations).
+
+    `activations` (edgesr.quant.precision): `int8` everywhere, `float-ends` (input shift, head, global
+    skip, last conv, output float), `int16-ends` / `int16` (16-bit activations there / everywhere:
+    LiteRT only, TFLite's 16x8 kernels). `float-ends` and `fully_integer` exclude each other.
 
     For `litert` it is a litert-torch `PT2EQuantizer` (what `litert_torch.convert`'s
     `QuantConfig(pt2e_quantizer=...)` accepts). Raises `MissingSDKError` naming the pip extra when
     the backend's SDK is missing, ValueError for an unknown backend.
     """
     check_backend(backend)
+    check_activations(backend, activations, fully_integer)
     require_torchao()
     from torchao.quantization.pt2e.quantizer import ComposableQuantizer
 
-    from edgesr.quant.annotate import FloatIslandsQuantizer, W8A8Quantizer  # need torchao (optional)
+    from edgesr.quant.annotate import (  # need torchao (optional)
+        ActivationsQuantizer,
+        FloatIslandsQuantizer,
+        W8A8Quantizer,
+    )
 
     mod = _import_quantizer_sdk(backend)
     if backend == "litert":
-        quantizer = litert_quantizer_class()(fully_integer=fully_integer)
+        quantizer = litert_quantizer_class()(fully_integer=fully_integer, activations=activations)
         return quantizer.set_global(mod.get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
     if backend == "xnnpack":
         base = mod.XNNPACKQuantizer().set_global(
@@ -117,4 +143,5 @@ def get_quantizer(backend: str, *, qat: bool = False, fully_integer: bool = Fals
         )
     else:
         base = W8A8Quantizer(qat=qat)
-    return ComposableQuantizer([base, FloatIslandsQuantizer(qat)]) if fully_integer else base
+    quantizer = ComposableQuantizer([base, FloatIslandsQuantizer(qat)]) if fully_integer else base
+    return quantizer if activations == "int8" else ActivationsQuantizer(quantizer, activations, qat)

@@ -61,6 +61,7 @@ def prepare(
     fully_integer: bool = False,
     dynamic: bool | None = None,
     estimator: str = "histogram",
+    activations: str = "int8",
 ) -> GraphModule:
     """`model` exported and annotated for `backend`: observers (PTQ) or fake quantization (QAT).
 
@@ -73,7 +74,8 @@ def prepare(
     `qat`) frees the batch too, so a QAT graph trains on patch batches. The returned graph is
     in eval mode for PTQ and train mode for QAT (`set_training` switches it).
     """
-    quantizer = get_quantizer(backend, qat=qat, fully_integer=fully_integer)  # checks SDK and torchao
+    # checks SDK and torchao; `activations`: see edgesr.quant.precision
+    quantizer = get_quantizer(backend, qat=qat, fully_integer=fully_integer, activations=activations)
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
     graph = export_graph(model, example, dynamic=qat if dynamic is None else dynamic)
@@ -295,13 +297,15 @@ def ptq(
     dynamic: bool = False,
     scale: int | None = None,
     estimator: str = "histogram",
+    activations: str = "int8",
 ) -> GraphModule:
     """Post-training static int8: prepare, calibrate on `images` (default: 8 built-in train crops
     at the model's scale), convert. H and W of the result are free; `dynamic` frees the batch."""
     if images is None:
         images = calibration_images(scale or int(getattr(model, "scale", 2)))
     prepared = prepare(
-        model, backend, example, fully_integer=fully_integer, dynamic=dynamic, estimator=estimator
-    )
+        model, backend, example, fully_integer=fully_integer, dynamic=dynamic, estimator=estimator,
+        activations=activations,
+    )  # fmt: skip
     calibrate(prepared, images)
     return convert(prepared, backend)
