@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgesr.errors import CheckpointError
+from edgesr.errors import CheckpointError, UsageError
 from edgesr.models import build_model, materialize
 from edgesr.recipe import load_recipe, resolve_recipe
 from edgesr.train.checkpoint import CheckpointMeta, open_checkpoint, read_meta, resolve_checkpoint
@@ -56,20 +56,14 @@ class Student:
     def is_qat(self) -> bool:
         return self.meta.quant is not None
 
-    @classmethod
-    def from_module(cls, net: nn.Module, width: float = 1.0) -> Student:
-        """A module that came from no checkpoint (e.g. one the profiler builds), as a `Student`."""
-        arch = getattr(net, "arch", None) or {"name": type(net).__name__, "args": {}}
-        meta = CheckpointMeta(arch=arch, scale=int(getattr(net, "scale", 1)), widths=(float(width),),
-                              materialized_width=getattr(net, "materialized_width", None),
-                              recipe_hash="none", step=0)  # fmt: skip
-        return cls(net.eval(), meta, float(width), None)
 
 
 def student_width(meta: CheckpointMeta, width: float | None, *, any_width: bool = False) -> float:
     """The width to take: a materialized checkpoint's own (asking another is an error), else `width`
     or the narrowest trained width. `width` must be a trained width unless `any_width` (a student sliced
     from a teacher's leading channels)."""
+    if width is not None and not 0.0 < float(width) <= 1.0:
+        raise UsageError(f"width must be in (0, 1], got {width!r}")
     if meta.materialized_width is not None:
         if width is not None and abs(width - meta.materialized_width) > 1e-9:
             raise CheckpointError(

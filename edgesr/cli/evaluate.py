@@ -87,6 +87,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace, console: Console) -> int:
+    import edgesr.quant  # noqa: F401  (rebuilds QAT checkpoints: `edgesr eval QAT_RUN`)
     from edgesr.data import eval_sets
     from edgesr.evaluate import bicubic_rows, evaluate, print_table, table_markdown
     from edgesr.files import atomic_write_text

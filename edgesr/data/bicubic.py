@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from edgesr.errors import DataError
+
 __all__ = ["cubic", "contributions", "imresize", "modcrop", "degrade"]
 
 KERNEL_WIDTH = 4.0  # support of the Keys cubic, in input pixels, before antialias stretching
@@ -147,6 +149,6 @@ def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
     hr = modcrop(hr, scale)
     h, w = hr.shape[:2]
     if h < scale or w < scale:
-        raise ValueError(f"degrade: image {w}x{h} is smaller than the scale x{scale}")
+        raise DataError(f"degrade: image {w}x{h} is smaller than the scale x{scale}")
     # Passing the size (not 1/scale) avoids ceil() landing one pixel off for scale 3.
     return imresize(hr, output_shape=(h // scale, w // scale))

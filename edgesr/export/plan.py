@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 
 from edgesr.errors import ExportError, UsageError
 from edgesr.quant.backends import check_activations
+from edgesr.quant.pt2e import ESTIMATORS
 from edgesr.student import Student
 from edgesr.targets import PRECISIONS, TARGETS, UPSAMPLERS, TargetSpec
 
@@ -86,6 +87,10 @@ class ExportOptions:
         if self.calibration_images < 1:
             raise UsageError(f"calibration_images must be >= 1, got {self.calibration_images}")
         object.__setattr__(self, "input_shape", check_input_shape(self.input_shape))
+        if self.estimator is not None and self.estimator not in ESTIMATORS:
+            raise UsageError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if (self.activations or self.estimator) and (self.precision != "int8" or self.weight_only):
+            raise UsageError("--activations and the range estimator apply to int8 PTQ only")
 
     def options(self) -> ExportOptions:
         """Just the options (an `ExportRequest` without its checkpoint, target and width)."""

@@ -194,7 +194,8 @@ def export_all(
     """Export `student` to every target (or `targets`) whose SDK is installed and that supports the
     options; the rest are reported in `skipped` with the reason (e.g. the pip extra).
     `target_defaults=True` exports each target at its own default precision instead of the options'.
-    Conversion (unsupported op) and verification errors are not swallowed.
+    An int8 artifact the quality gate refuses is a skip too (with the gate's reason), so the other
+    targets are still exported. Conversion (unsupported op) and verification errors are not swallowed.
     """
     report = ExportReport()
     for name in targets or TARGETS.names():
@@ -203,6 +204,6 @@ def export_all(
             plan_export(name, one, qat=student.is_qat)
             get_exporter(name).sdk_versions()
             report.results.append(export_student(student, name, one))
-        except (MissingSDKError, UnsupportedOptionError) as e:
+        except (MissingSDKError, UnsupportedOptionError, Int8LossError) as e:
             report.skipped[name] = str(e)
     return report

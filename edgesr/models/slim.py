@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from edgesr.errors import UsageError
+
 __all__ = [
     "Cat",
     "ChannelSpec",
@@ -47,7 +49,7 @@ def check_width(width: float) -> float:
     """Return ``width`` as a float, or raise ValueError naming it when it is not in (0, 1]."""
     w = float(width)
     if not (0.0 < w <= 1.0):  # also rejects NaN
-        raise ValueError(f"width must be in (0, 1], got {width!r}")
+        raise UsageError(f"width must be in (0, 1], got {width!r}")
     return w
 
 

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.fx import GraphModule
 
 from edgesr.data import load_lr, open_dataset, to_tensor
-from edgesr.errors import UsageError
+from edgesr.errors import DataError, UsageError
 from edgesr.quant.backends import check_backend, get_quantizer, require_torchao
 
 CALIBRATION_SOURCE = "builtin:train"  # PTQ / QAT range calibration photos unless told otherwise
@@ -181,7 +181,7 @@ def calibrate(prepared: GraphModule, images: Iterable[Tensor]) -> None:
         prepared(x)
         n += 1
     if n == 0:
-        raise ValueError("calibrate: no calibration images")
+        raise DataError("calibrate: no calibration images (an empty calibration folder?)")
 
 
 def activation_fake_quants(prepared: GraphModule) -> list[nn.Module]:
