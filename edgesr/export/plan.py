@@ -210,7 +210,9 @@ def _activations(spec: TargetSpec, options: ExportOptions, qat: bool) -> str:
             raise UnsupportedOptionError("a QAT checkpoint is exported as trained: int8 activations")
         return "int8"
     if options.activations is None:
-        return "int8" if options.fully_integer else "float-ends"
+        return "float-ends" if spec.float_ends and not options.fully_integer else "int8"
+    if options.activations == "float-ends" and not spec.float_ends:
+        raise UnsupportedOptionError(f"target {spec.name!r}: int8 with float ends is unverified; use 'int8'")
     if options.activations.startswith("int16"):
         # measured with litert-torch 0.10: its TFLite file matches the 16-bit q/dq graph at 17 dB only
         raise UnsupportedOptionError(
