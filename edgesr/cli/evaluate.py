@@ -37,7 +37,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/transposes (x8 '+')")
     e.add_argument("--no-ssim", action="store_true")
     e.add_argument("--cache-dir", help="where generated LR images are cached")
-    e.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    e.add_argument(
+        "--markdown", type=Path, help="also write the table as Markdown here (--quant: + NAME.per_image.md)"
+    )
     e.add_argument(
         "--quant",
         action="store_true",
@@ -150,9 +152,10 @@ def _eval_quant(args: argparse.Namespace) -> int:
             + (f"; below bicubic on {', '.join(loss.below_bicubic)}" if loss.below_bicubic else ""),
             highlight=False, markup=False,
         )  # fmt: skip
-    if args.markdown:
-        text = f"{table_markdown(rows, title)}\n\n**Y-PSNR per image (dB), int8 drop against float**\n\n"
-        atomic_write_text(args.markdown, f"{text}{per_image}\n")
+    if args.markdown:  # the table, and beside it the per-image one (<name>.per_image.md)
+        atomic_write_text(args.markdown, table_markdown(rows, title) + "\n")
+        head = f"**{title}: Y-PSNR per image (dB), int8 drop against float**\n\n"
+        atomic_write_text(args.markdown.with_suffix(".per_image.md"), f"{head}{per_image}\n")
     return 0
 
 

@@ -204,3 +204,6 @@ def test_eval_quant_reports_float_ptq_and_qat_of_one_student(tiny_photos, runs, 
         assert f"| {method} |" in table, table
     cells = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in table.splitlines()[4:]}
     assert cells["int8 QAT (xnnpack) w=0.5"] != cells["float w=0.5"]  # the QAT row is its own model
+    per_image = out.with_suffix(".per_image.md").read_text()  # one row per val image, both int8 rows
+    assert "| **worst drop** |" in per_image and per_image.count("| img") == 2
+    assert "int8 PTQ (xnnpack) (drop)" in per_image and "int8 QAT (xnnpack) (drop)" in per_image
