@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from edgesr.quant.pt2e import seeded_crops
+
 ANNOTATION = "quantization_annotation"
 BACKEND_CHOICES = ("xnnpack", "litert", "litert-fi", "coreml")
 
@@ -38,20 +40,6 @@ BACKEND_CHOICES = ("xnnpack", "litert", "litert-fi", "coreml")
 # ----------------------------------------------------------------------------------------------
 # calibration sets
 # ----------------------------------------------------------------------------------------------
-def _crops(lrs: Sequence[np.ndarray], n: int, size: int, seed: int) -> list[Tensor]:
-    from edgesr.data.images import to_tensor
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        lr = lrs[i % len(lrs)]
-        h, w = lr.shape[:2]
-        s = min(size, h, w)
-        top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-        out.append(to_tensor(np.ascontiguousarray(lr[top : top + s, left : left + s])).unsqueeze(0))
-    return out
-
-
 def _builtin_lrs(scale: int) -> list[np.ndarray]:
     from edgesr.data import builtin_pairs, load_lr
 
@@ -67,7 +55,7 @@ def _photo_lrs(scale: int) -> list[np.ndarray]:
 
 def _smooth_crops(lrs: Sequence[np.ndarray], n: int, size: int, seed: int, pool: int = 400) -> list[Tensor]:
     """The `n` smoothest of `pool` random crops (lowest mean absolute Laplacian on the grey image)."""
-    cands = _crops(lrs, pool, size, seed)
+    cands = seeded_crops(lrs, pool, size, seed)
 
     def roughness(t: Tensor) -> float:
         g = t[0].mean(0)
@@ -95,7 +83,7 @@ def calibration_set(spec: str, scale: int) -> list[Tensor]:
         elif name == "builtin-whole":
             out += [to_tensor(lr).unsqueeze(0) for lr in _builtin_lrs(scale)]
         elif name == "photos":
-            out += _crops(_photo_lrs(scale), n, s, seed=1)
+            out += seeded_crops(_photo_lrs(scale), n, s, seed=1)
         elif name == "photos-whole":
             out += [to_tensor(lr).unsqueeze(0) for lr in _photo_lrs(scale)]
         elif name == "smooth":

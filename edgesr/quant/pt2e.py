@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ ESTIMATORS: tuple[str, ...] = ("histogram", "minmax")  # activation range estima
 __all__ = [
     "CALIBRATION_SOURCE", "ESTIMATORS", "activation_fake_quants", "calibrate", "calibrate_ranges",
     "calibration_images", "convert", "estimator_class", "export_graph", "prepare", "ptq", "set_training",
-    "use_estimator",
+    "seeded_crops", "use_estimator",
 ]  # fmt: skip
 
 
@@ -274,9 +274,13 @@ def calibration_images(
     """
     if n < 1 or size < 8:
         raise UsageError(f"calibration_images: need n >= 1 and size >= 8 LR pixels, got n={n}, size={size}")
-    pairs = open_dataset(source, scale)
+    return seeded_crops([load_lr(p, scale) for p in open_dataset(source, scale)], n, size, seed)
+
+
+def seeded_crops(lrs: Sequence[np.ndarray], n: int, size: int, seed: int = 0) -> list[Tensor]:
+    """`n` crops (1, 3, s, s), s = min(size, image side), cycling over the uint8 HxWx3 `lrs` at
+    positions drawn from `seed`."""
     rng = np.random.default_rng(seed)
-    lrs = [load_lr(p, scale) for p in pairs]
     crops = []
     for i in range(n):
         lr = lrs[i % len(lrs)]
