@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from edgesr.registry import Registry
 
 __all__ = [
+    "ACTIVATIONS",
+    "ESTIMATORS",
     "PRECISIONS",
     "TARGETS",
     "UPSAMPLERS",
@@ -26,6 +28,10 @@ __all__ = [
 ]
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+# int8 modes (edgesr.quant): which activations stay int8 (edgesr.quant.precision has the table) and
+# how an activation's int8 range is estimated from calibration images (edgesr.quant.pt2e.prepare).
+ACTIVATIONS: tuple[str, ...] = ("int8", "float-ends", "int16-ends", "int16")
+ESTIMATORS: tuple[str, ...] = ("histogram", "minmax")
 # How the last stage's sub-pixel upsampling is written in the exported graph (edgesr/export/graphs.py):
 # nn.PixelShuffle, a depth-to-space with reordered conv channels, or a fixed-weight ConvTranspose2d.
 UPSAMPLERS: tuple[str, ...] = ("pixelshuffle", "depth_to_space", "transposed_conv")

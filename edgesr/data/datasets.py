@@ -187,6 +187,9 @@ class TrainPatches(Dataset[dict[str, torch.Tensor]]):
     Args:
         length: number of items, i.e. steps * batch size.
         preload: decode every HR/LR once into memory (uint8) instead of on every item.
+        smooth_fraction: that fraction of items (drawn per item) is the flattest of `smooth_pool`
+            random (image, corner) positions: the one whose LR patch has the least mean absolute
+            neighbour difference. With 0 (the default) the draws are exactly those of uniform crops.
     """
 
     def __init__(
@@ -199,6 +202,8 @@ class TrainPatches(Dataset[dict[str, torch.Tensor]]):
         augment: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
         preload: bool = True,
+        smooth_fraction: float = 0.0,
+        smooth_pool: int = 16,
     ) -> None:
         if not pairs:
             raise DatasetError("TrainPatches: empty list of image pairs")
@@ -206,6 +211,9 @@ class TrainPatches(Dataset[dict[str, torch.Tensor]]):
             raise ValueError(f"TrainPatches: bad patch_size={patch_size} or length={length}")
         self.pairs, self.scale, self.patch_size = list(pairs), scale, patch_size
         self.length, self.seed, self.augment, self.cache_dir = length, seed, augment, cache_dir
+        if not 0 <= smooth_fraction <= 1 or smooth_pool < 1:
+            raise ValueError(f"TrainPatches: smooth_fraction={smooth_fraction}, smooth_pool={smooth_pool}")
+        self.smooth_fraction, self.smooth_pool = smooth_fraction, smooth_pool
         self.lr_sizes: list[tuple[int, int]] = []
         for pair in self.pairs:
             hr_hw = image_size(pair.hr_path)
@@ -229,14 +237,29 @@ class TrainPatches(Dataset[dict[str, torch.Tensor]]):
     def __len__(self) -> int:
         return self.length
 
+    def _position(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        """A uniform random (image, LR top, LR left)."""
+        k = int(rng.integers(len(self.pairs)))
+        lh, lw = self.lr_sizes[k]
+        p = self.patch_size
+        return k, int(rng.integers(lh - p + 1)), int(rng.integers(lw - p + 1))
+
+    def _roughness(self, position: tuple[int, int, int]) -> float:
+        """Mean absolute horizontal + vertical neighbour difference of the LR patch (8-bit levels)."""
+        k, y, x = position
+        lr = (self._images[k] if self._images is not None else self._load(k))[0]
+        a = lr[y : y + self.patch_size, x : x + self.patch_size].astype(np.int16)
+        return float(np.abs(np.diff(a, axis=0)).mean() + np.abs(np.diff(a, axis=1)).mean())
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < self.length:
             raise IndexError(f"TrainPatches index {i} out of range [0, {self.length})")
         rng = np.random.default_rng([self.seed, i])
-        k = int(rng.integers(len(self.pairs)))
-        lh, lw = self.lr_sizes[k]
+        if self.smooth_fraction and rng.random() < self.smooth_fraction:
+            k, y, x = min((self._position(rng) for _ in range(self.smooth_pool)), key=self._roughness)
+        else:
+            k, y, x = self._position(rng)
         p, s = self.patch_size, self.scale
-        y, x = int(rng.integers(lh - p + 1)), int(rng.integers(lw - p + 1))
         t = int(rng.integers(8)) if self.augment else 0
         lr, hr = self._images[k] if self._images is not None else self._load(k)
         lr_patch = _dihedral(lr[y : y + p, x : x + p], t)

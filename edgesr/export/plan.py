@@ -12,10 +12,9 @@ import os
 from dataclasses import dataclass, fields
 
 from edgesr.errors import ExportError, UsageError
-from edgesr.quant.backends import check_activations
-from edgesr.quant.pt2e import ESTIMATORS
+from edgesr.quant.backends import check_activations, default_activations, default_estimator
 from edgesr.student import Student
-from edgesr.targets import PRECISIONS, TARGETS, UPSAMPLERS, TargetSpec
+from edgesr.targets import ESTIMATORS, PRECISIONS, TARGETS, UPSAMPLERS, TargetSpec
 
 __all__ = [
     "DEFAULT_INPUT",
@@ -154,10 +153,13 @@ class ExportPlan:
         return self.precision == "int8" and not self.weight_only
 
 
-def plan_export(target: str, options: ExportOptions, *, qat: bool = False) -> ExportPlan:
+def plan_export(
+    target: str, options: ExportOptions, *, qat: bool = False, trained_activations: str = "int8"
+) -> ExportPlan:
     """Resolve `options` for `target`; `UnsupportedOptionError` with the reason for what it cannot do.
 
-    `qat`: the student is a QAT checkpoint's fake-quant graph, exported as trained (PixelShuffle).
+    `qat`: the student is a QAT checkpoint's fake-quant graph, exported as trained (PixelShuffle, and
+    `trained_activations`, the activations policy its `quant` metadata records).
     """
     spec = TARGETS.get(target)
     if options.precision not in spec.precisions:
@@ -195,22 +197,24 @@ def plan_export(target: str, options: ExportOptions, *, qat: bool = False) -> Ex
     if options.precision == "int8" and not options.weight_only and spec.quant_backend is None:
         raise UnsupportedOptionError(f"target {spec.name!r} has no int8 quantization backend")
     delegate = options.delegate or (spec.delegates[0] if spec.delegates else None)
-    activations = _activations(spec, options, qat)
-    # measured on 14 real photos (docs/quantization.md): with float ends, min/max ranges stop the
-    # histogram's clipping of high-contrast photos (worst 0.95 -> 0.97 dB, Grey 0.95 -> 0.12 dB)
-    estimator = options.estimator or ("minmax" if activations == "float-ends" else "histogram")
+    activations = _activations(spec, options, trained_activations if qat else None)
+    estimator = options.estimator or default_estimator(activations)
     return ExportPlan(spec, options.options(), upsampler, delegate, qat, activations, estimator)
 
 
-def _activations(spec: TargetSpec, options: ExportOptions, qat: bool) -> str:
+def _activations(spec: TargetSpec, options: ExportOptions, trained: str | None) -> str:
+    """The activations policy of the int8 graph; `trained`: a QAT checkpoint's (None for PTQ)."""
     if options.precision != "int8" or options.weight_only:
         return "int8"  # not used
-    if qat:  # a QAT graph is exported with the activations it was trained with
-        if options.activations not in (None, "int8"):
-            raise UnsupportedOptionError("a QAT checkpoint is exported as trained: int8 activations")
-        return "int8"
+    if trained is not None:  # a QAT graph is exported with the activations it was trained with
+        if options.activations not in (None, trained):
+            raise UnsupportedOptionError(
+                f"a QAT checkpoint is exported as trained: activations {trained!r}, not "
+                f"{options.activations!r} (train another QAT stage with train.quant.activations)"
+            )
+        return trained
     if options.activations is None:
-        return "float-ends" if spec.float_ends and not options.fully_integer else "int8"
+        return default_activations(spec.quant_backend or "", options.fully_integer)
     if options.activations == "float-ends" and not spec.float_ends:
         raise UnsupportedOptionError(f"target {spec.name!r}: int8 with float ends is unverified; use 'int8'")
     if options.activations.startswith("int16"):

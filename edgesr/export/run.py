@@ -77,6 +77,13 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
     return export_student(load_student(request.checkpoint, request.width), request.target, request.options())
 
 
+def plan_for(student: Student, target: str, options: ExportOptions) -> ExportPlan:
+    """`plan_export` for this student: a QAT checkpoint is planned as it was trained (old QAT
+    checkpoints, written before `quant.activations` existed, were trained all-int8)."""
+    trained = (student.quant or {}).get("activations", "int8")
+    return plan_export(target, options, qat=student.is_qat, trained_activations=trained)
+
+
 def export_student(student: Student, target: str, options: ExportOptions) -> ExportResult:
     """Export one student to one target, verify it on the target's runtime, write its manifest.
 
@@ -84,7 +91,7 @@ def export_student(student: Student, target: str, options: ExportOptions) -> Exp
     OutputExistsError (existing artifact without `force`); on any error no artifact is left behind.
     """
     exporter = get_exporter(target)
-    plan = plan_export(target, options, qat=student.is_qat)
+    plan = plan_for(student, target, options)
     sdk = exporter.sdk_versions()
     final = Path(options.out_dir) / artifact_name(student, plan)
     if final.exists() and not options.force:  # fail before the slow conversion
@@ -201,7 +208,7 @@ def export_all(
     for name in targets or TARGETS.names():
         one = replace(options, precision=TARGETS.get(name).default_precision) if target_defaults else options
         try:  # options a target refuses (some only while converting) and missing SDKs are skips
-            plan_export(name, one, qat=student.is_qat)
+            plan_for(student, name, one)
             get_exporter(name).sdk_versions()
             report.results.append(export_student(student, name, one))
         except (MissingSDKError, UnsupportedOptionError, Int8LossError) as e:

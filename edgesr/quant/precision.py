@@ -27,10 +27,10 @@ import torch
 from torch.fx import GraphModule, Node
 
 from edgesr.errors import UsageError
+from edgesr.targets import ACTIVATIONS
 
 __all__ = ["ACTIVATIONS", "END_ROLES", "annotate_activations", "end_roles", "int16_act_spec"]
 
-ACTIVATIONS = ("int8", "float-ends", "int16-ends", "int16")
 END_ROLES = ("in", "head", "skip", "tail", "out")
 ANNOTATION = "quantization_annotation"
 

@@ -25,9 +25,9 @@ from torch.fx import GraphModule
 from edgesr.data import load_lr, open_dataset, to_tensor
 from edgesr.errors import DataError, UsageError
 from edgesr.quant.backends import check_backend, get_quantizer, require_torchao
+from edgesr.targets import ESTIMATORS
 
 CALIBRATION_SOURCE = "builtin:train"  # PTQ / QAT range calibration photos unless told otherwise
-ESTIMATORS: tuple[str, ...] = ("histogram", "minmax")  # activation range estimators (prepare)
 
 __all__ = [
     "CALIBRATION_SOURCE", "ESTIMATORS", "activation_fake_quants", "calibrate", "calibrate_ranges",
@@ -199,23 +199,24 @@ def activation_fake_quants(prepared: GraphModule) -> list[nn.Module]:
 
 
 @torch.no_grad()
-def calibrate_ranges(prepared: GraphModule, images: Iterable[Tensor]) -> int:
+def calibrate_ranges(prepared: GraphModule, images: Iterable[Tensor], estimator: str = "histogram") -> int:
     """Start a QAT graph (in train mode, as `prepare(qat=True)` returns it) from PTQ's activation
     ranges, and keep them fixed; returns how many activation fake quants were set.
 
     torchao's QAT activation fake quants follow a moving-average min/max of the training batches,
     while PTQ calibrates with histogram observers that choose the range minimising the quantization
     error. Measured on the quickstart student, QAT from min/max ranges ended below PTQ at equal
-    training (docs/quantization.md). Here every activation fake quant sees `images` through a
-    `HistogramObserver` with its own dtype and range, as PTQ's observer would (fake quantization off
+    training (docs/quantization.md). Here every activation fake quant sees `images` through the
+    `estimator`'s observer with its own dtype and range, as PTQ's observer would (fake quantization off
     everywhere, so each sees float inputs), and gets that observer's scale and zero point. Its
     min/max are set to the range those qparams encode, so `calculate_qparams`, eval and `convert`
     reproduce them, and its observer is turned off: the ranges stay fixed and training adapts the
     weights to them. Weight fake quants observe their weights in these passes, as in a training
     step, and keep following them.
     """
-    from torchao.quantization.pt2e import FakeQuantizeBase, HistogramObserver
+    from torchao.quantization.pt2e import FakeQuantizeBase
 
+    observer = estimator_class(estimator)
     if not prepared.training:
         raise ValueError("calibrate_ranges: the QAT graph must be in train mode (set_training(graph, True))")
     fqs = activation_fake_quants(prepared)
@@ -223,7 +224,13 @@ def calibrate_ranges(prepared: GraphModule, images: Iterable[Tensor]) -> int:
         raise ValueError("calibrate_ranges: the graph has no activation fake quants (is it a QAT graph?)")
     everything = [m for m in prepared.modules() if isinstance(m, FakeQuantizeBase)]
     hists = [
-        HistogramObserver(dtype=m.dtype, qscheme=m.qscheme, quant_min=m.quant_min, quant_max=m.quant_max)
+        observer(
+            dtype=m.dtype,
+            qscheme=m.qscheme,
+            quant_min=m.quant_min,
+            quant_max=m.quant_max,
+            eps=m.activation_post_process.eps,
+        )
         for m in fqs
     ]
     hooks = [m.register_forward_pre_hook(lambda _m, a, h=h: h(a[0])) for m, h in zip(fqs, hists, strict=True)]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from edgesr.errors import CheckpointError, UsageError
 from edgesr.evaluate import EvalRow, evaluate
-from edgesr.quant.backends import check_backend
+from edgesr.quant.backends import check_backend, default_activations, default_estimator
 from edgesr.quant.pt2e import CALIBRATION_SOURCE, ptq
 from edgesr.quant.pt2e import calibration_images as crops
 from edgesr.quant.quality import Int8Loss, measure_int8_loss
@@ -95,11 +95,20 @@ def compare_quantized(
     model, width, scale = source.net, source.width, source.scale
     fully_integer = bool(qmeta.fully_integer) if qmeta else False
     images = crops(scale, n=calibration_images, size=calibration_size, source=calibration)
-    int8_ptq = ptq(model, backend, images[0], images, fully_integer=fully_integer)
+    # the PTQ row is what `edgesr export --precision int8` builds for this backend by default
+    activations = default_activations(backend, fully_integer)
+    int8_ptq = ptq(
+        model, backend, images[0], images, fully_integer=fully_integer, activations=activations,
+        estimator=default_estimator(activations),
+    )  # fmt: skip
     tag = f"{backend}{', fully integer' if fully_integer else ''}"
-    candidates = [("float", model), (f"int8 PTQ ({tag})", Int8Student(int8_ptq, width))]
-    if int8_qat is not None:
-        candidates.append((f"int8 QAT ({tag})", Int8Student(int8_qat, width)))
+
+    def label(kind: str, policy: str) -> str:
+        return f"int8 {kind} ({tag}{', float ends' if policy == 'float-ends' else ''})"
+
+    candidates = [("float", model), (label("PTQ", activations), Int8Student(int8_ptq, width))]
+    if int8_qat is not None and qmeta is not None:
+        candidates.append((label("QAT", qmeta.activations), Int8Student(int8_qat, width)))
     rows = []
     with torch.no_grad():
         for method, m in candidates:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from edgesr.errors import RecipeError
 from edgesr.models import materialize
+from edgesr.quant.backends import default_estimator
 from edgesr.quant.pt2e import calibrate_ranges, calibration_images
 from edgesr.quant.state import fake_quant_model, quant_entry
 from edgesr.recipe import Recipe
@@ -35,7 +36,7 @@ class QATObjective(DistillObjective):
     def __init__(self, student: nn.Module, teacher: nn.Module, recipe: Recipe) -> None:
         super().__init__(student, teacher, recipe)
         q = recipe.train.quant
-        self.quant_entry = quant_entry(q.backend, q.fully_integer)  # checkpoint metadata
+        self.quant_entry = quant_entry(q.backend, q.fully_integer, q.activations)  # checkpoint metadata
         self.freeze_at = q.freeze_observers_at
         if not q.fake_quant:  # the float control: the same graph with every fake quant off
             for m in self.net._edgesr_fake_quants:
@@ -77,8 +78,9 @@ def build_qat_objective(
             f"train.student_from={t.student_from} holds {student.arch}; the recipe builds {model.arch}"
         )
     q = t.quant
-    fq = fake_quant_model(student, quant_entry(q.backend, q.fully_integer))
+    entry = quant_entry(q.backend, q.fully_integer, q.activations)
+    fq = fake_quant_model(student, entry)
     if q.fake_quant and q.activation_ranges == "calibrate":
         crops = calibration_images(recipe.scale, n=q.calibration_images, size=q.calibration_size)
-        calibrate_ranges(fq, crops)
+        calibrate_ranges(fq, crops, q.estimator or default_estimator(entry["activations"]))
     return QATObjective(fq, teacher, recipe), width

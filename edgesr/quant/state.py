@@ -1,7 +1,7 @@
 """QAT checkpoints: a fake-quant student saved with the ordinary checkpoint machinery, and read back.
 
 A QAT checkpoint is an edgesr checkpoint whose metadata has a `quant` entry
-(`{"backend", "fully_integer", "example"}`) and whose weights are the state of the prepared
+(`{"backend", "fully_integer", "activations", "example"}`) and whose weights are the state of the prepared
 (fake-quant) graph: the student's parameters plus every fake-quant buffer (scales, zero points,
 observed ranges, observer on/off flags). `load_model` rebuilds it by materializing the student,
 preparing it for QAT exactly as training did, and loading that state; `load_quantized` then
@@ -19,10 +19,11 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule
 
-from edgesr.errors import CheckpointError
-from edgesr.quant.backends import check_backend
+from edgesr.errors import CheckpointError, UsageError
+from edgesr.quant.backends import check_activations, check_backend, default_activations
 from edgesr.quant.pt2e import convert, prepare
 from edgesr.student import Student, load_student
+from edgesr.targets import target_of_backend
 from edgesr.train.checkpoint import read_meta, register_qat_rebuild
 
 __all__ = [
@@ -46,17 +47,23 @@ class QuantMeta:
 
     backend: str  # one of edgesr.quant.BACKENDS
     fully_integer: bool
+    activations: str  # edgesr.quant.precision policy the graph was trained with
     width: float | None  # the student's materialized width
     scale: int
     arch: dict[str, Any]
     step: int
 
 
-def quant_entry(backend: str, fully_integer: bool) -> dict[str, Any]:
-    """The `quant` metadata entry of a QAT checkpoint."""
+def quant_entry(backend: str, fully_integer: bool, activations: str | None = None) -> dict[str, Any]:
+    """The `quant` metadata entry of a QAT checkpoint; `activations` None = the backend's default."""
+    activations = activations or default_activations(backend, fully_integer)
+    if activations == "float-ends" and not target_of_backend(check_backend(backend)).float_ends:
+        target = target_of_backend(backend).name
+        raise UsageError(f"{target} int8 with float ends is unverified; use train.quant.activations: int8")
     return {
         "backend": check_backend(backend),
         "fully_integer": bool(fully_integer),
+        "activations": check_activations(backend, activations, fully_integer),
         "example": list(QAT_EXAMPLE),
     }
 
@@ -68,7 +75,10 @@ def fake_quant_model(model: nn.Module, quant: dict[str, Any]) -> GraphModule:
     validation, checkpoints and `edgesr eval` treat it like the float student.
     """
     example = torch.zeros(*quant.get("example", QAT_EXAMPLE))
-    fq = prepare(model, quant["backend"], example, qat=True, fully_integer=bool(quant["fully_integer"]))
+    fq = prepare(
+        model, quant["backend"], example, qat=True, fully_integer=bool(quant["fully_integer"]),
+        activations=quant.get("activations", "int8"),  # checkpoints from before the key: all int8
+    )  # fmt: skip
     for attr in ("arch", "scale", "width_multiple", "materialized_width"):
         if hasattr(model, attr):
             setattr(fq, attr, getattr(model, attr))
@@ -94,6 +104,7 @@ def quant_meta(student: Student) -> QuantMeta:
     return QuantMeta(
         backend=student.quant["backend"],
         fully_integer=bool(student.quant["fully_integer"]),
+        activations=student.quant.get("activations", "int8"),
         width=student.meta.materialized_width,
         scale=student.scale,
         arch=student.arch,

@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 from edgesr.errors import UnknownNameError
 from edgesr.registry import unknown_name_message
 from edgesr.schema import RecipeError, _check, _fail, check_kwargs
-from edgesr.targets import quant_backends
+from edgesr.targets import ESTIMATORS, quant_backends
 from edgesr.yamlfile import StrictLoader
 
 __all__ = [
@@ -89,6 +89,11 @@ class DataCfg:
     batch_size: int = 16
     workers: int = 2
     cache_dir: str | None = None
+    # Fraction of training patches picked on purpose among the flattest: each such patch is the
+    # smoothest of `smooth_pool` random positions. Smooth patches are rare in random crops, and
+    # int8 fails on smooth photos (docs/quantization.md); 0 = uniform random crops.
+    smooth_patches: float = 0.0
+    smooth_pool: int = 16
 
     def __post_init__(self) -> None:
         _check(bool(self.train), "train", "must not be empty")
@@ -96,6 +101,9 @@ class DataCfg:
         _check(self.patch_size >= 8, "patch_size", f"must be >= 8 (LR pixels), got {self.patch_size}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
+        f = self.smooth_patches
+        _check(0 <= f <= 1, "smooth_patches", f"must be in [0, 1], got {f}")
+        _check(self.smooth_pool >= 2, "smooth_pool", f"must be >= 2 positions, got {self.smooth_pool}")
 
 
 @dataclass(frozen=True)
@@ -213,6 +221,13 @@ class QuantCfg:
     fake_quant: bool = True
     calibration_images: int = 8  # built-in train crops that calibrate PTQ (and QAT's start)
     calibration_size: int = 64  # LR side of each calibration crop, pixels
+    # Which activations are int8 (edgesr.quant.precision): int8, or float-ends (input shift, head,
+    # skip, last conv and output float); null = the backend's export default (float-ends for xnnpack
+    # and litert, int8 for coreml and fully-integer graphs). The export keeps what QAT trained.
+    activations: str | None = None
+    # The range estimator of `activation_ranges: calibrate` (histogram, minmax); null = minmax with
+    # float ends, else histogram (the PTQ export's rule, measured on real photos).
+    estimator: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in QUANT_BACKENDS:
@@ -226,6 +241,21 @@ class QuantCfg:
             self.activation_ranges in ACTIVATION_RANGES,
             "activation_ranges",
             f"must be one of {', '.join(ACTIVATION_RANGES)}, got {self.activation_ranges!r}",
+        )
+        _check(
+            self.activations in (None, "int8", "float-ends"),
+            "activations",
+            f"must be int8, float-ends or null (the backend's default), got {self.activations!r}",
+        )
+        _check(
+            self.activations != "float-ends" or not self.fully_integer,
+            "activations",
+            "float-ends keeps float ops, which a fully_integer graph has none of; use int8",
+        )
+        _check(
+            self.estimator in (None, *ESTIMATORS),
+            "estimator",
+            f"must be one of {', '.join(ESTIMATORS)} or null, got {self.estimator!r}",
         )
         n = self.calibration_images
         _check(n >= 1, "calibration_images", f"must be >= 1, got {n}")

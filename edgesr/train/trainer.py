@@ -134,6 +134,8 @@ def train(
         length=t.steps * global_batch,
         seed=recipe.seed,
         cache_dir=recipe.data.cache_dir,
+        smooth_fraction=recipe.data.smooth_patches,
+        smooth_pool=recipe.data.smooth_pool,
     )
     val_sets = eval_sets(recipe.data.val, recipe.scale, recipe.data.cache_dir)
     objective, mat_width = build_objective(recipe)

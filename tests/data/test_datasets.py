@@ -184,6 +184,30 @@ def test_augmentation_covers_all_8_dihedral_variants(tmp_path: Path) -> None:
     assert len({plain[i]["lr"].numpy().tobytes() for i in range(20)}) == 1
 
 
+def test_smooth_patches_are_picked_on_purpose_and_zero_keeps_the_uniform_draws(tmp_path: Path) -> None:
+    """An image that is flat grey on its left quarter and noise elsewhere: uniform crops rarely land
+    on the flat part; with smooth_fraction=1 (the flattest of 16 positions) most patches are flat,
+    and smooth_fraction=0 draws exactly the old uniform crops."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)
+    img[:, :32] = 128
+    write_image(tmp_path / "half.png", np.kron(img, np.ones((2, 2, 1), np.uint8)))
+    pairs = find_pairs(tmp_path, 2)
+
+    def flat_share(data: TrainPatches) -> float:
+        return sum(float(data[i]["lr"].std()) < 1e-3 for i in range(len(data))) / len(data)
+
+    uniform = TrainPatches(pairs, 2, 8, length=200, seed=0, cache_dir=tmp_path / "c")
+    smooth = TrainPatches(pairs, 2, 8, length=200, seed=0, cache_dir=tmp_path / "c", smooth_fraction=1.0)
+    half = TrainPatches(pairs, 2, 8, length=200, seed=0, cache_dir=tmp_path / "c", smooth_fraction=0.5)
+    assert flat_share(uniform) < 0.3 and flat_share(smooth) > 0.95
+    assert flat_share(uniform) < flat_share(half) < flat_share(smooth)
+    zero = TrainPatches(pairs, 2, 8, length=20, seed=0, cache_dir=tmp_path / "c", smooth_fraction=0.0)
+    assert all(torch.equal(zero[i]["lr"], uniform[i]["lr"]) for i in range(20))
+    with pytest.raises(ValueError, match="smooth_fraction"):
+        TrainPatches(pairs, 2, 8, length=4, seed=0, cache_dir=tmp_path / "c", smooth_fraction=1.5)
+
+
 def test_too_small_image_is_rejected_at_construction(tmp_path: Path) -> None:
     write_image(tmp_path / "tiny.png", _img(40, 90))
     with pytest.raises(DatasetError, match="tiny.png") as info:

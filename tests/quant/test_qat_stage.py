@@ -191,6 +191,33 @@ def test_qat_checkpoint_describes_itself_and_converts(tiny_photos, runs, tmp_pat
         assert (int8(x) - fq(x)).abs().max() < 1e-5
 
 
+def test_qat_activations_default_like_export_and_export_keeps_them(tiny_photos, runs, tmp_path) -> None:
+    """No `quant.activations`: the backend's export default (float ends for xnnpack), recorded in the
+    checkpoint; the export plans the artifact with what QAT trained and refuses another policy."""
+    from edgesr.export.plan import ExportOptions, UnsupportedOptionError
+    from edgesr.export.run import plan_for
+    from edgesr.student import load_student
+
+    train(_qat(tiny_photos, runs, steps=2), tmp_path / "fe")
+    train(_qat(tiny_photos, runs, steps=2, quant={"activations": "int8"}), tmp_path / "int8")
+    fe, int8 = load_student(tmp_path / "fe"), load_student(tmp_path / "int8")
+    assert fe.quant["activations"] == "float-ends" and int8.quant["activations"] == "int8"
+    options = ExportOptions(precision="int8")
+    assert plan_for(fe, "executorch", options).activations == "float-ends"
+    assert plan_for(int8, "executorch", options).activations == "int8"
+    with pytest.raises(UnsupportedOptionError, match="exported as trained: activations 'float-ends'"):
+        plan_for(fe, "executorch", ExportOptions(precision="int8", activations="int8"))
+    x = torch.rand(1, 3, 12, 12)
+    fq_fe, fq_int8 = quant.quantized_student(fe)[0], quant.quantized_student(int8)[0]
+    assert fq_fe(x).shape == fq_int8(x).shape == (1, 3, 24, 24)
+    n_quant = [sum("quantize_per_tensor" in str(n.target) for n in g.graph.nodes) for g in (fq_fe, fq_int8)]
+    assert n_quant[0] < n_quant[1]  # the float-ends graph quantizes fewer activations
+    with pytest.raises(RecipeError, match="fully_integer"):
+        _qat(tiny_photos, runs, quant={"activations": "float-ends", "fully_integer": True})
+    with pytest.raises(RecipeError, match="estimator"):
+        _qat(tiny_photos, runs, quant={"estimator": "percentile"})
+
+
 def test_eval_quant_reports_float_ptq_and_qat_of_one_student(tiny_photos, runs, tmp_path, capsys) -> None:
     from edgesr.cli import main
 
@@ -200,10 +227,12 @@ def test_eval_quant_reports_float_ptq_and_qat_of_one_student(tiny_photos, runs, 
                "--markdown", str(out)])  # fmt: skip
     assert rc == 0
     table = out.read_text()
-    for method in ("bicubic", "float w=0.5", "int8 PTQ (xnnpack) w=0.5", "int8 QAT (xnnpack) w=0.5"):
+    ptq_row, qat_row = "int8 PTQ (xnnpack, float ends) w=0.5", "int8 QAT (xnnpack, float ends) w=0.5"
+    for method in ("bicubic", "float w=0.5", ptq_row, qat_row):
         assert f"| {method} |" in table, table
     cells = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in table.splitlines()[4:]}
-    assert cells["int8 QAT (xnnpack) w=0.5"] != cells["float w=0.5"]  # the QAT row is its own model
+    assert cells[qat_row] != cells["float w=0.5"]  # the QAT row is its own model
     per_image = out.with_suffix(".per_image.md").read_text()  # one row per val image, both int8 rows
     assert "| **worst drop** |" in per_image and per_image.count("| img") == 2
-    assert "int8 PTQ (xnnpack) (drop)" in per_image and "int8 QAT (xnnpack) (drop)" in per_image
+    assert "int8 PTQ (xnnpack, float ends) (drop)" in per_image
+    assert "int8 QAT (xnnpack, float ends) (drop)" in per_image

@@ -175,6 +175,26 @@ def test_qat_calibrated_ranges_start_where_ptq_is_and_stay(backend: str) -> None
         quant.calibrate_ranges(fresh.eval(), images)
 
 
+@pytest.mark.skipif(not _installed("xnnpack"), reason="xnnpack SDK missing")
+def test_qat_graph_with_float_ends_and_minmax_ranges_starts_where_that_ptq_is() -> None:
+    """A QAT graph prepared with float ends, calibrated with min/max ranges, converts to the graph PTQ
+    makes with the same policy and estimator (same activation scales), and leaves the ends float."""
+    model = _student().eval()
+    images = quant.calibration_images(2, n=3, size=24)
+    ptq_graph = quant.ptq(model, "xnnpack", images[0], images, activations="float-ends", estimator="minmax")
+    fq = quant.prepare(model, "xnnpack", torch.rand(2, 3, 16, 16), qat=True, activations="float-ends")
+    quant.calibrate_ranges(fq, images, "minmax")
+    qat_q, ptq_q = _act_qparams(quant.convert(fq, "xnnpack")), _act_qparams(ptq_graph)
+    assert len(qat_q) == len(ptq_q) > 0
+    for (s1, z1), (s2, z2) in zip(ptq_q, qat_q, strict=True):
+        assert s2 == pytest.approx(s1, rel=1e-5) and z1 == z2
+    int8 = quant.ptq(model, "xnnpack", images[0], images)
+    assert len(ptq_q) < len(_act_qparams(int8))  # the ends' activations are not quantized
+    hist = quant.prepare(model, "xnnpack", torch.rand(2, 3, 16, 16), qat=True, activations="float-ends")
+    quant.calibrate_ranges(hist, images, "histogram")
+    assert _act_qparams(quant.convert(hist, "xnnpack")) != qat_q  # the estimator is the one asked for
+
+
 def test_calibration_images_are_train_crops() -> None:
     imgs = quant.calibration_images(2, n=3, size=20)
     assert [tuple(t.shape) for t in imgs] == [(1, 3, 20, 20)] * 3
