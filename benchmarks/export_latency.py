@@ -1,7 +1,11 @@
 """Host latency of exported students on every runtime installed here, next to eager PyTorch.
 
     python -m benchmarks export-latency [--runs 10] [--threads 2] [--targets onnx executorch ...]
-        [--precisions fp32 int8] [--out table.md|table.csv]
+        [--precisions fp32 int8 int8-all] [--models quickstart edsr16] [--out table.md|table.csv]
+
+`int8` is what `edgesr export --precision int8` builds by default (PTQ; float image-facing ends on
+ExecuTorch and TFLite), `int8-all` the same student with every activation int8 (`--activations
+int8 --accept-int8-loss`): side by side they give the latency cost of the float ends.
 
 Two students at one 1x3x180x320 LR frame: (a) the quickstart student (EDSR 4x64 at width 0.25, x2;
 `runs/quickstart/student` when it holds a checkpoint, else a freshly initialised model of that
@@ -41,6 +45,14 @@ QUICKSTART = Path("runs/quickstart/student")
 INPUT = (1, 3, 180, 320)  # LR frame, NCHW
 ALL_TARGETS = ("onnx", "executorch", "tflite", "coreml")
 PYTORCH = "pytorch eager"
+# --precisions values: ExportOptions beyond the defaults
+VARIANTS: dict[str, dict[str, object]] = {
+    "fp32": {"precision": "fp32"},
+    "fp16": {"precision": "fp16"},
+    "int8": {"precision": "int8"},
+    "int8-all": {"precision": "int8", "activations": "int8", "accept_int8_loss": True},
+}
+MODELS = {"quickstart": "quickstart student (EDSR 4x64 w0.25, x2)", "edsr16": "EDSR 16x16, x4"}
 FAILED = "FAILED"
 
 
@@ -63,7 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     p.add_argument("--threads", type=int, default=2, help="CPU threads of every runtime")
     p.add_argument("--targets", nargs="+", default=list(ALL_TARGETS), help="export targets to try")
-    p.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "fp16", "int8"])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=list(VARIANTS))
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--out", type=Path, help="also write the table here (.csv or .md)")
     p.set_defaults(run=run)
 
@@ -118,9 +131,10 @@ def export(student: Student, target: str, precision: str, out_dir: Path) -> Expo
     )
 
     exporter = get_exporter(target)
-    if precision not in exporter.spec.precisions:
+    variant = VARIANTS[precision]
+    if variant["precision"] not in exporter.spec.precisions:
         return f"{precision} not supported by the {target} exporter"
-    options = ExportOptions(precision=precision, input_shape=INPUT, out_dir=out_dir, force=True)
+    options = ExportOptions(**variant, input_shape=INPUT, out_dir=out_dir / precision, force=True)  # type: ignore[arg-type]
     try:
         exporter.sdk_versions()
         return export_student(student, target, options)
@@ -179,6 +193,9 @@ def bench_model(label: str, ckpt: Path, args: argparse.Namespace, out_dir: Path)
             psnr = result.verification.psnr_db
             runtime = exporter.spec.runtime_label
             note = f"{runtime}; PSNR vs PyTorch {psnr:.1f} dB" if psnr is not None else runtime
+            activations = (result.manifest.get("quantization") or {}).get("activations")
+            if activations:
+                note += f"; activations {activations}"
             ms = st.median_ms
             rows.append(
                 Row(
@@ -210,11 +227,11 @@ def run(args: argparse.Namespace) -> int:
         qs_ckpt, qs_source = quickstart_student(tmp)
         torch.manual_seed(0)
         edsr = build_model("edsr", scale=4, n_resblocks=16, n_feats=16)
-        cases = [
-            ("quickstart student (EDSR 4x64 w0.25, x2)", qs_ckpt),
-            ("EDSR 16x16, x4", save(tmp / "edsr16x16", edsr, 4, None)),
-        ]
-        for label, ckpt in cases:
+        cases = {
+            "quickstart": (MODELS["quickstart"], qs_ckpt),
+            "edsr16": (MODELS["edsr16"], save(tmp / "edsr16x16", edsr, 4, None)),
+        }
+        for label, ckpt in (cases[m] for m in args.models):
             rows += bench_model(label, ckpt, args, tmp / "exports")
     header = (
         f"input {'x'.join(map(str, INPUT))}, threads {args.threads}, warmup {args.warmup}, runs {args.runs}, "
@@ -225,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"command: python -m benchmarks export-latency --runs {args.runs} --warmup {args.warmup} "
         f"--threads {args.threads} --targets {' '.join(args.targets)} "
-        f"--precisions {' '.join(args.precisions)}"
+        f"--precisions {' '.join(args.precisions)} --models {' '.join(args.models)}"
     )
     if args.out is not None:
         from edgesr.files import atomic_write_text

@@ -58,6 +58,19 @@ def test_train_eval_upscale(recipe, tiny_photos, tmp_path, capsys):
     assert main([*argv, "--force"]) == 0
 
 
+def test_overrides_may_follow_options(recipe) -> None:
+    """`edgesr train RECIPE --run-dir X a.b=v` (argparse alone rejects overrides after an option)."""
+    from edgesr.cli import parse
+
+    args = parse(["train", str(recipe), "train.steps=3", "--run-dir", "x", "data.batch_size=4", "seed=1"])
+    assert str(args.run_dir) == "x" and args.overrides == ["train.steps=3", "data.batch_size=4", "seed=1"]
+    for stray in (["--bogus"], ["plainword"]):
+        with pytest.raises(SystemExit):
+            parse(["train", str(recipe), "--run-dir", "x", *stray])
+    with pytest.raises(SystemExit):  # a command without overrides takes none
+        parse(["inspect", "a.pte", "a.b=1"])
+
+
 def test_resume_via_cli(recipe, tmp_path):
     run = tmp_path / "run"
     assert main(["train", str(recipe), "train.steps=4", "--run-dir", str(run)]) == 0

@@ -35,8 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line. `a.b=value` overrides may come anywhere on the line, also after an
+    option (`edgesr train RECIPE --run-dir X a.b=v`): argparse stops filling a `nargs="*"`
+    positional at the first option, so the overrides after it are collected here."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     console = Console(stderr=True)
     try:
         return args.run(args, console)
