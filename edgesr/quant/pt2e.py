@@ -223,7 +223,7 @@ def calibrate_ranges(prepared: GraphModule, images: Iterable[Tensor], estimator:
     if not fqs:
         raise ValueError("calibrate_ranges: the graph has no activation fake quants (is it a QAT graph?)")
     everything = [m for m in prepared.modules() if isinstance(m, FakeQuantizeBase)]
-    hists = [
+    observers = [
         observer(
             dtype=m.dtype,
             qscheme=m.qscheme,
@@ -233,7 +233,8 @@ def calibrate_ranges(prepared: GraphModule, images: Iterable[Tensor], estimator:
         )
         for m in fqs
     ]
-    hooks = [m.register_forward_pre_hook(lambda _m, a, h=h: h(a[0])) for m, h in zip(fqs, hists, strict=True)]
+    pairs = list(zip(fqs, observers, strict=True))
+    hooks = [m.register_forward_pre_hook(lambda _m, a, h=h: h(a[0])) for m, h in pairs]
     fake_quant_was = [bool(m.fake_quant_enabled[0]) for m in everything]
     try:
         for m in everything:
@@ -246,7 +247,7 @@ def calibrate_ranges(prepared: GraphModule, images: Iterable[Tensor], estimator:
             h.remove()
         for m, on in zip(everything, fake_quant_was, strict=True):
             m.enable_fake_quant(on)
-    for m, h in zip(fqs, hists, strict=True):
+    for m, h in pairs:
         scale, zero_point = h.calculate_qparams()
         lo = (m.quant_min - zero_point.float()) * scale
         hi = (m.quant_max - zero_point.float()) * scale
