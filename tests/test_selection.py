@@ -115,7 +115,27 @@ def test_trusted_latency_model_fills_unmeasured_widths_untrusted_does_not(tmp_pa
     assert next(c for c in sel.candidates if c.width == 0.75).basis == "none"
 
 
-def test_cli_select_width_write(tmp_path):
+def test_cli_select_width_says_when_nothing_is_known(tmp_path, capsys):
+    """No profile at all at these settings: not 'no width meets the budget' but that nothing is known,
+    with the note naming the settings and the command that measures them."""
+    from edgesr.student import resolve_arch
+
+    arch = resolve_arch(RECIPES_DIR / "quickstart_student.yaml")
+    one_thread = [  # measured, but at 1 thread, and the device file says 2
+        Record(**{**_model_rec(w, 5.0).__dict__, "resolution": "32x24", "threads": 1,
+                  "model": ModelInfo(arch, w, round(64 * w), 1, 1)})
+        for w in (0.125, 0.25)
+    ]  # fmt: skip
+    save_records("host", one_thread, "m", tmp_path / "prof")
+    rc = main(["select-width", "--device", str(DEVICES_DIR / "host.yaml"), "--budget-ms", "1000",
+               "--resolution", "32x24", "--recipe", "quickstart_student",
+               "--profiles", str(tmp_path / "prof"), "--plot", str(tmp_path / "sel.png")])  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 1 and "no latency is known for any width" in err and "meets the budget" not in err
+    assert "no whole-model measurements" in err and "edgesr profile sweep" in err
+
+
+def test_cli_select_width_write(tmp_path, capsys):
     from edgesr.student import resolve_arch
 
     recipe = tmp_path / "quickstart_student.yaml"
@@ -163,4 +183,4 @@ def test_cli_select_width_write(tmp_path):
             str(tmp_path / "sel2.png"),
         ]
     )
-    assert rc == 1  # nothing fits 1 ms
+    assert rc == 1 and "no width meets the budget" in capsys.readouterr().err  # nothing fits 1 ms

@@ -307,7 +307,13 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
         console.print(f"note: {n}", highlight=False, markup=False)
     console.print(f"plot: {plot}")
     if sel.chosen is None:
-        console.print("no width meets the budget", style="red")
+        unknown = all(c.latency_ms is None for c in sel.candidates)
+        console.print(
+            "no width chosen: no latency is known for any width at these settings (see the note above)"
+            if unknown
+            else "no width meets the budget",
+            style="red",
+        )
         return 1
     c = sel.chosen
     console.print(f"chosen: width {c.width:g} ({c.channels} channels), {c.latency_ms:.1f} ms ({c.basis})")
