@@ -41,10 +41,12 @@ __all__ = [
     "export_student", "int8_gate", "quantized_graph",
 ]  # fmt: skip
 
-REMEDIES = (
-    "QAT on diverse crops (recipes/quickstart_qat.yaml; docs/quantization.md), a calibration closer to your "
-    "images, or another backend"
-)
+REMEDIES = {  # what to try when the gate refuses, by how the int8 graph was made
+    "PTQ": "QAT on diverse crops (recipes/quickstart_qat.yaml; docs/quantization.md), a calibration closer "
+    "to your images (--calibration DIR), or another backend",
+    "QAT": "more QAT steps or more smooth patches (data.smooth_patches), PTQ of the float student "
+    "(export it instead; docs/quantization.md compares both per backend), or another backend",
+}
 
 
 class Int8LossError(ExportError):
@@ -186,7 +188,7 @@ def int8_gate(student: Student, model: nn.Module, quantized: Any, plan: ExportPl
         method = "QAT" if student.is_qat else "PTQ"
         raise Int8LossError(
             f"{plan.target} int8 ({plan.spec.quant_backend} {method}) refused: {problem}; nothing was "
-            f"written. Remedies: {REMEDIES}; or keep it with --accept-int8-loss"
+            f"written. Remedies: {REMEDIES[method]}; or keep it with --accept-int8-loss"
         )
     return loss
 

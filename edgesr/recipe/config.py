@@ -222,8 +222,8 @@ class QuantCfg:
     calibration_images: int = 8  # built-in train crops that calibrate PTQ (and QAT's start)
     calibration_size: int = 64  # LR side of each calibration crop, pixels
     # Which activations are int8 (edgesr.quant.precision): int8, or float-ends (input shift, head,
-    # skip, last conv and output float); null = the backend's export default (float-ends for xnnpack
-    # and litert, int8 for coreml and fully-integer graphs). The export keeps what QAT trained.
+    # skip, last conv and output float); null = the backend's export default (float-ends, but int8
+    # for fully-integer graphs). The export keeps what QAT trained.
     activations: str | None = None
     # The range estimator of `activation_ranges: calibrate` (histogram, minmax); null = minmax with
     # float ends, else histogram (the PTQ export's rule, measured on real photos).

@@ -65,14 +65,16 @@ def fp16_export(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "name, precision, weight_only",
-    [("edsr", "fp16", False), ("edsr", "fp32", False), ("edsr", "int8", True), ("edsr", "int8", False),
-     ("plain", "fp16", False), ("plain", "int8", False)],
+    "name, precision, weight_only, activations",
+    [("edsr", "fp16", False, None), ("edsr", "fp32", False, None), ("edsr", "int8", True, None),
+     ("edsr", "int8", False, None), ("edsr", "int8", False, "int8"), ("plain", "fp16", False, None),
+     ("plain", "int8", False, None)],
 )  # fmt: skip
-def test_export_verifies_structure_and_says_numerics_not_run(tmp_path, name, precision, weight_only):
+def test_export_verifies_structure_and_says_numerics_not_run(tmp_path, name, precision, weight_only, activations):  # noqa: E501
+    # accept_int8_loss: a random net (see tests/quant/test_quality.py)
     req = ExportRequest(checkpoint(tmp_path, name), "coreml", precision=precision, weight_only=weight_only,
                         input_shape=SHAPE, out_dir=tmp_path / "out", calibration_images=2,
-                        accept_int8_loss=True)  # fmt: skip  (a random net: see tests/quant/test_quality.py)
+                        accept_int8_loss=True, activations=activations)  # fmt: skip
     r = export_checkpoint(req)
     assert r.artifact.suffix == ".mlpackage" and r.artifact.is_dir()
     v, m = r.verification, json.loads(r.manifest_path.read_text())
@@ -84,9 +86,13 @@ def test_export_verifies_structure_and_says_numerics_not_run(tmp_path, name, pre
     assert "numerics not run" in m["verification"]["note"]
     s = v.structure
     assert all(ok is True for ok in s["checks"].values()) and s["scale"] == 2
-    assert set(s["weights"]) == {WEIGHTS[precision, weight_only]}
-    assert s["ops"]["conv"] == sum(s["weights"].values()) >= 3
     w8a8 = precision == "int8" and not weight_only
+    if w8a8 and activations is None:  # the default: float ends, so the first and last conv are fp16
+        assert m["quantization"]["activations"].endswith("(float-ends)")
+        assert s["weights"] == {"FLOAT16 const": 2, WEIGHTS[precision, weight_only]: s["ops"]["conv"] - 2}
+    else:
+        assert set(s["weights"]) == {WEIGHTS[precision, weight_only]}
+    assert s["ops"]["conv"] == sum(s["weights"].values()) >= 3
     assert ("quantize" in s["ops"]) == w8a8
     if name == "edsr":
         assert s["ops"]["pixel_shuffle"] == 1
