@@ -237,6 +237,10 @@ class TrainPatches(Dataset[dict[str, torch.Tensor]]):
     def __len__(self) -> int:
         return self.length
 
+    def _image(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(LR, HR) of image k, preloaded or decoded now."""
+        return self._images[k] if self._images is not None else self._load(k)
+
     def _position(self, rng: np.random.Generator) -> tuple[int, int, int]:
         """A uniform random (image, LR top, LR left)."""
         k = int(rng.integers(len(self.pairs)))
@@ -244,10 +248,8 @@ class TrainPatches(Dataset[dict[str, torch.Tensor]]):
         p = self.patch_size
         return k, int(rng.integers(lh - p + 1)), int(rng.integers(lw - p + 1))
 
-    def _roughness(self, position: tuple[int, int, int]) -> float:
+    def _roughness(self, lr: np.ndarray, y: int, x: int) -> float:
         """Mean absolute horizontal + vertical neighbour difference of the LR patch (8-bit levels)."""
-        k, y, x = position
-        lr = (self._images[k] if self._images is not None else self._load(k))[0]
         a = lr[y : y + self.patch_size, x : x + self.patch_size].astype(np.int16)
         return float(np.abs(np.diff(a, axis=0)).mean() + np.abs(np.diff(a, axis=1)).mean())
 
@@ -256,12 +258,15 @@ class TrainPatches(Dataset[dict[str, torch.Tensor]]):
             raise IndexError(f"TrainPatches index {i} out of range [0, {self.length})")
         rng = np.random.default_rng([self.seed, i])
         if self.smooth_fraction and rng.random() < self.smooth_fraction:
-            k, y, x = min((self._position(rng) for _ in range(self.smooth_pool)), key=self._roughness)
+            candidates = [self._position(rng) for _ in range(self.smooth_pool)]
+            loaded = {c[0]: self._image(c[0]) for c in candidates}  # each image decoded once
+            k, y, x = min(candidates, key=lambda c: self._roughness(loaded[c[0]][0], c[1], c[2]))
+            lr, hr = loaded[k]
         else:
             k, y, x = self._position(rng)
+            lr, hr = self._image(k)
         p, s = self.patch_size, self.scale
         t = int(rng.integers(8)) if self.augment else 0
-        lr, hr = self._images[k] if self._images is not None else self._load(k)
         lr_patch = _dihedral(lr[y : y + p, x : x + p], t)
         hr_patch = _dihedral(hr[y * s : (y + p) * s, x * s : (x + p) * s], t)
         return {"lr": to_tensor(lr_patch), "hr": to_tensor(hr_patch)}

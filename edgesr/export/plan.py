@@ -215,8 +215,6 @@ def _activations(spec: TargetSpec, options: ExportOptions, trained: str | None) 
         return trained
     if options.activations is None:
         return default_activations(spec.quant_backend or "", options.fully_integer)
-    if options.activations == "float-ends" and not spec.float_ends:
-        raise UnsupportedOptionError(f"target {spec.name!r}: int8 with float ends is unverified; use 'int8'")
     if options.activations.startswith("int16"):
         # measured with litert-torch 0.10: its TFLite file matches the 16-bit q/dq graph at 17 dB only
         raise UnsupportedOptionError(

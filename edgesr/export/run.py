@@ -32,6 +32,7 @@ from edgesr.export.plan import (
 )
 from edgesr.export.verify import Verification, verification_input, verify
 from edgesr.quant.quality import GATE_IMAGES, MAX_MEAN_DROP_DB, MAX_WORST_DROP_DB, Int8Loss, measure_int8_loss
+from edgesr.quant.state import trained_activations
 from edgesr.sdk import MissingSDKError
 from edgesr.student import Student, load_student
 from edgesr.targets import TARGETS
@@ -80,9 +81,8 @@ def export_checkpoint(request: ExportRequest) -> ExportResult:
 
 
 def plan_for(student: Student, target: str, options: ExportOptions) -> ExportPlan:
-    """`plan_export` for this student: a QAT checkpoint is planned as it was trained (old QAT
-    checkpoints, written before `quant.activations` existed, were trained all-int8)."""
-    trained = (student.quant or {}).get("activations", "int8")
+    """`plan_export` for this student: a QAT checkpoint is planned as it was trained."""
+    trained = trained_activations(student.quant) if student.quant else "int8"
     return plan_export(target, options, qat=student.is_qat, trained_activations=trained)
 
 

@@ -54,6 +54,8 @@ def check_activations(backend: str, activations: str, fully_integer: bool) -> st
         raise UsageError(unknown_name_message("activations policy", activations, ACTIVATIONS))
     if fully_integer and activations == "float-ends":
         raise UsageError("a fully-integer graph has no float op: use activations 'int8' or 'int16-ends'")
+    if activations == "float-ends" and not target_of_backend(check_backend(backend)).float_ends:
+        raise UsageError(f"{backend}: int8 with float ends is not verified on its target; use 'int8'")
     if activations.startswith("int16") and backend != "litert":
         raise UsageError(f"{backend} has no 16-bit activation kernels; use activations 'float-ends'")
     return activations

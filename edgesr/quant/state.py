@@ -19,11 +19,10 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule
 
-from edgesr.errors import CheckpointError, UsageError
+from edgesr.errors import CheckpointError
 from edgesr.quant.backends import check_activations, check_backend, default_activations
 from edgesr.quant.pt2e import convert, prepare
 from edgesr.student import Student, load_student
-from edgesr.targets import target_of_backend
 from edgesr.train.checkpoint import read_meta, register_qat_rebuild
 
 __all__ = [
@@ -33,6 +32,7 @@ __all__ = [
     "is_qat_checkpoint",
     "load_quantized",
     "quant_entry",
+    "trained_activations",
     "float_reference",
     "quantized_student",
 ]
@@ -54,12 +54,15 @@ class QuantMeta:
     step: int
 
 
+def trained_activations(quant: dict[str, Any]) -> str:
+    """The activations policy a QAT checkpoint's `quant` entry was trained with (checkpoints written
+    before the key existed were all int8)."""
+    return quant.get("activations", "int8")
+
+
 def quant_entry(backend: str, fully_integer: bool, activations: str | None = None) -> dict[str, Any]:
     """The `quant` metadata entry of a QAT checkpoint; `activations` None = the backend's default."""
     activations = activations or default_activations(backend, fully_integer)
-    if activations == "float-ends" and not target_of_backend(check_backend(backend)).float_ends:
-        target = target_of_backend(backend).name
-        raise UsageError(f"{target} int8 with float ends is unverified; use train.quant.activations: int8")
     return {
         "backend": check_backend(backend),
         "fully_integer": bool(fully_integer),
@@ -77,7 +80,7 @@ def fake_quant_model(model: nn.Module, quant: dict[str, Any]) -> GraphModule:
     example = torch.zeros(*quant.get("example", QAT_EXAMPLE))
     fq = prepare(
         model, quant["backend"], example, qat=True, fully_integer=bool(quant["fully_integer"]),
-        activations=quant.get("activations", "int8"),  # checkpoints from before the key: all int8
+        activations=trained_activations(quant),
     )  # fmt: skip
     for attr in ("arch", "scale", "width_multiple", "materialized_width"):
         if hasattr(model, attr):
@@ -104,7 +107,7 @@ def quant_meta(student: Student) -> QuantMeta:
     return QuantMeta(
         backend=student.quant["backend"],
         fully_integer=bool(student.quant["fully_integer"]),
-        activations=student.quant.get("activations", "int8"),
+        activations=trained_activations(student.quant),
         width=student.meta.materialized_width,
         scale=student.scale,
         arch=student.arch,
