@@ -18,6 +18,7 @@ __all__ = [
     "DeviceError",
     "EdgesrError",
     "ExportError",
+    "Interrupted",
     "NotFoundError",
     "NotRunnableHere",
     "OutputExistsError",
@@ -29,7 +30,16 @@ __all__ = [
 
 
 class EdgesrError(Exception):
-    """An error the user can fix; its message says how."""
+    """An error the user can fix; its message says how. `exit_code` is the CLI's exit status."""
+
+    exit_code = 1
+
+
+class Interrupted(EdgesrError):
+    """A run stopped on the user's SIGINT/SIGTERM after saving what it had; the message says how to
+    continue. Exit status 130, as for Ctrl-C."""
+
+    exit_code = 130
 
 
 class UsageError(EdgesrError, ValueError):

@@ -17,6 +17,8 @@ recipe edited by `select-width --write` stays 0640); a new one gets what `open()
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -26,7 +28,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "sha256_file"]
+from edgesr.errors import EdgesrError
+
+__all__ = [
+    "LOCK_NAME", "DirectoryBusyError", "atomic_path", "atomic_write_bytes", "atomic_write_json",
+    "atomic_write_text", "is_no_space", "mount_point", "no_space_message", "owned_dir", "sha256_file",
+]  # fmt: skip
+
+LOCK_NAME = ".lock"
 
 
 @contextlib.contextmanager
@@ -79,3 +88,82 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per directory.
+
+
+class DirectoryBusyError(EdgesrError, RuntimeError):
+    """Another process holds the directory's lock (a run directory another `edgesr train` writes)."""
+
+
+_held: dict[str, tuple[int, int]] = {}  # realpath -> (fd, depth): this process's locks, re-entrant
+
+
+@contextlib.contextmanager
+def owned_dir(path: str | os.PathLike[str], what: str = "run directory") -> Iterator[Path]:
+    """Create `path` if needed and hold an exclusive OS lock on it (`path/.lock`) for the block.
+
+    The lock is `flock(2)` on an open file, so the kernel drops it when the process ends however it
+    ends: a run killed with SIGKILL never leaves a stale lock that blocks `--resume`. A second
+    process gets `DirectoryBusyError` naming the directory and the PID that holds it. Re-entrant
+    within one process (the quickstart's stage helper and the trainer both take it).
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(path)
+    if key in _held:
+        fd, depth = _held[key]
+        _held[key] = (fd, depth + 1)
+        try:
+            yield path
+        finally:
+            fd, depth = _held[key]
+            _held[key] = (fd, depth - 1)
+        return
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DirectoryBusyError(
+            f"{path}: this {what} is in use by another edgesr process (PID {holder}); wait for it to "
+            f"finish, stop it (kill {holder}), or choose another directory"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[key] = (fd, 1)
+        yield path
+    finally:
+        _held.pop(key, None)
+        os.close(fd)  # releases the lock; the file stays (removing it would race a waiting locker)
+
+
+def mount_point(path: str | os.PathLike[str]) -> Path:
+    """The mount point of the file system holding `path` (or its nearest existing parent)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists():
+        p = p.parent
+    dev = p.stat().st_dev
+    while p.parent != p and p.parent.stat().st_dev == dev:
+        p = p.parent
+    return p
+
+
+def no_space_message(path: str | os.PathLike[str], need_bytes: int | None = None) -> str | None:
+    """'no space left on DEVICE (...)' when `path`'s file system is full (or cannot take
+    `need_bytes` more), else None. For errors whose own text does not say so, e.g. torch.save's
+    `[enforce fail at inline_container.cc] unexpected pos` on a full disk."""
+    mount = mount_point(path)
+    free = shutil.disk_usage(mount).free
+    if free > max(need_bytes or 0, 1 << 20):
+        return None
+    need = f", need about {need_bytes / 2**20:.0f} MB" if need_bytes else ""
+    return f"no space left on {mount} ({free / 2**20:.1f} MB free{need})"
+
+
+def is_no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

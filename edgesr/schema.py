@@ -23,7 +23,7 @@ import inspect
 import operator
 import types
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from edgesr.errors import ConfigError, RecipeError
 
@@ -253,10 +253,34 @@ def _plain(value: Any) -> Any:
 _ANNOTATION_NAMES: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str, "None": None}
 
 
+@dataclasses.dataclass(frozen=True)
+class AtLeast:
+    """A lower bound on a constructor argument (`n_feats: Annotated[int, AtLeast(1)]`), checked
+    wherever the arguments are: `recipes validate`, `load_recipe`, `build_model`."""
+
+    min: int | float
+
+
+Count = Annotated[int, AtLeast(1)]  # channels, blocks, groups, multiples: at least one
+
+
+def bound_errors(sig: inspect.Signature, args: Mapping[str, Any]) -> dict[str, str]:
+    """Argument name -> what is wrong, for the arguments below their `AtLeast` bound."""
+    wrong: dict[str, str] = {}
+    for name, value in args.items():
+        param = sig.parameters.get(name)
+        for bound in getattr(param and param.annotation, "__metadata__", ()):
+            if isinstance(bound, AtLeast) and isinstance(value, int | float) and value < bound.min:
+                wrong[name] = f"must be at least {bound.min}, got {value}"
+    return wrong
+
+
 def _arg_type(annotation: Any) -> Any:
     """The type to check an argument against, or Any when it cannot be known statically."""
     if annotation is inspect.Parameter.empty:
         return Any
+    if get_origin(annotation) is Annotated:
+        return _arg_type(get_args(annotation)[0])
     if isinstance(annotation, str):  # a module using `from __future__ import annotations`
         parts = [p.strip() for p in annotation.split("|")]
         if not all(p in _ANNOTATION_NAMES for p in parts):
@@ -296,6 +320,8 @@ def check_kwargs(
             out[name] = _coerce(_arg_type(params[name].annotation), value, key)
         except _Unsupported:
             out[name] = value
+    for name, problem in bound_errors(sig, out).items():
+        raise _fail(f"args.{name}", problem)
     missing = [n for n, p in params.items() if p.default is p.empty and n not in out and n not in reserved]
     _check(not missing, "args", f"{owner} needs {', '.join(missing)} (no default)")
     return out

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +24,8 @@ import torch
 from edgesr.data.images import to_tensor, to_uint8
 from edgesr.errors import NotRunnableHere, UsageError
 from edgesr.evaluate import run_sr
-from edgesr.export import get_exporter, read_manifest
+from edgesr.export import get_exporter
+from edgesr.export.manifest import checked_artifact, guarded
 from edgesr.student import load_student
 
 
@@ -163,22 +163,23 @@ def checkpoint_upscaler(checkpoint: str | os.PathLike[str], width: float | None 
     return Upscaler(lambda x: run_sr(s.net, x), s.scale, None, f"{s.arch['name']} width {s.width:g}")
 
 
-def artifact_upscaler(path: str | os.PathLike[str], threads: int | None = None) -> Upscaler:
+def artifact_upscaler(
+    path: str | os.PathLike[str], threads: int | None = None, trust: bool = False
+) -> Upscaler:
     """An exported artifact on its runtime here, described by the manifest next to it.
 
-    Raises FileNotFoundError (no artifact or manifest), MissingSDKError (runtime not installed) and
-    RuntimeError when the target cannot run on this machine (Core ML off macOS), with the reason.
+    Refused (one line naming the file) when the artifact no longer matches its manifest's sha256
+    (unless `trust`), when its runtime is not installed or cannot run here (Core ML off macOS), and
+    when the runtime cannot load or run it (truncated, corrupt, or a manifest that was edited).
     """
-    path = Path(path)
-    manifest, _ = read_manifest(path)
-    if path.suffix == ".json":  # the manifest itself was given
-        path = path.with_name(manifest["artifact"]["file"])
+    path, manifest = checked_artifact(path, trust)
     target = manifest["target"]
     exporter = get_exporter(target)
-    reason = exporter.runs_here(path)
+    reason = guarded(path, "reading it", exporter.runs_here)(path)
     if reason:
         raise NotRunnableHere(f"{path}: a {target} artifact cannot run on this machine: {reason}")
-    run = exporter.load(path, threads)
+    run = guarded(path, f"loading it on {exporter.spec.runtime_label}", exporter.load)(path, threads)
+    run = guarded(path, f"running it on {exporter.spec.runtime_label}", run)
     shape = manifest["input"]["shape"]
     input_hw = None if manifest["input"].get("dynamic") else (int(shape[2]), int(shape[3]))
 

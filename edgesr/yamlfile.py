@@ -29,11 +29,23 @@ class DuplicateKeyError(yaml.YAMLError):
 
 
 class StrictLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that rejects duplicate keys and reads `1e-4` as a float (YAML 1.2).
+    """yaml.SafeLoader that rejects duplicate keys and aliases and reads `1e-4` as a float (YAML 1.2).
 
     Plain PyYAML keeps the last of two equal keys silently and, following YAML 1.1, reads `1e-4`
-    and `5e-4` as strings: both would reach the trainer as surprises.
+    and `5e-4` as strings: both would reach the trainer as surprises. Aliases (`*name`, also in
+    `<<: *name` merges) are refused: a 444-byte file of nested aliases ("billion laughs") expands
+    to gigabytes, and no edgesr file needs them.
     """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None,
+                f"YAML aliases (*{event.anchor}) are not allowed in edgesr files; write the value out",
+                event.start_mark,
+            )  # fmt: skip
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}

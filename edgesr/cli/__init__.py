@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from edgesr.cli import evaluate, export, profile, train
-from edgesr.cli.common import EXAMPLES, Console
+from edgesr.cli.common import EXAMPLES, make_console
 from edgesr.errors import EdgesrError
 
 __all__ = ["build_parser", "main"]
@@ -51,15 +51,15 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     try:
         return args.run(args, console)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         return 130
     except EdgesrError as e:
-        console.print(f"error: {e}", style="red", highlight=False, markup=False)
-        return 1
+        console.print(f"error: {e}", style="red", highlight=False, markup=False, soft_wrap=True)
+        return e.exit_code
     except Exception:  # noqa: BLE001  a bug: show everything needed to report it
         console.print(traceback.format_exc(), highlight=False, markup=False)
         console.print(

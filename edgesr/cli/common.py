@@ -6,7 +6,12 @@ from rich.console import Console
 
 from edgesr.errors import UsageError
 
-__all__ = ["EXAMPLES", "Console", "UsageError"]
+__all__ = ["EXAMPLES", "TRUST_HELP", "Console", "UsageError", "make_console"]
+
+TRUST_HELP = (
+    "run an artifact whose sha256 no longer matches its manifest (by default it is refused: the file "
+    "changed after export)"
+)
 
 EXAMPLES = """\
 examples:
@@ -23,3 +28,11 @@ examples:
   edgesr recipes validate recipes/*.yaml
   edgesr bench distill --preset cpu --seeds 0 1 --out docs/bench/distill_cpu
 """
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The CLI's console (stdout, or stderr for messages). In a pipe or a file rich would wrap at 80
+    columns, splitting paths and error lines and squeezing tables to `40.…`; there nothing is
+    wrapped and tables get 200 columns, so what lands in a log reads like the terminal."""
+    console = Console(stderr=stderr, soft_wrap=True)
+    return console if console.is_terminal else Console(stderr=stderr, soft_wrap=True, width=200)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesr.cli.common import Console, UsageError
+from edgesr.cli.common import TRUST_HELP, Console, UsageError, make_console
 from edgesr.errors import OutputExistsError
 
 __all__ = ["add_parsers"]
@@ -84,6 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--overlap", type=int, default=16, help="LR context pixels around each tile")
     u.add_argument("--threads", type=int, help="--artifact: runtime CPU threads (default: the runtime's own)")
     u.add_argument("--force", action="store_true", help="overwrite an existing output")
+    u.add_argument("--trust-artifact", action="store_true", help=TRUST_HELP)
 
     u.set_defaults(run=_upscale)
 
@@ -108,7 +109,7 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         model, sets, scale, widths, self_ensemble=args.self_ensemble, with_ssim=not args.no_ssim
     )
     title = f"{meta.arch['name']} x{scale}" + (" (self-ensemble x8)" if args.self_ensemble else "")
-    print_table(rows, title)
+    print_table(rows, title, make_console())
     if args.markdown:
         atomic_write_text(args.markdown, table_markdown(rows, title) + "\n")
     return 0
@@ -142,12 +143,12 @@ def _eval_quant(args: argparse.Namespace) -> int:
     )  # fmt: skip
     rows = bicubic_rows(sets, scale, not args.no_ssim) + result.rows
     title = f"float vs int8 ({result.backend}), x{scale}, student {student}"
-    print_table(rows, title)
+    print_table(rows, title, make_console())
     per_image = per_image_markdown(result.losses)
-    Console().print(Markdown(f"**Y-PSNR per image (dB), int8 drop against float**\n\n{per_image}"))
+    make_console().print(Markdown(f"**Y-PSNR per image (dB), int8 drop against float**\n\n{per_image}"))
     for method, loss in result.losses.items():
         w = loss.worst
-        Console().print(
+        make_console().print(
             f"{method}: mean drop {loss.mean_drop_db:.3f} dB, worst {w.drop_db:.3f} dB on {w.name!r}"
             + (f"; below bicubic on {', '.join(loss.below_bicubic)}" if loss.below_bicubic else ""),
             highlight=False, markup=False,
@@ -168,13 +169,13 @@ def _upscale(args: argparse.Namespace, console: Console) -> int:
     if args.artifact is None and args.threads is not None:
         raise UsageError("--threads applies to --artifact (PyTorch uses torch's own thread count)")
     if args.artifact is not None:
-        up = artifact_upscaler(args.artifact, args.threads)
+        up = artifact_upscaler(args.artifact, args.threads, trust=args.trust_artifact)
     else:
         up = checkpoint_upscaler(args.checkpoint, args.width)
     out = args.out or args.image.with_name(f"{args.image.stem}_x{up.scale}.png")
     if out.exists() and not args.force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
-    image = read_image(args.image)
+    image = read_image(args.image, exif_orientation=True)  # as the phone showed it
     sr = upscale_image(up.fn, image, up.scale, args.tile, args.overlap, input_hw=up.input_hw)
     write_image(out, sr)  # atomic: a crash leaves no half-written image
     console.print(f"wrote {out} ({sr.shape[1]}x{sr.shape[0]}, {up.label})")

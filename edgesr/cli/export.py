@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesr.cli.common import Console
+from edgesr.cli.common import Console, make_console
 from edgesr.targets import PRECISIONS, TARGETS, UPSAMPLERS
 
 __all__ = ["add_parsers"]
@@ -87,7 +87,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace, console: Console) -> int:
-    from rich.console import Console
 
     from edgesr.export import TARGETS, ExportOptions, export_all, export_student, parse_input_shape
     from edgesr.export.verify import verification_table
@@ -116,15 +115,20 @@ def _export(args: argparse.Namespace, console: Console) -> int:
         results, skipped = report.results, report.skipped
     else:
         results, skipped = [export_student(student, args.target, options)], {}
-    Console().print(verification_table(results))  # stdout, so it can be piped
+    make_console().print(verification_table(results))  # stdout, so it can be piped
     for target, reason in skipped.items():
         console.print(f"skipped {target}: {reason}", highlight=False, markup=False)
     return 0 if results else 1
 
 
 def _inspect(args: argparse.Namespace, console: Console) -> int:
-    from edgesr.export.manifest import print_manifest, read_manifest
+    from edgesr.export.manifest import check_artifact, print_manifest, read_manifest
 
     manifest, path = read_manifest(args.artifact)
-    print_manifest(manifest, path)
+    print_manifest(manifest, path, make_console())
+    state = check_artifact(manifest, path)
+    if state != "ok":
+        problem = "is missing" if state == "missing" else "no longer matches its manifest's sha256"
+        console.print(f"error: {manifest['artifact']['file']} {problem}: re-export it", style="red")
+        return 1
     return 0

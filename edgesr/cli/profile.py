@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgesr.cli.common import TRUST_HELP, make_console
 from edgesr.errors import UsageError
 
 PROFILE_EXAMPLES = """\
@@ -57,6 +58,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--delegate", help="Android LiteRT delegate: xnnpack, gpu, nnapi (default: first listed)")
     r.add_argument("--op-profiling", action="store_true", help="Android LiteRT: per-op times too")
     r.add_argument("--no-save", action="store_true", help="print only; do not add to the device's profile")
+    r.add_argument("--trust-artifact", action="store_true", help=TRUST_HELP)
     s = ps.add_parser("sweep", help="export a student at several widths on the fly and time each (host)")
     s.add_argument("source", help="checkpoint / run dir (its architecture) or recipe")
     _common(s)
@@ -123,7 +125,6 @@ def _root(args: argparse.Namespace) -> Any:
 
 
 def _print_records(records: list[Any], title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(
@@ -157,7 +158,7 @@ def _print_records(records: list[Any], title: str) -> None:
             f"{r.peak_mem_mb:.0f}" if r.peak_mem_mb is not None else "-",
             r.method,
         )
-    Console().print(t)
+    make_console().print(t)
 
 
 def profile_command(args: argparse.Namespace, console: Any) -> int:
@@ -205,7 +206,9 @@ def _run(args: argparse.Namespace, device: Any, res: Any) -> Any:
     if device.transport in ("host", "macos"):
         from edgesr.profile.host import profile_artifact
 
-        return profile_artifact(args.artifact, args.target, res, threads, args.warmup, args.runs)
+        return profile_artifact(
+            args.artifact, args.target, res, threads, args.warmup, args.runs, trust=args.trust_artifact
+        )
     if device.transport == "adb":
         from edgesr.profile.adb import Adb, profile_android
         from edgesr.profile.ingest import attach_manifest, manifest_resolution
@@ -288,7 +291,6 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
         _root(args),
         args.clock,
     )
-    from rich.console import Console
     from rich.table import Table
 
     from edgesr.selection import selection_table
@@ -301,7 +303,7 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
     )
     for row in rows:
         t.add_row(*row)
-    Console().print(t)
+    make_console().print(t)
     console.print(sel.accuracy.summary())
     for n in sel.notes:
         console.print(f"note: {n}", highlight=False, markup=False)

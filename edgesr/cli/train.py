@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesr.cli.common import EXAMPLES, Console, UsageError
+from edgesr.cli.common import EXAMPLES, Console, UsageError, make_console
 
 __all__ = ["add_parsers"]
 
@@ -75,8 +75,15 @@ def _train(args: argparse.Namespace, console: Console) -> int:
         result = train(recipe, args.run_dir, console=console)
     from edgesr.evaluate import print_table
 
+    if result.state == "stopped" and result.steps < recipe.train.steps:
+        console.print(
+            f"stopped at step {result.steps} of {recipe.train.steps} with a checkpoint; continue with "
+            f"`edgesr train --resume {result.run_dir}`"
+        )
+        return 130
     if result.rows:
-        print_table(result.rows, f"{recipe.name}: x{recipe.scale}, step {result.steps}")
+        title = f"{recipe.name}: x{recipe.scale}, step {result.steps}"
+        print_table(result.rows, title, make_console())
     console.print(f"run directory: {result.run_dir}")
     tp = result.throughput
     console.print(
@@ -98,13 +105,12 @@ def _recipes(args: argparse.Namespace, console: Console) -> int:
     from edgesr.recipe import list_recipes, load_recipe
 
     if args.recipes_command == "ls":
-        from rich.console import Console
         from rich.table import Table
 
         table = Table("name", "path", "description")
         for name, path, desc in list_recipes():
             table.add_row(name, str(path), desc)
-        Console().print(table)  # stdout, so it can be piped
+        make_console().print(table)  # stdout, so it can be piped
         return 0
     paths = args.paths or [p for _, p, _ in list_recipes()]
     bad = 0
@@ -125,9 +131,8 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     run_bench(
         args.preset, args.out, methods, args.seeds, args.teacher, args.teacher_steps, args.overrides, console
     )
-    from rich.console import Console
     from rich.markdown import Markdown
 
-    Console().print(Markdown((args.out / "table.md").read_text()))
+    make_console().print(Markdown((args.out / "table.md").read_text()))
     console.print(f"wrote {args.out}/table.md, results.csv, psnr.png")
     return 0

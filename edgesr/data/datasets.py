@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -321,7 +322,15 @@ def build_train_loader(
         batch_sampler=StepBatchSampler(start_step, steps, batch_size, rank, world),
         num_workers=workers,
         pin_memory=pin_memory,
+        worker_init_fn=_leave_signals_to_the_trainer if workers else None,
     )
+
+
+def _leave_signals_to_the_trainer(_: int) -> None:
+    """Ctrl-C reaches the whole process group: a worker that died of it would make the trainer's
+    next batch fail before it could save; the trainer stops cleanly, then shuts the workers down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def eval_sets(

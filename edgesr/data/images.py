@@ -12,12 +12,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from edgesr.errors import DataError
 from edgesr.files import atomic_path
 
-__all__ = ["ImageError", "read_image", "write_image", "image_size", "to_tensor", "to_uint8"]
+__all__ = [
+    "MAX_PIXELS", "ImageError", "image_size", "max_pixels", "read_image", "to_tensor", "to_uint8",
+    "write_image",
+]  # fmt: skip
+
+# Images above this many pixels are refused before any decoding (a PNG can declare 60000x60000 in
+# a few hundred bytes: a decompression bomb). 2^28 = 268 megapixels: above the largest phone
+# cameras (200 MP) and any SR data set. Raise it with EDGESR_MAX_PIXELS for genuine larger images.
+MAX_PIXELS = 1 << 28
+# edgesr checks the size itself, with the limit above and a message naming the file; Pillow's own
+# check (a warning at 89 MP, an error with a bare traceback at 179 MP) would fire first.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def max_pixels() -> int:
+    raw = os.environ.get("EDGESR_MAX_PIXELS")
+    if raw is None:
+        return MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise DataError(f"EDGESR_MAX_PIXELS={raw!r}: expected a whole number of pixels") from None
+    return value
 
 _GREY_8BIT = {"1", "L"}
 _GREY_16BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
@@ -39,11 +61,20 @@ def _open(path: Path) -> Image.Image:
     if not path.is_file():
         raise ImageError(path, "not a file")
     try:
-        return Image.open(path)
+        img = Image.open(path)
     except UnidentifiedImageError as exc:
         raise ImageError(path, "not a recognised image file (corrupt, or not an image)") from exc
     except OSError as exc:
         raise ImageError(path, f"cannot open: {exc}") from exc
+    w, h = img.size
+    if w * h > (limit := max_pixels()):
+        img.close()
+        raise ImageError(
+            path,
+            f"{w}x{h} is {w * h / 1e6:.0f} megapixels, above edgesr's limit of {limit / 1e6:.0f} (a guard "
+            f"against decompression bombs); if the image is genuine, set EDGESR_MAX_PIXELS={w * h}",
+        )
+    return img
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -80,7 +111,7 @@ def _to_rgb_array(img: Image.Image, path: Path) -> np.ndarray:
     raise ImageError(path, f"unsupported image mode {mode!r}")
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], *, exif_orientation: bool = False) -> np.ndarray:
     """Decode an image file to a uint8 HxWx3 RGB array.
 
     Conversions (one rule per kind of file, so results never depend on the caller):
@@ -92,8 +123,11 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         composited on BLACK, i.e. rgb * alpha / 255 rounded;
       - palette, CMYK, YCbCr, LAB, HSV: converted to RGB by PIL;
       - 48-bit RGB PNGs are reduced to 8 bits per channel by PIL itself when it opens them.
-    Only the first frame of multi-frame files (GIF, TIFF) is read. EXIF orientation is ignored,
-    as MATLAB's `imread` ignores it, so LR/HR pairs shipped by datasets stay aligned.
+    Only the first frame of multi-frame files (GIF, TIFF) is read. EXIF orientation is ignored by
+    default, as MATLAB's `imread` ignores it, so LR/HR pairs shipped by data sets stay aligned;
+    `exif_orientation=True` applies it (`edgesr upscale` does: a phone photo tagged "rotate 90"
+    comes out the way the phone showed it, and the output carries no orientation tag).
+    Images above `max_pixels()` (EDGESR_MAX_PIXELS, default 2^28) are refused before decoding.
 
     Raises:
         ImageError: missing file, not an image, corrupt or truncated data, unsupported mode.
@@ -109,7 +143,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             raise ImageError(path, f"corrupt or truncated image data ({exc})") from exc
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous
-        arr = _to_rgb_array(img, path)
+        arr = _to_rgb_array(ImageOps.exif_transpose(img) if exif_orientation else img, path)
     return np.ascontiguousarray(arr)
 
 

@@ -36,6 +36,21 @@ class ManifestError(EdgesrError, ValueError):
     """A file that is not a readable edgesr artifact manifest."""
 
 
+class ArtifactError(EdgesrError, ValueError):
+    """An artifact that must not or cannot run: changed since export (sha256), truncated, corrupt,
+    or refused by its runtime. The message names the file and what to do."""
+
+
+# What readers of a manifest use, with the JSON type each must have: a manifest missing one (or an
+# edited one) is refused naming the key, rather than failing later as `KeyError: 'model'`.
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "target": str, "precision": str, "artifact.file": str, "artifact.sha256": str,
+    "model.name": str, "model.scale": int, "model.width": (int, float), "model.args": dict,
+    "model.params": int, "model.macs": int, "model.macs_input": list,
+    "input.shape": list, "output.shape": list, "verification": dict, "delegation": dict,
+}  # fmt: skip
+
+
 def manifest_path(artifact: str | os.PathLike[str]) -> Path:
     """`model.onnx` -> `model.onnx.json`."""
     artifact = Path(artifact)
@@ -159,7 +174,63 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
         raise ManifestError(f"{mpath}: not valid JSON ({e})") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ManifestError(f"{mpath}: not an edgesr artifact manifest (expected format {FORMAT!r})")
+    for key, kind in _REQUIRED.items():
+        node: Any = manifest
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None or isinstance(node, bool) or not isinstance(node, kind):
+            found = "missing" if node is None else f"a {type(node).__name__}"
+            raise ManifestError(
+                f"{mpath}: key {key!r} is {found}, expected {_kind_name(kind)}; the manifest was edited "
+                "or cut short: re-export the artifact (edgesr export) to get a complete one"
+            )
+    shape = manifest["input"]["shape"]
+    if len(shape) != 4 or not all(isinstance(v, int) and v > 0 or v is None for v in shape):
+        raise ManifestError(f"{mpath}: input.shape {shape} is not N, C, H, W; re-export the artifact")
     return manifest, mpath
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "text", int: "a whole number", float: "a number", dict: "a mapping", list: "a list"}
+    return " or ".join(names[k] for k in kinds)
+
+
+def checked_artifact(path: str | os.PathLike[str], trust: bool = False) -> tuple[Path, dict[str, Any]]:
+    """(artifact path, manifest) for an artifact or its manifest, refusing one whose file no longer
+    matches the sha256 recorded at export (truncated, replaced or edited since) unless `trust`.
+    Every command that runs an artifact goes through here (upscale, profile run)."""
+    manifest, mpath = read_manifest(path)
+    artifact = mpath.with_name(manifest["artifact"]["file"])
+    state = check_artifact(manifest, mpath)
+    if state == "missing":
+        raise NotFoundError(f"{artifact}: the artifact {mpath.name} describes is missing")
+    if state != "ok" and not trust:
+        raise ArtifactError(
+            f"{artifact}: its sha256 does not match the manifest ({manifest['artifact']['sha256'][:12]}... "
+            f"at export, {artifact_sha256(artifact)[:12]}... now): the file changed after export "
+            "(truncated, replaced or edited); re-export it, or pass --trust-artifact to run it anyway"
+        )
+    return artifact, manifest
+
+
+def guarded(path: Path, what: str, fn: Any) -> Any:
+    """`fn` with a runtime's exception (a truncated flatbuffer, a shape the graph refuses) turned
+    into one line naming the artifact; used around loading and calling an artifact."""
+
+    def call(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except EdgesrError:
+            raise
+        except Exception as e:  # each runtime raises its own types (ORT Fail, RuntimeError, ...)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArtifactError(
+                f"{path}: {what} failed ({first[:300]}); the artifact is truncated or corrupt, or its "
+                "manifest does not describe it: re-export it (edgesr export)"
+            ) from e
+
+    return call
 
 
 def check_artifact(manifest: dict[str, Any], mpath: Path) -> str:

@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from edgesr.models.official import torch_load_safely
+
 # torchvision's VGG19 config "E": channel counts, "M" = 2x2 max-pool.
 _CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
@@ -109,7 +111,7 @@ def load_vgg19_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
         raw: object = load_file(str(path))
     elif path.suffix in (".pth", ".pt"):
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch_load_safely(path, "VGG19 weights")
     else:
         raise ValueError(
             f"{path}: unsupported VGG19 weights format {path.suffix!r} (use .pth, .pt, .safetensors)"

@@ -30,6 +30,7 @@ from edgesr.models.slim import (
     width_scope,
 )
 from edgesr.registry import Registry
+from edgesr.schema import bound_errors
 
 __all__ = [
     "EDSR",
@@ -73,6 +74,8 @@ def build_model(name: str, **args: int | float | bool) -> nn.Module:
     unknown = sorted(set(args) - set(sig.parameters))
     if unknown:
         raise TypeError(f"model {name!r} got unknown args {unknown}; valid: {', '.join(sig.parameters)}")
+    if wrong := bound_errors(sig, args):
+        raise ValueError(f"model {name!r}: " + "; ".join(f"{k} {v}" for k, v in wrong.items()))
     return builder(**args)
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from edgesr.models.slim import Fixed, SlimConv2d, Split, width_scope
+from edgesr.schema import Count
 
 # DIV2K training-set RGB mean, in [0, 1] units (as in the official EDSR/RCAN code).
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -82,12 +83,12 @@ class EDSR(nn.Module):
 
     def __init__(
         self,
-        scale: int = 4,
-        n_resblocks: int = 16,
-        n_feats: int = 64,
+        scale: Count = 4,
+        n_resblocks: Count = 16,
+        n_feats: Count = 64,
         res_scale: float = 1.0,
         rgb_range: float = 1.0,
-        width_multiple: int = 8,
+        width_multiple: Count = 8,
     ) -> None:
         super().__init__()
         self.arch: dict[str, Any] = {

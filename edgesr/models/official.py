@@ -123,8 +123,10 @@ def is_official_checkpoint(path: str | Path) -> bool:
         return False
     try:
         state = _read_state_dict(path)
-    except ValueError:
-        return False
+    except CheckpointError:
+        if path.suffix == ".safetensors":
+            return False
+        raise  # a .pt/.pth can only be an official checkpoint here: say why it cannot be read
     return "head.0.weight" in state and "tail.1.weight" in state
 
 
@@ -157,8 +159,10 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
             obj: Any = load_file(path)
         else:
-            obj = _torch_load(path)
-    except Exception as e:  # torch/safetensors raise many types for foreign or corrupt files
+            obj = torch_load_safely(path, "a state dict of tensors")
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors raises its own types for foreign or corrupt files
         raise CheckpointError(f"{path}: cannot read as a state dict of tensors ({e})") from e
 
     while isinstance(obj, dict) and not _all_tensors(obj):
@@ -182,10 +186,32 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     return state
 
 
+def torch_load_safely(path: str | Path, what: str) -> Any:
+    """`torch.load(path, weights_only=True)`, with an error that names the file and says why it
+    was refused. It never suggests `weights_only=False`, as torch's own message does: a file that
+    needs it runs code of the file's choosing when loaded."""
+    path = Path(path)
+    try:
+        return _torch_load(path)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: refused as {what}: it holds pickled Python objects besides tensors and plain "
+            "containers, and loading those can run code (edgesr loads weights only); save the state "
+            "dict alone (torch.save(model.state_dict(), path)) or as .safetensors"
+        ) from None
+    except Exception as e:  # zip/pickle readers raise RuntimeError, EOFError, OSError, ValueError
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "weights_only" in detail:
+            detail = type(e).__name__
+        raise CheckpointError(
+            f"{path}: cannot read as {what}: truncated, corrupt or not a PyTorch file ({detail})"
+        ) from None
+
+
 def _torch_load(path: Path) -> Any:
     try:  # memory-map zip-format files so a large teacher is not copied just to read its keys
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, pickle.UnpicklingError):  # legacy (pre-1.6) files cannot be mmapped
+    except RuntimeError:  # legacy (pre-1.6) files cannot be mmapped
         return torch.load(path, map_location="cpu", weights_only=True)
 
 

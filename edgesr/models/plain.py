@@ -8,12 +8,13 @@ before the shuffle so that the residual add happens at low resolution.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor, nn
 
 from edgesr.models.slim import Fixed, SlimConv2d, Split, width_scope
+from edgesr.schema import AtLeast, Count
 
 
 def nearest_conv(scale: int) -> nn.Conv2d:
@@ -47,11 +48,11 @@ class PlainSR(nn.Module):
 
     def __init__(
         self,
-        scale: int = 4,
-        n_convs: int = 6,
-        n_feats: int = 32,
+        scale: Count = 4,
+        n_convs: Annotated[int, AtLeast(2)] = 6,
+        n_feats: Count = 32,
         clamp: bool = False,
-        width_multiple: int = 8,
+        width_multiple: Count = 8,
     ) -> None:
         super().__init__()
         if n_convs < 2:

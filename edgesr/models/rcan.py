@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from edgesr.models.edsr import MeanShift, conv3x3, upsampler
 from edgesr.models.slim import Fixed, SlimConv2d, Split, width_scope
+from edgesr.schema import Count
 
 
 class ChannelAttention(nn.Module):
@@ -73,14 +74,14 @@ class RCAN(nn.Module):
 
     def __init__(
         self,
-        scale: int = 4,
-        n_resgroups: int = 10,
-        n_resblocks: int = 20,
-        n_feats: int = 64,
-        reduction: int = 16,
+        scale: Count = 4,
+        n_resgroups: Count = 10,
+        n_resblocks: Count = 20,
+        n_feats: Count = 64,
+        reduction: Count = 16,
         res_scale: float = 1.0,
         rgb_range: float = 1.0,
-        width_multiple: int = 8,
+        width_multiple: Count = 8,
     ) -> None:
         super().__init__()
         if n_feats < reduction:

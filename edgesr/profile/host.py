@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from torch import nn
 from edgesr.devices import Resolution
 from edgesr.errors import NotFoundError, NotRunnableHere, UsageError
 from edgesr.export import EXPORTERS, ExportOptions, get_exporter, plan_export
+from edgesr.export import manifest as export_manifest
 from edgesr.export.manifest import artifact_sha256, manifest_path
 from edgesr.export.run import deployable
 from edgesr.models import arch_channels, build_model, count_macs, count_params, students_at
@@ -224,9 +224,8 @@ def info_from_manifest(manifest: dict[str, Any], resolution: Resolution) -> Mode
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
-    """The artifact's `<artifact>.json` manifest (edgesr.export.manifest), or None."""
-    m = manifest_path(path)
-    return json.loads(m.read_text()) if m.is_file() else None
+    """The artifact's `<artifact>.json` manifest, checked (edgesr.export.manifest), or None."""
+    return export_manifest.read_manifest(path)[0] if manifest_path(path).is_file() else None
 
 
 def profile_artifact(
@@ -236,13 +235,17 @@ def profile_artifact(
     threads: int | None = None,
     warmup: int = 3,
     runs: int = 20,
+    trust: bool = False,
 ) -> Record:
-    """Time an exported artifact on its runtime here. Input size: `resolution`, else the manifest's."""
+    """Time an exported artifact on its runtime here. Input size: `resolution`, else the manifest's.
+    An artifact with a manifest must still match its sha256 (unless `trust`)."""
     path = Path(path)
     if not path.exists():
         raise NotFoundError(f"no such artifact: {path}")
     target = target or target_for_artifact(path)
     manifest = read_manifest(path)
+    if manifest is not None:
+        export_manifest.checked_artifact(path, trust)
     if resolution is None:
         shape = (manifest or {}).get("input", {}).get("shape")
         if not shape or not all(isinstance(v, int) for v in shape):
@@ -254,7 +257,11 @@ def profile_artifact(
     precision = manifest.get("precision", "fp32") if manifest else "fp32"
     shape = (1, 3, resolution.height, resolution.width)
     busy = machine_load()
-    stats, peak = measure(lambda t: exp.load(path, t), real_input(shape), threads, warmup, runs)
+    load = export_manifest.guarded(path, f"loading it on {runtime}", exp.load)
+    stats, peak = measure(
+        lambda t: export_manifest.guarded(path, f"running it on {runtime}", load(path, t)),
+        real_input(shape), threads, warmup, runs,
+    )  # fmt: skip
     return Record(
         artifact=path.name,
         runtime=runtime,

@@ -29,9 +29,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from edgesr.errors import CheckpointError
-from edgesr.files import atomic_path, atomic_write_text
+from edgesr.files import atomic_path, atomic_write_text, is_no_space, no_space_message
 from edgesr.models import build_model, materialize
-from edgesr.models.official import load_official
+from edgesr.models.official import load_official, torch_load_safely
 
 FORMAT = "edgesr-checkpoint/1"
 WEIGHTS = "model.safetensors"
@@ -115,12 +115,24 @@ def save_checkpoint(
     # A copy of each: safetensors refuses tensors that share memory, and a QAT graph whose fake quant
     # is shared between ops (fully-integer depth-to-space, clamp) lists one module under several names.
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(ckpt_root / name) as tmp:
-        tmp.mkdir()
-        save_file(tensors, tmp / WEIGHTS, metadata=meta.to_strings())
-        if training_state is not None:
-            torch.save(training_state, tmp / STATE)
-    atomic_write_text(ckpt_root / "latest", name + "\n")
+    try:
+        with atomic_path(ckpt_root / name) as tmp:  # a failed write leaves no staging folder behind
+            tmp.mkdir()
+            save_file(tensors, tmp / WEIGHTS, metadata=meta.to_strings())
+            if training_state is not None:
+                torch.save(training_state, tmp / STATE)
+        atomic_write_text(ckpt_root / "latest", name + "\n")
+    except Exception as e:  # a full disk: OSError, torch.save's RuntimeError, safetensors' own error
+        # weights + Adam's two moments: the size a checkpoint of this model takes, within a few %
+        need = sum(t.numel() * t.element_size() for t in tensors.values()) * (3 if training_state else 1)
+        full = no_space_message(ckpt_root, need) or (is_no_space(e) and f"no space left ({e})")
+        if not full and not isinstance(e, OSError):
+            raise
+        last = (ckpt_root / "latest").read_text().strip() if (ckpt_root / "latest").is_file() else None
+        kept = f"the last good checkpoint, {ckpt_root / last}, is kept" if last else "no earlier checkpoint"
+        run = ckpt_root.parent if ckpt_root.name == "checkpoints" else "RUN_DIR"
+        todo = f"free space, then continue with `edgesr train --resume {run}`" if full else "see the cause"
+        raise CheckpointError(f"{ckpt_root / name}: not written: {full or e}; {kept}; {todo}") from e
     old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and p.name != name)
     for p in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)
@@ -150,7 +162,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if path.is_file():
         if path.suffix != ".safetensors":
             raise CheckpointError(
-                f"{path}: expected a .safetensors checkpoint, a checkpoint dir or a run dir"
+                f"{path}: expected an edgesr checkpoint (.safetensors, a checkpoint dir or a run dir); a "
+                ".pt/.pth file is read only as an official EDSR/RCAN state dict (train.init), and this "
+                "one is not one (no head.0.weight / tail.1.weight)"
             )
         return path
     if (path / WEIGHTS).is_file():
@@ -232,7 +246,7 @@ def load_training_state(ckpt_weights: Path) -> dict[str, Any]:
     state_path = ckpt_weights.parent / STATE
     if not state_path.is_file():
         raise CheckpointError(f"{state_path}: missing; cannot resume from a weights-only checkpoint")
-    return torch.load(state_path, map_location="cpu", weights_only=True)
+    return torch_load_safely(state_path, "a training state (optimizer, scheduler, RNG)")
 
 
 def rng_state() -> dict[str, Any]:

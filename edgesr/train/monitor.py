@@ -27,6 +27,7 @@ class Monitor:
         self._task = None
         self._last_time = time.perf_counter()
         self._last_step = start_step
+        self._printed = math.inf  # when the last plain line was printed (no live bar)
         self.rate = math.nan  # iterations per second over the last logging window
         if not self.enabled:
             return
@@ -40,6 +41,10 @@ class Monitor:
             self.console.print("[yellow]tensorboard not installed: TensorBoard logs disabled[/]")
         self._total = total_steps
         if not self.console.is_terminal:  # CI, pipes, nohup: plain lines instead of a live bar
+            self._printed = time.perf_counter()
+            self.console.print(
+                f"training steps {start_step + 1}..{total_steps} into {run_dir}", highlight=False
+            )
             return
         self._progress = Progress(
             TextColumn("[bold]train"),
@@ -56,18 +61,29 @@ class Monitor:
         )
         self._progress.start()
 
+    # Without a live bar, a plain line at least this often (seconds), whatever log_every is: a busy
+    # machine at 0.2 it/s would otherwise stay silent for 8 minutes before step 100.
+    PLAIN_EVERY_S = 30.0
+
     def step(self, step: int, terms: dict[str, float], lr: float, log: bool) -> None:
-        if not self.enabled or not log:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not log and self._progress is None and now - self._printed >= self.PLAIN_EVERY_S:
+            rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+            self._printed = now
+            self.console.print(f"step {step}/{self._total} {rate:.2f} it/s", highlight=False)
+        if not log:
             if self._progress is not None:
                 self._progress.update(self._task, completed=step)
             return
-        now = time.perf_counter()
         self.rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
         self._last_time, self._last_step = now, step
         status = " ".join(f"{k}={v:.4g}" for k, v in terms.items()) + f" lr={lr:.2e}"
         if self._progress is not None:
             self._progress.update(self._task, completed=step, rate=f"{self.rate:.2f}", status=status)
         else:
+            self._printed = now
             eta = (self._total - step) / self.rate if self.rate > 0 else math.nan
             self.console.print(
                 f"step {step}/{self._total} {status} {self.rate:.2f} it/s eta {eta / 60:.1f} min",

@@ -15,10 +15,13 @@ checkpoint ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import shutil
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -28,11 +31,13 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from safetensors.torch import load_file
 from torch import nn
 
 from edgesr.data import TrainPatches, build_train_loader, eval_sets, open_dataset
+from edgesr.errors import CheckpointError, Interrupted
 from edgesr.evaluate import EvalRow, bicubic_rows, evaluate, psnr_by_width
-from edgesr.files import atomic_write_text
+from edgesr.files import LOCK_NAME, atomic_write_text, is_no_space, mount_point, owned_dir
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, recipe_hash
 from edgesr.train.checkpoint import (
     CheckpointMeta,
@@ -59,6 +64,7 @@ class TrainResult:
     steps: int
     rows: list[EvalRow]  # final validation, bicubic included
     throughput: dict[str, float]  # it/s, images/s, peak memory (MB)
+    state: str = "completed"  # or "stopped" (stop_at, SIGINT/SIGTERM): `--resume` continues it
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,51 @@ def _new_run_dir(recipe: Recipe, run_dir: Path | None) -> Path:
     if run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(recipe.output_dir) / f"{recipe.name}-{stamp}"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise TrainingError(f"{run_dir}: run directory exists and is not empty; pass --resume to continue it")
     return run_dir
+
+
+def _refuse_used(run_dir: Path) -> None:
+    """A new run owns an empty directory (its lock file aside); checked while holding the lock."""
+    if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+        raise TrainingError(f"{run_dir}: run directory exists and is not empty; pass --resume to continue it")
+
+
+class _StopOnSignal:
+    """SIGINT / SIGTERM during training ask for a clean stop: the step in flight finishes, a
+    checkpoint is saved and the status says "stopped". A second signal stops at once (the last
+    saved checkpoint stays the one to resume from). Main thread only (Python's rule for handlers)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        self.console.print(
+            f"{self.requested}: stopping after this step and saving a checkpoint (again to stop at once)"
+        )
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _completed(run_dir: Path) -> TrainResult | None:
+    """The saved result of a run that already completed (resuming it changes nothing)."""
+    if run_status(run_dir) != "completed" or not (run_dir / "results.json").is_file():
+        return None
+    saved = json.loads((run_dir / "results.json").read_text())
+    rows = [EvalRow(**r) for r in saved["rows"]]
+    return TrainResult(run_dir, resolve_checkpoint(run_dir), int(saved["step"]), rows, saved["throughput"])
 
 
 def train(
@@ -118,10 +166,22 @@ def train(
     """Train what `recipe` describes into `run_dir`; with `resume`, continue its latest checkpoint.
 
     `stop_at` ends the run after that step (for tests and time-boxed jobs), with a checkpoint there.
+    The run directory is locked for the run's life (`edgesr.files.owned_dir`): a second writer is
+    refused. Resuming a completed run returns its saved result and changes nothing. SIGINT/SIGTERM
+    stop after the step in flight with a checkpoint (`TrainResult.state == "stopped"`); an error
+    sets the status to "failed" with the reason.
     """
+    console = console or Console(stderr=True)
+    if resume:
+        if run_dir is None:
+            raise TrainingError("--resume needs the run directory to continue")
+        if (done := _completed(Path(run_dir))) is not None:
+            console.print(
+                f"{run_dir}: already completed at step {done.steps} (results.json); nothing to resume"
+            )
+            return done
     dist = _init_distributed()
     t = recipe.train
-    console = console or Console(stderr=True)
     torch.manual_seed(recipe.seed)
 
     # Everything that can reject the user's input happens before the run directory exists.
@@ -147,36 +207,50 @@ def train(
         opt, milestones=list(t.optim.milestones), gamma=t.optim.gamma
     )
     rhash = recipe_hash(recipe)
+    run_dir = Path(run_dir) if resume else dist.from_main(_new_run_dir(recipe, run_dir and Path(run_dir)))
+    with contextlib.ExitStack() as owned:
+        if dist.main:  # one writer per run directory, for the whole run
+            owned.enter_context(owned_dir(run_dir))
+        if resume:
+            start = _resume(run_dir, rhash, saved, opt, sched, objective, dist, console)
+        else:
+            start = 0
+            if dist.main:
+                _refuse_used(run_dir)
+                atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+        _status(run_dir, dist, "running", step=start)
+        dist.barrier()
+        return _loop(recipe, run_dir, dist, objective, opt, sched, params, train_set, val_sets,
+                     mat_width, rhash, start, stop_at, console)  # fmt: skip
 
-    start = 0
-    if resume:
-        if run_dir is None:
-            raise TrainingError("--resume needs the run directory to continue")
-        run_dir = Path(run_dir)
-        ckpt = resolve_checkpoint(run_dir)
-        state = load_training_state(ckpt)
-        if state["recipe_hash"] != rhash:
-            raise TrainingError(
-                f"{run_dir}: the recipe differs from the one this run started with; start a new run"
-            )
-        from safetensors.torch import load_file
 
+def _resume(run_dir, rhash, saved, opt, sched, objective, dist, console) -> int:  # noqa: ANN001
+    ckpt = resolve_checkpoint(run_dir)
+    state = load_training_state(ckpt)
+    if state["recipe_hash"] != rhash:
+        raise TrainingError(
+            f"{run_dir}: the recipe differs from the one this run started with; start a new run"
+        )
+    try:
         load_weights(saved, load_file(ckpt, device=str(dist.device)))
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        load_extra_state(objective, state["loss_params"])
-        set_rng_state(state["rng"])
-        start = int(state["step"])
-        console.print(f"resuming {run_dir} at step {start}")
-    else:
-        run_dir = dist.from_main(_new_run_dir(recipe, None if run_dir is None else Path(run_dir)))
-        dist.barrier()  # every rank has checked the directory before rank 0 writes into it
-        if dist.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
-    _status(run_dir, dist, "running", step=start)
-    dist.barrier()
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{ckpt}: these weights are not {saved.arch['name']} as {run_dir}/recipe.yaml builds it "
+            f"({str(e).splitlines()[0]}); the run directory holds another model's checkpoint, start a new run"
+        ) from None
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    load_extra_state(objective, state["loss_params"])
+    set_rng_state(state["rng"])
+    start = int(state["step"])
+    console.print(f"resuming {run_dir} at step {start}")
+    return start
 
+
+def _loop(recipe, run_dir, dist, objective, opt, sched, params, train_set, val_sets,  # noqa: ANN001
+          mat_width, rhash, start, stop_at, console) -> TrainResult:  # fmt: skip
+    t = recipe.train
+    saved = objective.net
     use_cuda = dist.device.type == "cuda"
     amp = t.amp == "bf16" or (t.amp == "auto" and use_cuda)
     autocast = torch.autocast(dist.device.type, dtype=torch.bfloat16) if amp else nullcontext()
@@ -210,37 +284,59 @@ def train(
     if use_cuda:
         torch.cuda.reset_peak_memory_stats(dist.device)
     step = start
+    stop = _StopOnSignal(console)
     try:
-        objective.train()
-        for step, batch in enumerate(loader, start=start + 1):
-            lr_img = batch["lr"].to(dist.device, non_blocking=True)
-            hr = batch["hr"].to(dist.device, non_blocking=True)
-            with autocast:
-                loss, terms = step_fn(lr_img, hr, step)
-            finite = torch.isfinite(loss.detach()).float()
-            if dist.world > 1:  # every rank stops together, or the others hang in the next all-reduce
-                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-            if not finite:
-                _status(run_dir, dist, "diverged", step=step, terms=terms)
-                raise TrainingError(
-                    f"loss is {loss.item()} at step {step} ({terms}); stopped without saving this state. "
-                    f"The last good checkpoint is in {run_dir}/checkpoints; lower train.optim.lr or set "
-                    f"train.optim.grad_clip"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.optim.grad_clip is not None:
-                nn.utils.clip_grad_norm_(params, t.optim.grad_clip)
-            opt.step()
-            sched.step()
-            images_seen += lr_img.shape[0]
-            monitor.step(step, terms, sched.get_last_lr()[0], log=step % t.log_every == 0 or step == end)
-            if step % t.val_every == 0 and step != t.steps and dist.main:
-                monitor.validation(step, psnr_by_width(_validate(saved, val_sets, recipe, eval_widths, dist)))
-            if step % t.checkpoint_every == 0 or step in (t.steps, end):  # a deliberate stop saves too
-                _checkpoint(run_dir, objective, meta, step, opt, sched, rhash, dist)
-            if step >= end:
-                break
+        with stop:
+            objective.train()
+            for step, batch in enumerate(loader, start=start + 1):
+                lr_img = batch["lr"].to(dist.device, non_blocking=True)
+                hr = batch["hr"].to(dist.device, non_blocking=True)
+                with autocast:
+                    loss, terms = step_fn(lr_img, hr, step)
+                # finite, and no stop asked: one all-reduce so every rank stops together (or the
+                # others hang in the next one)
+                flags = torch.tensor([float(torch.isfinite(loss.detach())), float(stop.requested is None)])
+                if dist.world > 1:
+                    flags = flags.to(dist.device)
+                    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+                finite, go_on = bool(flags[0]), bool(flags[1])
+                if not finite:
+                    _status(run_dir, dist, "diverged", step=step, terms=terms)
+                    raise TrainingError(
+                        f"loss is {loss.item()} at step {step} ({terms}); stopped without saving this "
+                        f"state. The last good checkpoint is in {run_dir}/checkpoints; lower "
+                        f"train.optim.lr or set train.optim.grad_clip"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if t.optim.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(params, t.optim.grad_clip)
+                opt.step()
+                sched.step()
+                images_seen += lr_img.shape[0]
+                monitor.step(step, terms, sched.get_last_lr()[0], log=step % t.log_every == 0 or step == end)
+                if step % t.val_every == 0 and step != t.steps and dist.main and go_on:
+                    rows = _validate(saved, val_sets, recipe, eval_widths, dist)
+                    monitor.validation(step, psnr_by_width(rows))
+                if step % t.checkpoint_every == 0 or step in (t.steps, end) or not go_on:
+                    _checkpoint(run_dir, objective, meta, step, opt, sched, rhash, dist)  # stops save too
+                if step >= end or not go_on:
+                    break
+    except TrainingError:
+        raise  # the status already says why (diverged)
+    except KeyboardInterrupt:
+        _status(run_dir, dist, "stopped", step=step, reason="interrupted twice: stopped without a checkpoint")
+        raise
+    except BaseException as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if is_no_space(e):
+            reason = f"{run_dir}: no space left on {mount_point(run_dir)} ({e})"
+        _status(run_dir, dist, "failed", step=step, reason=reason)
+        if is_no_space(e):
+            raise TrainingError(
+                f"{reason}; free space, then continue with `edgesr train --resume {run_dir}`"
+            ) from e
+        raise
     finally:
         monitor.close()
         del loader
@@ -261,11 +357,12 @@ def train(
         rows = bicubic_rows(val_sets, recipe.scale) + _validate(saved, val_sets, recipe, eval_widths, dist)
         results = {"step": step, "throughput": throughput, "rows": [r.__dict__ for r in rows]}
         atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
-    _status(run_dir, dist, "completed" if step >= t.steps else "stopped", step=step)
+    state = "completed" if step >= t.steps else "stopped"
+    _status(run_dir, dist, state, step=step, **({"signal": stop.requested} if stop.requested else {}))
     dist.barrier()
     if dist.world > 1:
         torch.distributed.destroy_process_group()
-    return TrainResult(run_dir, resolve_checkpoint(run_dir), step, rows, throughput)
+    return TrainResult(run_dir, resolve_checkpoint(run_dir), step, rows, throughput, state)
 
 
 def _validate(
@@ -316,12 +413,23 @@ def train_or_continue(recipe: Recipe, run_dir: Path, console: Console | None = N
     checkpoint if it has one, restarted if it stopped before its first checkpoint. A directory
     holding another recipe's run is an error, never overwritten."""
 
-    state = run_status(run_dir)
-    if state is not None and recipe_hash(load_recipe(run_dir / "recipe.yaml")) != recipe_hash(recipe):
-        raise TrainingError(f"{run_dir} holds a run of a different recipe; choose another output directory")
-    if state == "completed":
-        return [EvalRow(**r) for r in json.loads((run_dir / "results.json").read_text())["rows"]]
-    if state is not None and not (run_dir / "checkpoints" / "latest").is_file():
-        shutil.rmtree(run_dir)  # same recipe, nothing saved yet: start it again
-    resume = (run_dir / "checkpoints" / "latest").is_file()
-    return train(recipe, run_dir, resume=resume, console=console).rows
+    with owned_dir(run_dir):
+        state = run_status(run_dir)
+        if state is not None and recipe_hash(load_recipe(run_dir / "recipe.yaml")) != recipe_hash(recipe):
+            raise TrainingError(
+                f"{run_dir} holds a run of a different recipe; choose another output directory"
+            )
+        if state == "completed":
+            return [EvalRow(**r) for r in json.loads((run_dir / "results.json").read_text())["rows"]]
+        if state is not None and not (run_dir / "checkpoints" / "latest").is_file():
+            for p in run_dir.iterdir():  # same recipe, nothing saved yet: start it again
+                if p.name != LOCK_NAME:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        resume = (run_dir / "checkpoints" / "latest").is_file()
+        result = train(recipe, run_dir, resume=resume, console=console)
+    if result.state == "stopped":
+        raise Interrupted(
+            f"{run_dir}: stopped at step {result.steps} with a checkpoint; run the same command again "
+            "to continue from it"
+        )
+    return result.rows
