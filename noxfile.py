@@ -15,7 +15,8 @@ PYTHON = "3.11"
 
 def _install(session: nox.Session, extras: str = "") -> None:
     # torch is pinned in pyproject (2.13.0) so a CPU machine never resolves a CUDA build.
-    session.install("-e", f".[{extras}]" if extras else ".")
+    # silent=False: pip's progress shows, not minutes of silence on a fresh machine
+    session.install("-e", f".[{extras}]" if extras else ".", silent=False)
     session.run(
         "python",
         "-c",

@@ -24,7 +24,7 @@ from edgesr import schema
 from edgesr.errors import DeviceError, UnknownNameError, UsageError
 from edgesr.registry import unknown_name_message
 from edgesr.schema import _check, _found, config_errors
-from edgesr.yamlfile import yaml_load
+from edgesr.yamlfile import read_yaml_file
 
 __all__ = [
     "DEVICES_DIR",
@@ -148,7 +148,7 @@ def load_device(name_or_path: str | os.PathLike[str], root: str | os.PathLike[st
     file = resolve_device(name_or_path, root)
     source = str(file)
     with config_errors(DeviceError):
-        data = yaml_load(file.read_text(encoding="utf-8"), source)
+        data = read_yaml_file(file, source)
         if not isinstance(data, dict):
             raise DeviceError(f"expected a mapping of device keys, got {_found(data)}", source=source)
         try:

@@ -32,6 +32,7 @@ from edgesr.export import ExportOptions, export_all
 from edgesr.export.verify import verification_table
 from edgesr.files import atomic_write_text
 from edgesr.recipe import load_recipe, resolve_recipe
+from edgesr.sdk import sdk_output_to
 from edgesr.student import load_student
 from edgesr.train.trainer import run_status, train_or_continue
 
@@ -92,7 +93,9 @@ def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None 
     exports = None
     if export_targets != []:
         exports = export_stage(stages["student"], out / "exports", console, export_targets)
-    selection = profile_stage(stages["student"], stages["csd"], out, console) if profile else None
+    selection = None
+    if profile:
+        selection = profile_stage(stages["student"], stages["csd"], out, console, stages["teacher"])
     return PipelineResult(out, rows, stages, stages["student"], exports, selection)
 
 
@@ -104,19 +107,21 @@ def export_stage(student: Path, out: Path, console: Console, targets: list[str] 
 
     console.print(f"[bold]4/5 export[/]: {student} -> {out}")
     options = ExportOptions(out_dir=out, force=True)
-    report = export_all(load_student(student), options, targets, target_defaults=True)
+    with sdk_output_to(out / "export.log") as captured:  # ~100 lines of converter noise, none ours
+        report = export_all(load_student(student), options, targets, target_defaults=True)
     console.print(verification_table(report.results))
+    console.print(f"SDK messages: {captured.lines} lines in {captured.path}", highlight=False)
     for target, reason in report.skipped.items():
         console.print(f"skipped {target}: {reason}", highlight=False, markup=False)
     return report
 
 
-def profile_stage(student: Path, csd: Path, out: Path, console: Console) -> Any:
+def profile_stage(student: Path, csd: Path, out: Path, console: Console, teacher: Path | None = None) -> Any:
     """Final step: host latency sweep of the student's architecture + width selection for the host's
     budget; writes `out/select_width.md` and `out/select_width.png`, returns the Selection."""
 
     console.print(f"[bold]5/5 profile[/]: host latency of the student's architecture -> {out / 'profiles'}")
-    sel, plot = selection.quickstart_loop(student, csd, out, log=console.print)
+    sel, plot = selection.quickstart_loop(student, csd, out, log=console.print, teacher=teacher)
     title = f"select-width on host: budget {sel.budget_ms:g} ms, {sel.runtime}, LR {sel.resolution}"
     atomic_write_text(out / "select_width.md", f"{title}\n\n{selection.table_markdown(sel)}\n")
     console.print(selection.table_markdown(sel), markup=False, highlight=False)

@@ -33,15 +33,26 @@ def _child(node: Any, key: str) -> Any:
     return None
 
 
-def write_recipe_width(path: str | os.PathLike[str], width: float) -> tuple[float, str]:
+def write_recipe_width(
+    path: str | os.PathLike[str], width: float, out_path: str | os.PathLike[str] | None = None
+) -> tuple[float, str]:
     """Set the recipe's student width to `width`, editing only that number's characters in the file.
 
     The student width is the single entry of `train.widths` (entries of `eval.widths` equal to it
     follow it, so the recipe stays valid). The edit is located with the YAML node's character
     positions, the result is validated by loading it as a recipe, then written atomically. Returns
     (old width, new text). Raises RecipeError when the file has no single-entry `train.widths`.
+    `out_path`: write the edited recipe there instead (a copy; `path` is left as it was). A file that
+    is not writable (mode 0444) is refused, not replaced: the atomic rename would ignore its mode.
     """
     path = Path(path)
+    target = Path(out_path) if out_path is not None else path
+    if target.exists() and not os.access(target, os.W_OK):
+        raise RecipeError(
+            f"{target} is read-only (mode {target.stat().st_mode & 0o777:o}); make it writable "
+            "(chmod u+w) or write a copy (select-width --write NEW.yaml)",
+            source=str(target),
+        )
     with open(path, encoding="utf-8", newline="") as f:  # newline="": CRLF files stay CRLF
         text = f.read()
     root = yaml.compose(text, Loader=StrictLoader)
@@ -70,7 +81,7 @@ def write_recipe_width(path: str | os.PathLike[str], width: float) -> tuple[floa
         raise RecipeError(
             f"train.widths: edit produced {list(recipe.train.widths)}, expected [{new}]", source=str(path)
         )
-    atomic_write_text(path, out)
+    atomic_write_text(target, out)
     return old, out
 
 

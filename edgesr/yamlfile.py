@@ -7,15 +7,17 @@ classes (edgesr.schema), naming the file and the key.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from edgesr.schema import _error, _found
 
-__all__ = ["DuplicateKeyError", "StrictLoader", "parse_override", "yaml_load"]
+__all__ = ["DuplicateKeyError", "StrictLoader", "parse_override", "read_yaml_file", "yaml_load"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,6 +70,21 @@ StrictLoader.add_implicit_resolver(
     re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
+
+
+def read_yaml_file(path: str | os.PathLike[str], source: str) -> Any:
+    """`yaml_load` of a file: a file that is not UTF-8 text (a binary, a UTF-16 export) is a
+    ConfigError naming it, not a UnicodeDecodeError."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _error(
+            f"not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); expected a YAML file",
+            source=source,
+        ) from None
+    except OSError as e:
+        raise _error(f"cannot read: {e.strerror}", source=source) from None
+    return yaml_load(text, source)
 
 
 def yaml_load(text: str, source: str) -> Any:

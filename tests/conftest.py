@@ -38,6 +38,12 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _isolated_user_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measurements a test makes go to a per-test folder, never to the user's own profiles."""
+    monkeypatch.setenv("EDGESR_PROFILES", str(tmp_path / "user-profiles"))
+
+
+@pytest.fixture(autouse=True)
 def _no_warmup_time_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     """Host timings in tests check behaviour, not latency: no 0.5 s warm-up floor per measurement
     (`time_fn`'s floor itself is tested in tests/profile/test_host_profile.py)."""

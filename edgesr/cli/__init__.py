@@ -16,6 +16,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+import edgesr
 from edgesr.cli import evaluate, export, profile, train
 from edgesr.cli.common import EXAMPLES, make_console
 from edgesr.errors import EdgesrError
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"edgesr {edgesr.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for group in (train, evaluate, export, profile):
         group.add_parsers(sub)

@@ -22,7 +22,15 @@ examples:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    e = sub.add_parser("eval", help="Y-PSNR/SSIM of a checkpoint on data sets, bicubic included")
+    e = sub.add_parser(
+        "eval", help="Y-PSNR/SSIM of a checkpoint on data sets, bicubic included",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  edgesr eval runs/quickstart/csd --data builtin:val --width 0.25\n"
+        "  edgesr eval runs/quickstart/student --data data/benchmark/Set5 --self-ensemble "
+        "--markdown set5.md\n"
+        "  edgesr eval runs/quickstart/student --data ~/.cache/edgesr/photos/quant-eval --quant",
+    )  # fmt: skip
     e.add_argument("checkpoint", help=".safetensors file, checkpoint dir or run dir")
     e.add_argument(
         "--data",

@@ -78,10 +78,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--dynamic", action="store_true", help="free H and W at run time (where supported)")
     x.add_argument("--out", type=Path, default=Path("exports"), help="output folder")
     x.add_argument("--force", action="store_true", help="replace existing artifacts")
-
+    x.add_argument(
+        "--verbose", action="store_true",
+        help="show the converters' own messages here (default: appended to OUT/export.log)",
+    )  # fmt: skip
     x.set_defaults(run=_export)
 
-    i = sub.add_parser("inspect", help="print an exported artifact's manifest")
+    i = sub.add_parser(
+        "inspect", help="print an exported artifact's manifest (exit 1 if the artifact changed since)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  edgesr inspect exports/edsr_x2_w0.25_180x320_fp32.tflite\n"
+        "  edgesr inspect exports/edsr_x2_w0.25_180x320_fp32.tflite.json   # the manifest itself",
+    )  # fmt: skip
     i.add_argument("artifact", type=Path, help="the artifact, or its .json manifest")
     i.set_defaults(run=_inspect)
 
@@ -90,6 +98,7 @@ def _export(args: argparse.Namespace, console: Console) -> int:
 
     from edgesr.export import TARGETS, ExportOptions, export_all, export_student, parse_input_shape
     from edgesr.export.verify import verification_table
+    from edgesr.sdk import SDKLog, sdk_output_to
     from edgesr.student import load_student
 
     precision = args.precision or ("int8" if args.fully_integer or args.weight_only else None)
@@ -110,12 +119,23 @@ def _export(args: argparse.Namespace, console: Console) -> int:
         activations=args.activations,
     )
     student = load_student(args.checkpoint, args.width)
-    if args.target == "all":
-        report = export_all(student, options, targets, target_defaults=precision is None)
-        results, skipped = report.results, report.skipped
-    else:
-        results, skipped = [export_student(student, args.target, options)], {}
+    log = None if args.verbose else Path(args.out) / "export.log"
+    captured = SDKLog(None)
+    try:
+        with sdk_output_to(log) as captured:
+            if args.target == "all":
+                report = export_all(student, options, targets, target_defaults=precision is None)
+                results, skipped = report.results, report.skipped
+            else:
+                results, skipped = [export_student(student, args.target, options)], {}
+    except Exception:
+        if captured.lines:
+            tail = captured.tail()
+            console.print(f"the SDKs' last messages ({log}):\n{tail}", highlight=False, markup=False)
+        raise
     make_console().print(verification_table(results))  # stdout, so it can be piped
+    if captured.lines:
+        console.print(f"SDK messages: {captured.lines} lines in {log} (--verbose shows them here)")
     for target, reason in skipped.items():
         console.print(f"skipped {target}: {reason}", highlight=False, markup=False)
     return 0 if results else 1

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesr.cli.common import TRUST_HELP, make_console
-from edgesr.errors import UsageError
+from edgesr.errors import OutputExistsError, UsageError
 
 PROFILE_EXAMPLES = """\
 examples:
@@ -30,7 +30,11 @@ examples:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", required=True, help="device name (devices/*.yaml) or a device file")
-    p.add_argument("--profiles", type=Path, help="profiles root (default: devices/profiles)")
+    p.add_argument(
+        "--profiles", type=Path,
+        help="profiles folder to read and write alone (default: read the shipped devices/profiles and "
+        "your own, $EDGESR_PROFILES or ~/.local/share/edgesr/profiles; write your own)",
+    )  # fmt: skip
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -101,7 +105,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--resolution", metavar="WxH", help="LR input size (default: the device's)")
     w.add_argument("--scale", type=int, help="only architectures with this scale")
     w.add_argument("--recipe", help="the student's recipe (architecture; --write edits its width)")
-    w.add_argument("--write", action="store_true", help="set the recipe's student width to the choice")
+    w.add_argument(
+        "--write", nargs="?", const=True, metavar="FILE",
+        help="set the recipe's student width to the choice: in the recipe file you gave, or, for a "
+        "shipped recipe given by name, in a copy ./NAME.yaml (never in the package); FILE: write there",
+    )  # fmt: skip
     w.add_argument(
         "--runtime", help="runtime whose measurements decide (default: the device's first measured)"
     )
@@ -119,9 +127,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _root(args: argparse.Namespace) -> Any:
-    from edgesr.profile.store import PROFILES_DIR
-
-    return args.profiles or PROFILES_DIR
+    return args.profiles  # None: read the shipped and the user's profiles, write the user's
 
 
 def _print_records(records: list[Any], title: str) -> None:
@@ -304,7 +310,10 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
     for row in rows:
         t.add_row(*row)
     make_console().print(t)
-    console.print(sel.accuracy.summary())
+    if sel.accuracy.checks or any(c.predicted_ms is not None for c in sel.candidates):
+        console.print(sel.accuracy.summary())
+    else:  # no per-layer table: the choice rests on whole-model measurements alone
+        console.print("latency model not used (no per-layer measurements); the latencies are measured")
     for n in sel.notes:
         console.print(f"note: {n}", highlight=False, markup=False)
     console.print(f"plot: {plot}")
@@ -326,6 +335,15 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
         from edgesr.recipe_edit import write_recipe_width
 
         path = resolve_recipe(args.recipe)
-        old, _ = write_recipe_width(path, c.width)
-        console.print(f"wrote {path}: train.widths [{old:g}] -> [{c.width:g}]")
+        out = Path(args.write) if args.write is not True else None
+        if out is None and path.resolve() != Path(args.recipe).resolve():  # a shipped recipe by name
+            out = Path(f"{args.recipe}.yaml")
+            if out.exists():
+                raise OutputExistsError(
+                    f"{out} exists; name the file to edit (--write {out}) or another (--write NEW.yaml)"
+                )
+        old, _ = write_recipe_width(path, c.width, out)
+        console.print(f"wrote {out or path}: train.widths [{old:g}] -> [{c.width:g}]")
+        if out is not None and out != path:
+            console.print(f"train it with: edgesr train {out}")
     return 0

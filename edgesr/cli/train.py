@@ -27,13 +27,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     t.set_defaults(run=_train)
 
-    q = sub.add_parser("quickstart", help="the whole pipeline on the built-in photos (CPU, minutes)")
+    raw = argparse.RawDescriptionHelpFormatter
+    q = sub.add_parser(
+        "quickstart", help="the whole pipeline on the built-in photos (CPU, minutes)", formatter_class=raw,
+        epilog="examples:\n"
+        "  edgesr quickstart                               # into runs/quickstart (10 min on 2 cores)\n"
+        "  edgesr quickstart --out runs/qs train.steps=200 # a shorter run elsewhere\n"
+        "  (an interrupted quickstart continues where it stopped when run again)",
+    )  # fmt: skip
     q.add_argument("overrides", nargs="*", help="a.b=value overrides applied to every stage's recipe")
     q.add_argument("--out", type=Path, default=Path("runs/quickstart"))
 
     q.set_defaults(run=_quickstart)
 
-    r = sub.add_parser("recipes", help="list or validate recipes")
+    r = sub.add_parser(
+        "recipes", help="list or validate recipes", formatter_class=raw,
+        epilog="examples:\n  edgesr recipes ls\n  edgesr recipes validate        # every shipped recipe\n"
+        "  edgesr recipes validate my.yaml other.yaml",
+    )  # fmt: skip
     rs = r.add_subparsers(dest="recipes_command", required=True)
     rs.add_parser("ls", help="list shipped recipes")
     v = rs.add_parser("validate", help="validate recipe files (default: every shipped recipe)")
@@ -41,7 +52,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(run=_recipes)
 
 
-    b = sub.add_parser("bench", help="side-by-side comparisons")
+    b = sub.add_parser(
+        "bench", help="side-by-side comparisons", formatter_class=raw,
+        epilog="examples:\n  edgesr bench distill --preset cpu --seeds 0 1 --out runs/bench_distill\n"
+        "  edgesr bench distill --methods fakd lsfd --teacher runs/quickstart/teacher --seeds 0",
+    )  # fmt: skip
     bs = b.add_subparsers(dest="bench_command", required=True)
     d = bs.add_parser("distill", help="distillation methods x seeds on one student, with baselines")
     d.add_argument("overrides", nargs="*", help="a.b=value overrides of the preset's base recipe")

@@ -185,7 +185,8 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
                 "or cut short: re-export the artifact (edgesr export) to get a complete one"
             )
     shape = manifest["input"]["shape"]
-    if len(shape) != 4 or not all(isinstance(v, int) and v > 0 or v is None for v in shape):
+    fixed = not manifest["input"].get("dynamic")
+    if len(shape) != 4 or (fixed and not all(isinstance(v, int) and v > 0 for v in shape)):
         raise ManifestError(f"{mpath}: input.shape {shape} is not N, C, H, W; re-export the artifact")
     return manifest, mpath
 

@@ -94,10 +94,10 @@ def export_student(student: Student, target: str, options: ExportOptions) -> Exp
     """
     exporter = get_exporter(target)
     plan = plan_for(student, target, options)
-    sdk = exporter.sdk_versions()
     final = Path(options.out_dir) / artifact_name(student, plan)
-    if final.exists() and not options.force:  # fail before the slow conversion
+    if final.exists() and not options.force:  # fail before the SDK imports and the slow conversion
         raise OutputExistsError(f"{final} exists; pass --force (force=True) to replace it")
+    sdk = exporter.sdk_versions()
     x, source = verification_input(plan.input_shape, student.scale)
     example = torch.from_numpy(x)
     model = deployable(student.net, plan.upsampler)

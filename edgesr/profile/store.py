@@ -44,10 +44,27 @@ from edgesr.devices import DEVICES_DIR
 from edgesr.errors import ProfileError
 from edgesr.files import atomic_write_text
 from edgesr.schema import _check, _found, _plain, config_errors
-from edgesr.yamlfile import yaml_load
+from edgesr.yamlfile import read_yaml_file
 
 FORMAT = "edgesr-profile/1"
-PROFILES_DIR = DEVICES_DIR / "profiles"
+PROFILES_DIR = DEVICES_DIR / "profiles"  # the project's measurements, shipped (read-only to commands)
+
+ProfileRoot = str | os.PathLike[str] | None
+
+
+def user_profiles_dir() -> Path:
+    """Where this user's measurements go: `$EDGESR_PROFILES`, else `$XDG_DATA_HOME/edgesr/profiles`
+    (`~/.local/share/edgesr/profiles`). Commands never write into the shipped `devices/profiles/`."""
+    if env := os.environ.get("EDGESR_PROFILES"):
+        return Path(env).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "edgesr" / "profiles"
+
+
+def profile_roots(root: ProfileRoot = None) -> list[Path]:
+    """The folders profiles are read from: `root` alone when given (`--profiles DIR`), else the
+    shipped profiles then the user's (a user record with the same key replaces the shipped one)."""
+    return [Path(root)] if root is not None else [PROFILES_DIR, user_profiles_dir()]
 
 
 @dataclass(frozen=True)
@@ -240,7 +257,7 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     """Read and validate one profile file; ProfileError names the file, key and what was expected."""
     source = str(path)
     with config_errors(ProfileError):
-        data = yaml_load(Path(path).read_text(encoding="utf-8"), source)
+        data = read_yaml_file(path, source)
         if not isinstance(data, dict):
             raise ProfileError(f"expected a profile mapping, got {_found(data)}", source=source)
         if data.get("format") != FORMAT:
@@ -256,18 +273,20 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
             raise e.with_source(source) from None
 
 
-def profile_dir(device: str, root: str | os.PathLike[str] = PROFILES_DIR) -> Path:
-    return Path(root) / device
+def profile_dir(device: str, root: ProfileRoot = None) -> Path:
+    """The folder a device's new records are written to (`root`, default: the user's)."""
+    return Path(root if root is not None else user_profiles_dir()) / device
 
 
 def save_records(
     device: str,
     records: Iterable[Record],
     name: str,
-    root: str | os.PathLike[str] = PROFILES_DIR,
+    root: ProfileRoot = None,
     kind: Literal["models", "layers"] = "models",
 ) -> Path:
-    """Merge `records` into `<root>/<device>/<name>.yaml` (same key: the new one wins); atomic."""
+    """Merge `records` into `<root>/<device>/<name>.yaml` (same key: the new one wins); atomic.
+    `root` defaults to the user's profiles (`user_profiles_dir()`), never the shipped ones."""
     path = profile_dir(device, root) / f"{name}.yaml"
     old: dict[tuple[Any, ...], Record] = {}
     if path.is_file():
@@ -283,15 +302,17 @@ def save_records(
     return path
 
 
-def device_records(
-    device: str, root: str | os.PathLike[str] = PROFILES_DIR, kind: str = "models"
-) -> list[Record]:
-    """Every record of `kind` in `<root>/<device>/*.yaml` (a corrupt file raises, naming it)."""
-    out: list[Record] = []
-    for path in sorted(profile_dir(device, root).glob("*.yaml")):
-        p = load_profile(path)
-        if p.device != device:
-            raise ProfileError(f"device: {p.device!r} in the folder of device {device!r}", source=str(path))
-        if p.kind == kind:
-            out.extend(p.records)
-    return out
+def device_records(device: str, root: ProfileRoot = None, kind: str = "models") -> list[Record]:
+    """Every record of `kind` in `<root>/<device>/*.yaml` for each of `profile_roots(root)` (a
+    corrupt file raises, naming it); a later root's record replaces an earlier one's with its key."""
+    out: dict[tuple[Any, ...], Record] = {}
+    for base in profile_roots(root):
+        for path in sorted((base / device).glob("*.yaml")):
+            p = load_profile(path)
+            if p.device != device:
+                raise ProfileError(
+                    f"device: {p.device!r} in the folder of device {device!r}", source=str(path)
+                )
+            if p.kind == kind:
+                out.update((r.key, r) for r in p.records)
+    return list(out.values())

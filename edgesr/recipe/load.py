@@ -21,7 +21,13 @@ from edgesr.files import atomic_write_text
 from edgesr.recipe.config import RECIPES_DIR, Recipe
 from edgesr.registry import unknown_name_message
 from edgesr.schema import RecipeError, _found, _plain
-from edgesr.yamlfile import StrictLoader, _apply_override, _overridden, parse_override, yaml_load
+from edgesr.yamlfile import (
+    StrictLoader,
+    _apply_override,
+    _overridden,
+    parse_override,
+    read_yaml_file,
+)
 
 __all__ = [
     "dump_recipe", "from_dict", "list_recipes", "load_recipe", "recipe_hash", "recipe_to_dict", "replace",
@@ -60,7 +66,7 @@ def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     """Load, override and validate a recipe file (or shipped recipe name); RecipeError names the file."""
     file = resolve_recipe(path)
     source = str(path) if Path(path).is_file() else str(file)
-    data = yaml_load(file.read_text(encoding="utf-8"), source)
+    data = read_yaml_file(file, source)
     if data is None:
         raise RecipeError("empty recipe: expected a mapping with at least `name:`", source=source)
     if not isinstance(data, dict):

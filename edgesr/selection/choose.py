@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from edgesr.errors import NotFoundError, UsageError
 from edgesr.models import arch_channels, build_model, candidate_widths, count_macs, count_params, students_at
 from edgesr.profile.latency_model import Accuracy, Check, LayerTable, MissingLayerError, table_from_records
 from edgesr.profile.layers import UnsupportedLayerError, model_layers
-from edgesr.profile.store import PROFILES_DIR, Record, device_records
+from edgesr.profile.store import ProfileRoot, Record, device_records
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def _matches(r: Record, runtime: str, delegate: str, precision: str, res: str, t
 
 
 def measured_archs(
-    device: str, runtime: str, resolution: str, root: str | os.PathLike[str] = PROFILES_DIR
+    device: str, runtime: str, resolution: str, root: ProfileRoot = None
 ) -> list[dict]:
     """Distinct architectures with whole-model measurements on `device` at `resolution`."""
     out: list[dict] = []
@@ -88,6 +89,17 @@ def measured_archs(
         ):
             out.append(r.model.arch)
     return out
+
+
+def _busiest(records: Any) -> str | None:
+    """The highest 'load average L on N CPUs' recorded with host timings, when L > N / 2 (other work
+    competed with the timed runs), else None."""
+    worst = None
+    for r in records:
+        m = re.search(r"load average ([\d.]+) on (\d+) CPUs", r.notes or "")
+        if m and float(m.group(1)) > int(m.group(2)) / 2 and (worst is None or float(m.group(1)) > worst[0]):
+            worst = (float(m.group(1)), m.group(0))
+    return worst[1] if worst else None
 
 
 def psnr_from_runs(paths: list[str | os.PathLike[str]]) -> dict[float, float]:
@@ -115,7 +127,7 @@ def select_width(
     threads: int | None = None,
     delegate: str | None = None,
     psnr: dict[float, float] | None = None,
-    root: str | os.PathLike[str] = PROFILES_DIR,
+    root: ProfileRoot = None,
     clock: str = "wall",
 ) -> Selection:
     """Candidates at `resolution` (default: the device's) on `runtime`; `clock`: compare wall-clock
@@ -193,6 +205,11 @@ def select_width(
         notes.append(
             f"no width meets {budget_ms:g} ms; the fastest known is width {fastest.width:g} "
             f"at {fastest.latency_ms:.1f} ms"
+        )
+    if busy := _busiest(measured.values()):
+        notes.append(
+            f"measured while the machine was busy ({busy}): these timings may be high; re-measure on an "
+            "idle machine (`edgesr profile sweep ...`), or compare process CPU time (--clock cpu)"
         )
     if chosen is not None and chosen.basis == "predicted":
         notes.append(

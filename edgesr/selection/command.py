@@ -11,7 +11,7 @@ from pathlib import Path
 from edgesr.devices import load_device, parse_resolution
 from edgesr.errors import UsageError
 from edgesr.profile.host import runtime_info
-from edgesr.profile.store import PROFILES_DIR, device_records, save_records
+from edgesr.profile.store import ProfileRoot, device_records, profile_roots, save_records
 from edgesr.profile.sweep import run_sweep
 from edgesr.selection.choose import Selection, measured_archs, psnr_from_runs, select_width
 from edgesr.selection.plot import plot_selection
@@ -31,7 +31,7 @@ def select_for(
     threads: int | None = None,
     psnr_from: Sequence[str | os.PathLike[str]] = (),
     plot: str | os.PathLike[str] | None = None,
-    root: str | os.PathLike[str] = PROFILES_DIR,
+    root: ProfileRoot = None,
     clock: str = "wall",
 ) -> tuple[Selection, Path]:
     """Resolve the CLI's defaults from the device file and profiles, select, and plot."""
@@ -42,8 +42,14 @@ def select_for(
         runtime = next((r.name for r in device.runtimes if r.name in have), None)
         if runtime is None:
             raise UsageError(
-                f"no measurements on {device.name} at {res.text} in {root}/{device.name}: "
-                f"run `edgesr profile sweep SOURCE --device {device.name}` first"
+                f"no measurements on {device.name} at {res.text} in "
+                f"{' or '.join(str(r / device.name) for r in profile_roots(root))}: "
+                + (
+                    f"run `edgesr profile sweep CHECKPOINT --device {device.name}` first"
+                    if device.transport in ("host", "macos")
+                    else f"time exported artifacts on it first (`edgesr profile run ARTIFACT --device "
+                    f"{device.name} --benchmark-binary ...`), or `edgesr profile import` its reports"
+                )
             )
     if recipe is not None:
         arch = resolve_arch(recipe)
@@ -80,7 +86,7 @@ def select_for(
 
 
 def quickstart_loop(
-    student: Path, csd: Path, out: Path, log: Callable[[str], None] | None = None
+    student: Path, csd: Path, out: Path, log: Callable[[str], None] | None = None, teacher: Path | None = None
 ) -> tuple[Selection, Path]:
     """The quickstart's last step: a short host sweep of the student's architecture (3 widths, few
     runs: a first look, not a benchmark), saved under `out/profiles`, then the widest width that
@@ -95,4 +101,6 @@ def quickstart_loop(
     root = out / "profiles"
     result = run_sweep(student, target, device.resolution, [0.125, 0.25, 0.5], device.threads, 2, 5, log=log)
     save_records(device.name, result.models, f"models_{result.models[0].runtime}", root)
-    return select_for("host", psnr_from=[student, csd], plot=out / "select_width.png", root=root)
+    # width 1 is the stage-1 teacher's PSNR, not the CSD model's shared teacher (it lost ~0.6 dB to CSD)
+    runs = [student, csd, *([teacher] if teacher is not None else [])]
+    return select_for("host", psnr_from=runs, plot=out / "select_width.png", root=root)

@@ -11,6 +11,7 @@ the layers, docs/architecture.md), which the CLI and the pipeline import.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 
@@ -83,6 +84,11 @@ def _csd(recipe: Recipe, model: nn.Module, load: TeacherLoader) -> tuple[nn.Modu
 def load_teacher(path: str, model: nn.Module) -> nn.Module:
     """The teacher `train.init` names: an edgesr checkpoint or run directory, or an official
     EDSR/RCAN PyTorch checkpoint. It must be the architecture the recipe builds, at full width."""
+    if not Path(path).exists():
+        raise TrainingError(
+            f"train.init={path}: no such run directory or checkpoint; this recipe starts from a trained "
+            "teacher: train one there first (its recipe's header says which), or set train.init=PATH"
+        )
     if is_official_checkpoint(path):
         official, _ = load_official(
             path, arch=model.arch["name"], scale=model.scale, res_scale=model.arch["args"].get("res_scale")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,8 @@ from edgesr.models import (
     materialize,
     model_signature,
 )
+from edgesr.recipe import Recipe, RecipeError, from_dict
+from edgesr.schema import bound_errors
 
 TINY = {"n_feats": 32, "n_resblocks": 2, "n_resgroups": 2, "n_convs": 4, "reduction": 4}
 
@@ -49,11 +53,33 @@ def test_output_shape_and_attributes(name: str, scale: int, width: float) -> Non
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_signature_is_typed_with_defaults(name: str) -> None:
-    # The recipe validator reads these: every argument needs a default and a scalar type.
+    # The recipe validator reads these: every argument needs a default and a scalar type (counts
+    # may carry a lower bound: Annotated[int, AtLeast(n)]), and the default meets its bound.
     for param in model_signature(name).parameters.values():
         assert param.default is not param.empty, param.name
-        assert param.annotation in (int, float, bool), param.name
-        assert type(param.default) is param.annotation, param.name
+        kind = param.annotation
+        if hasattr(kind, "__metadata__"):  # Annotated[int, AtLeast(1)]
+            kind = typing.get_args(kind)[0]
+        assert kind in (int, float, bool), param.name
+        assert type(param.default) is kind, param.name
+    assert not bound_errors(model_signature(name), {}), name
+
+
+@pytest.mark.parametrize(
+    ("name", "arg"),
+    [("edsr", "n_feats"), ("edsr", "n_resblocks"), ("rcan", "n_resgroups"), ("rcan", "reduction"),
+     ("plain", "n_convs"), ("plain", "scale")],
+)  # fmt: skip
+def test_counts_below_their_bound_are_refused_by_build_model_and_recipes(name: str, arg: str) -> None:
+    """Before: `n_feats: 0` passed validation and failed inside torch; `n_resblocks: -1` was accepted."""
+    with pytest.raises(ValueError, match=f"{arg} must be at least"):
+        build_model(name, **{arg: 0})
+    if arg == "scale":
+        return  # a recipe sets the scale at its top level
+    cfg = {"name": "x", "scale": 2, "model": {"name": name, "args": {arg: 0}},
+           "data": {"train": "builtin:train"}, "train": {"mode": "single", "widths": [1.0], "steps": 1}}
+    with pytest.raises(RecipeError, match=f"model.args.{arg}: must be at least"):
+        from_dict(Recipe, cfg)
 
 
 @pytest.mark.parametrize("name", MODELS.names())

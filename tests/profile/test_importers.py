@@ -59,6 +59,44 @@ def test_benchmark_model_cut_off_by_a_disconnect_is_an_error():
         parse_file(DATA / "benchmark_model_gpu_disconnect.txt")  # auto-detected as benchmark_model
 
 
+@pytest.mark.parametrize("name", ["benchmark_model_cpu.txt", "benchmark_model_op_profiling.txt"])
+def test_benchmark_model_cut_at_every_line_is_refused_until_the_timed_runs_report(name, tmp_path):
+    """Before: output cut after the warm-up imported the warm-up's count and median as the
+    measurement. Every cut before the timed runs' line is refused; every cut after it reads the same."""
+    lines = (DATA / name).read_text().splitlines(keepends=True)
+    full = parse_benchmark_model("".join(lines))
+    timed = next(i for i, ln in enumerate(lines) if f"count={full.stats.count} " in ln)
+    for cut in range(1, len(lines)):
+        text = "".join(lines[:cut])
+        if cut <= timed:
+            with pytest.raises(ParseError, match="did the device disconnect|not benchmark_model"):
+                parse_benchmark_model(text, name)
+        else:
+            assert parse_benchmark_model(text, name).stats == full.stats
+    cut = tmp_path / "cut.txt"
+    cut.write_text("".join(lines[:timed]))
+    out = tmp_path / "profiles"
+    code = main(["profile", "import", str(cut), "--device", "pixel8", "--profiles", str(out)])
+    assert code == 1 and not out.exists()  # nothing saved
+
+
+def test_benchmark_model_count_below_the_announced_runs_is_refused():
+    text = (DATA / "benchmark_model_cpu.txt").read_text().replace("count=50 first", "count=31 first")
+    with pytest.raises(ParseError, match="count=31 but at least 50 were announced"):
+        parse_benchmark_model(text)
+
+
+def test_executor_runner_cut_short_is_refused():
+    lines = (DATA / "executor_runner_iterations.txt").read_text().splitlines(keepends=True)
+    done = next(i for i, ln in enumerate(lines) if "executed successfully" in ln)
+    for cut in range(1, done + 1):
+        with pytest.raises(ParseError, match="did not finish"):
+            parse_executor_runner("".join(lines[:cut]))
+    missing_one = "".join(ln for ln in lines if "Iteration 4 of 6" not in ln)
+    with pytest.raises(ParseError, match="5 'Iteration i of 6' lines"):
+        parse_executor_runner(missing_one)
+
+
 def test_executor_runner_both_log_styles():
     it = parse_executor_runner((DATA / "executor_runner_iterations.txt").read_text())
     # 6 iterations: the first (61.4 ms, one-time set-up) is the warm-up, 5 are counted

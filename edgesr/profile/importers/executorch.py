@@ -30,19 +30,27 @@ def parse_executor_runner(text: str, source: str = "executor_runner output") -> 
     """ExecuTorch `executor_runner` log -> Parsed. With per-iteration lines the first run is treated
     as warm-up (it includes one-time kernel set-up) when there are at least 3; otherwise only the
     mean of all runs is known."""
-    iters = [float(m) for m in re.findall(rf"Iteration \d+ of \d+: ({NUM}) ms", text)]
+    found = re.findall(rf"Iteration \d+ of (\d+): ({NUM}) ms", text)
+    iters = [float(ms) for _, ms in found]
     total = re.search(rf"Model executed successfully (\d+) time\(s\) in ({NUM}) ms", text)
+    if total is None:  # every runner version ends with it: without it the run did not finish
+        cut = f" ({len(iters)} iteration lines before the cut)" if iters else ""
+        raise ParseError(
+            f"{source}: no 'Model executed successfully N time(s) in X ms' line{cut}: not executor_runner "
+            "output, or the run did not finish (did the device disconnect?); re-run and import its "
+            "complete output"
+        )
+    if iters and len(iters) != int(found[0][0]):
+        raise ParseError(
+            f"{source}: {len(iters)} 'Iteration i of {found[0][0]}' lines, not {found[0][0]}: the log is "
+            "incomplete; import the runner's complete output"
+        )
     if iters:
         warm = 1 if len(iters) >= 3 else 0
         stats = stats_from_ms(iters[warm:], warm)
-    elif total:
+    else:
         n = int(total.group(1))
         stats = Stats(mean_ms=float(total.group(2)) / n, count=n, warmup=0)
-    else:
-        raise ParseError(
-            f"{source}: no 'Model executed successfully N time(s) in X ms' line: not executor_runner "
-            "output, or the run did not finish (did the device disconnect?)"
-        )
     threads = re.search(r"Resetting threadpool with num threads = (\d+)", text)
     model = re.search(r"Model file (\S+) is loaded", text)
     return Parsed(

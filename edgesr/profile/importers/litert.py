@@ -18,18 +18,7 @@ __all__ = ["parse_benchmark_model"]
 
 def parse_benchmark_model(text: str, source: str = "benchmark_model output") -> Parsed:
     """LiteRT `benchmark_model` output -> Parsed (times converted from us to ms)."""
-    # The timed runs' line; the op profiler repeats it as "Timings (microseconds): count=..".
-    runs = [
-        ln
-        for ln in text.splitlines()
-        if re.search(r"(^|\s)count=\d+ first=", ln) and "avg=" in ln and "Timings (microseconds)" not in ln
-    ]
-    if not runs:
-        raise ParseError(
-            f"{source}: no 'count=N first=.. avg=.. std=..' line of timed runs: not benchmark_model "
-            "output, or the run did not finish (did the device disconnect?)"
-        )
-    f = number_fields(runs[-1])
+    f = number_fields(_timed_runs(text, source))
     us = 1e-3
     stats = Stats(
         median_ms=f["median"] * us if "median" in f else None,
@@ -76,6 +65,49 @@ def parse_benchmark_model(text: str, source: str = "benchmark_model output") -> 
         _op_table(text),
         notes,
     )
+
+
+def _timed_runs(text: str, source: str) -> str:
+    """The count line of the timed runs, refusing output that stops before them.
+
+    benchmark_model runs two sections, each announced by "Running benchmark for at least N
+    iterations" and closed by a `count=..` line: the warm-up, then the timed runs. Output cut off
+    after the warm-up (a device that disconnected, a log copied too early) still holds a count
+    line, the warm-up's, which must not be taken for the measurement.
+    """
+
+    def count_line(block: str) -> str | None:
+        for ln in block.splitlines():  # the op profiler repeats it as "Timings (microseconds): count="
+            if re.search(r"(^|\s)count=\d+", ln) and "Timings (microseconds)" not in ln:
+                return ln
+        return None
+
+    parts = re.split(r"Running benchmark for at least (\d+) iterations", text)
+    sections = [(int(n), count_line(body)) for n, body in zip(parts[1::2], parts[2::2], strict=True)]
+    if not sections:  # an output without the announcements: the count lines alone, in order
+        sections = [(0, ln) for ln in text.splitlines() if count_line(ln)]
+    done = [(n, ln) for n, ln in sections if ln is not None]
+    if not done:
+        raise ParseError(
+            f"{source}: no 'count=N first=.. avg=.. std=..' line of timed runs: not benchmark_model "
+            "output, or the run did not finish (did the device disconnect?)"
+        )
+    if len(sections) < 2 or sections[1][1] is None:
+        raise ParseError(
+            f"{source}: only the warm-up runs finished ({done[0][1].strip()}); the timed runs never "
+            "reported: the output was cut off or the run stopped (did the device disconnect?); re-run "
+            "benchmark_model and import its complete output"
+        )
+    announced, line = sections[-1] if sections[-1][1] is not None else done[-1]
+    fields = number_fields(line)
+    if "avg" not in fields:
+        raise ParseError(f"{source}: the timed runs' line has no avg= ({line.strip()}); output cut off?")
+    if int(fields["count"]) < announced:
+        raise ParseError(
+            f"{source}: the timed runs report count={int(fields['count'])} but at least {announced} were "
+            "announced: the run was cut short; re-run benchmark_model and import its complete output"
+        )
+    return line
 
 
 def _op_table(text: str) -> tuple[OpTime, ...]:
