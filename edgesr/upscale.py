@@ -61,7 +61,8 @@ def spans(size: int, tile: int, overlap: int, window: int | None = None) -> list
     core = window - 2 * overlap
     if core < 1:
         raise UsageError(
-            f"overlap {overlap} leaves no room in a fixed {window}-pixel input (need 2*overlap < {window})"
+            f"--overlap {overlap} leaves no room in a fixed {window}-pixel input (need 2*overlap < "
+            f"{window}): pass a smaller --overlap"
         )
     out = []
     for a, b in tiles(size, core):

@@ -95,9 +95,19 @@ def yaml_load(text: str, source: str) -> Any:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise _error(f"invalid YAML: {e.problem or e.context}{where}", source=source) from None
+        raise _error(f"invalid YAML: {_one_line(e.problem or e.context)}{where}", source=source) from None
+    except yaml.reader.ReaderError as e:  # a control character: a binary file, most likely
+        raise _error(
+            f"invalid YAML: character {e.character!r} at position {e.position} is not allowed "
+            "(a binary file?)",
+            source=source,
+        ) from None
     except yaml.YAMLError as e:
-        raise _error(f"invalid YAML: {e}", source=source) from None
+        raise _error(f"invalid YAML: {_one_line(str(e))}", source=source) from None
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join(str(text).split())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ def _png_header_only(w: int, h: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 # --- bad files, by kind: name -> writer(path, fixtures) ------------------------------------------
@@ -59,11 +60,13 @@ BAD_IMAGES = {
     "bomb_60000x60000": lambda p, fx: p.write_bytes(_png_header_only(60000, 60000)),
 }
 
+# 9 levels of 9 aliases each: 9^9 = 387 million strings from a few hundred bytes
+_LAUGHS = 'a: &a ["l","l","l","l","l","l","l","l","l"]\n' + "".join(
+    f"{new}: &{new} [{', '.join([f'*{old}'] * 9)}]\n" for old, new in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
 BAD_RECIPES = {
-    "billion_laughs": lambda p, fx: p.write_text(
-        'a: &a ["l","l","l","l","l","l","l","l","l"]\n'
-        + "".join(f"{c}: &{c} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, c in zip("abcdefgh", "bcdefghi"))
-    ),
+    "billion_laughs": lambda p, fx: p.write_text(_LAUGHS),
     "duplicate_key": lambda p, fx: p.write_text("name: a\nname: b\nscale: 2\n"),
     "n_feats_0": lambda p, fx: p.write_text(
         "name: x\nscale: 2\nmodel: {name: edsr, args: {n_feats: 0}}\ndata: {train: builtin:train}\n"
@@ -166,7 +169,8 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> dict:
     artifacts = {}
     for target in ("onnx", "tflite", "executorch"):
         out = root / "exports" / target
-        code = main(["export", str(root / "run"), "--target", target, "--input", "1x3x24x32", "--out", str(out)])
+        code = main(["export", str(root / "run"), "--target", target, "--input", "1x3x24x32",
+                     "--out", str(out)])  # fmt: skip
         assert code == 0, target
         artifacts[target] = next(p for p in out.iterdir() if p.suffix in (".onnx", ".tflite", ".pte"))
     return {
@@ -201,55 +205,74 @@ def _artifact_copy(fx, tmp_path: Path, target: str) -> Path:
 # --- the table: (kind, command) -> how to build the case ---------------------------------------
 
 
+def _cmd(line: str, *extra: str) -> list[str]:
+    return [*line.split(), *extra]
+
+
+RUNS_1 = "--runs 1 --warmup 1"
+
+
 def _image_cases():
     for name in BAD_IMAGES:
-        yield f"upscale-image-{name}", "image", name, ["upscale", "{bad}", "--checkpoint", "{run}", "--out", "{out}.png"]
-        yield f"eval-folder-{name}", "image_in_folder", name, ["eval", "{run}", "--data", "{bad_dir}"]
-        yield f"train-data-{name}", "image_in_folder", name, ["train", "{recipe}", "data.train={bad_dir}", "--run-dir", "{out}"]
+        yield f"upscale-image-{name}", "image", name, _cmd("upscale {bad} --checkpoint {run} --out {out}.png")
+        yield f"eval-folder-{name}", "image_in_folder", name, _cmd("eval {run} --data {bad_dir}")
+        train = "train {recipe} data.train={bad_dir} --run-dir {out}"
+        yield f"train-data-{name}", "image_in_folder", name, _cmd(train)
 
 
 def _recipe_cases():
     for name in BAD_RECIPES:
-        yield f"recipes-validate-{name}", "recipe", name, ["recipes", "validate", "{bad}"]
-        yield f"train-{name}", "recipe", name, ["train", "{bad}", "--run-dir", "{out}"]
-        yield f"select-width-{name}", "recipe", name, ["select-width", "--device", "host", "--budget-ms", "30", "--recipe", "{bad}"]
+        yield f"recipes-validate-{name}", "recipe", name, _cmd("recipes validate {bad}")
+        yield f"train-{name}", "recipe", name, _cmd("train {bad} --run-dir {out}")
+        select = "select-width --device host --budget-ms 30 --recipe {bad}"
+        yield f"select-width-{name}", "recipe", name, _cmd(select)
 
 
 def _checkpoint_cases():
     for name in BAD_STATES:
-        yield f"resume-state-{name}", "state", name, ["train", "--resume", "{run_copy}"]
+        yield f"resume-state-{name}", "state", name, _cmd("train --resume {run_copy}")
     for name in BAD_WEIGHTS:
-        yield f"resume-weights-{name}", "weights", name, ["train", "--resume", "{run_copy}"]
+        yield f"resume-weights-{name}", "weights", name, _cmd("train --resume {run_copy}")
         if name != "another_model":  # another model's weights are a good checkpoint for these
-            yield f"eval-weights-{name}", "weights", name, ["eval", "{run_copy}", "--data", "{photos}"]
-            yield f"upscale-weights-{name}", "weights", name, ["upscale", "{photo}", "--checkpoint", "{run_copy}", "--out", "{out}.png"]
-            yield f"export-weights-{name}", "weights", name, ["export", "{run_copy}", "--target", "onnx", "--out", "{out}"]
+            yield f"eval-weights-{name}", "weights", name, _cmd("eval {run_copy} --data {photos}")
+            upscale = "upscale {photo} --checkpoint {run_copy} --out {out}.png"
+            yield f"upscale-weights-{name}", "weights", name, _cmd(upscale)
+            export = "export {run_copy} --target onnx --out {out}"
+            yield f"export-weights-{name}", "weights", name, _cmd(export)
     for name in BAD_TEACHERS:
-        yield f"train-init-{name}", "teacher", name, ["train", "{recipe}", "train.mode=distill", "train.widths=[0.5]", "train.init={bad}", "train.losses=[{{name: l1}}]", "--run-dir", "{out}"]
-        yield f"train-vgg-{name}", "teacher", name, ["train", "{recipe}", "train.mode=csd", "train.widths=[0.5]", "train.csd.vgg_weights={bad}", "--run-dir", "{out}"]
+        distill = 'train.mode=distill train.widths=[0.5] train.init={bad} train.losses=[{{"name":"l1"}}]'
+        yield f"train-init-{name}", "teacher", name, _cmd(f"train {{recipe}} {distill} --run-dir {{out}}")
+        csd = "train.mode=csd train.widths=[0.5] train.csd.vgg_weights={bad}"
+        yield f"train-vgg-{name}", "teacher", name, _cmd(f"train {{recipe}} {csd} --run-dir {{out}}")
 
 
 def _artifact_cases():
     for target in ("onnx", "tflite", "executorch"):
         for name in BAD_ARTIFACTS:
             for trust in ([], ["--trust-artifact"]):
-                tag = f"{target}-{name}{'-trusted' if trust else ''}"
-                yield f"upscale-artifact-{tag}", f"artifact:{target}", name, ["upscale", "{photo}", "--artifact", "{bad}", "--out", "{out}.png", *trust]
-                yield f"profile-run-{tag}", f"artifact:{target}", name, ["profile", "run", "{bad}", "--device", "host", "--no-save", "--runs", "1", "--warmup", "1", *trust]
-            yield f"inspect-{target}-{name}", f"artifact:{target}", name, ["inspect", "{bad}"]
+                tag, kind = f"{target}-{name}{'-trusted' if trust else ''}", f"artifact:{target}"
+                upscale = "upscale {photo} --artifact {bad} --out {out}.png"
+                yield f"upscale-artifact-{tag}", kind, name, _cmd(upscale, *trust)
+                run = f"profile run {{bad}} --device host --no-save {RUNS_1}"
+                yield f"profile-run-{tag}", kind, name, _cmd(run, *trust)
+            yield f"inspect-{target}-{name}", f"artifact:{target}", name, _cmd("inspect {bad}")
     for name in BAD_MANIFESTS:
-        yield f"upscale-manifest-{name}", "manifest", name, ["upscale", "{photo}", "--artifact", "{artifact}", "--out", "{out}.png"]
-        yield f"profile-run-manifest-{name}", "manifest", name, ["profile", "run", "{artifact}", "--device", "host", "--no-save", "--runs", "1", "--warmup", "1"]
+        upscale = "upscale {photo} --artifact {artifact} --out {out}.png"
+        yield f"upscale-manifest-{name}", "manifest", name, _cmd(upscale)
+        run = f"profile run {{artifact}} --device host --no-save {RUNS_1}"
+        yield f"profile-run-manifest-{name}", "manifest", name, _cmd(run)
         if name != "input_shape_edited":  # the manifest still reads; the runtime refuses the shape
-            yield f"inspect-manifest-{name}", "manifest", name, ["inspect", "{artifact}"]
+            yield f"inspect-manifest-{name}", "manifest", name, _cmd("inspect {artifact}")
 
 
 def _profile_cases():
     for name in BAD_REPORTS:
-        yield f"profile-import-{name}", "report", name, ["profile", "import", "{bad}", "--device", "pixel8", "--profiles", "{out}"]
+        imp = "profile import {bad} --device pixel8 --profiles {out}"
+        yield f"profile-import-{name}", "report", name, _cmd(imp)
     for name in BAD_DEVICES:
-        yield f"profile-show-device-{name}", "device", name, ["profile", "show", "--device", "{bad}"]
-        yield f"select-width-device-{name}", "device", name, ["select-width", "--device", "{bad}", "--budget-ms", "30"]
+        yield f"profile-show-device-{name}", "device", name, _cmd("profile show --device {bad}")
+        select = "select-width --device {bad} --budget-ms 30"
+        yield f"select-width-device-{name}", "device", name, _cmd(select)
 
 
 CASES = [*_image_cases(), *_recipe_cases(), *_checkpoint_cases(), *_artifact_cases(), *_profile_cases()]
@@ -310,7 +333,11 @@ def test_bad_file_gives_one_line_naming_it(case, kind, name, argv, fx, tmp_path,
     assert code == 1, f"exit {code}\n{err[-3000:]}"
     assert "Traceback" not in err and "weights_only=False" not in err, err[-3000:]
     assert len(lines) == 1, err[-3000:]
-    named = {str(subs["bad"]), subs["bad"].name, str(subs["bad"].parent) if kind == "image_in_folder" else None}
+    named = {str(subs["bad"]), subs["bad"].name}
+    if kind == "image_in_folder":
+        named.add(str(subs["bad"].parent))
+    if kind == "manifest":  # the artifact it describes is named (the manifest is its name + .json)
+        named.add(subs["artifact"].name)
     assert any(n and n in lines[0] for n in named), f"the line does not name {subs['bad']}: {lines[0]}"
     assert not fx["marker"].exists(), "a pickle payload ran"
     after = {p: p.read_bytes() for p in before if p.is_file()}

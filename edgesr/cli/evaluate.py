@@ -74,7 +74,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         epilog=UPSCALE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    u.add_argument("image", type=Path)
+    u.add_argument("image", type=Path, help="the LR image, or builtin:astronaut (a built-in photo) to try it")
     src = u.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--checkpoint", help="run a checkpoint in PyTorch (.safetensors file, checkpoint or run dir)"
@@ -170,20 +170,33 @@ def _eval_quant(args: argparse.Namespace) -> int:
 
 def _upscale(args: argparse.Namespace, console: Console) -> int:
     from edgesr.data.images import read_image, write_image
+    from edgesr.data.samples import builtin_image
     from edgesr.upscale import artifact_upscaler, checkpoint_upscaler, upscale_image
 
     if args.artifact is not None and args.width is not None:
         raise UsageError("--width applies to --checkpoint; an artifact has its width baked in")
     if args.artifact is None and args.threads is not None:
         raise UsageError("--threads applies to --artifact (PyTorch uses torch's own thread count)")
+    builtin = str(args.image).startswith("builtin:")
+    source = builtin_image(str(args.image)) if builtin else args.image
+    if args.out is not None and args.out.exists() and not args.force:  # before loading anything
+        raise OutputExistsError(f"{args.out} exists; pass --force to overwrite it")
+    image = read_image(source, exif_orientation=True)  # as the phone showed it
     if args.artifact is not None:
         up = artifact_upscaler(args.artifact, args.threads, trust=args.trust_artifact)
+        if up.input_hw is not None and 2 * args.overlap >= min(up.input_hw):
+            h, w = up.input_hw
+            raise UsageError(
+                f"{args.artifact}: its manifest gives a fixed {h}x{w} input, too small for --overlap "
+                f"{args.overlap} (need 2*overlap < {min(h, w)}): pass a smaller --overlap, or re-export "
+                "with a larger --input"
+            )
     else:
         up = checkpoint_upscaler(args.checkpoint, args.width)
-    out = args.out or args.image.with_name(f"{args.image.stem}_x{up.scale}.png")
+    # default: next to the image (a built-in photo: in the current folder, not in the package)
+    out = args.out or (Path(".") if builtin else args.image.parent) / f"{source.stem}_x{up.scale}.png"
     if out.exists() and not args.force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
-    image = read_image(args.image, exif_orientation=True)  # as the phone showed it
     sr = upscale_image(up.fn, image, up.scale, args.tile, args.overlap, input_hw=up.input_hw)
     write_image(out, sr)  # atomic: a crash leaves no half-written image
     console.print(f"wrote {out} ({sr.shape[1]}x{sr.shape[0]}, {up.label})")

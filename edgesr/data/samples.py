@@ -31,8 +31,8 @@ from edgesr.data.pairs import ImagePair, default_cache_dir
 from edgesr.errors import DataError, UsageError
 
 __all__ = [
-    "BUILTIN_SMOOTH", "BUILTIN_TRAIN", "BUILTIN_VAL", "SPLITS", "builtin_pairs", "skimage_data_dir",
-    "sky_gradient",
+    "BUILTIN_SMOOTH", "BUILTIN_TRAIN", "BUILTIN_VAL", "SPLITS", "builtin_image", "builtin_pairs",
+    "skimage_data_dir", "sky_gradient",
 ]  # fmt: skip
 
 BUILTIN_VAL: tuple[str, ...] = ("astronaut.png", "chelsea.png", "coffee.png")
@@ -55,6 +55,17 @@ def skimage_data_dir() -> Path:
     import skimage.data
 
     return Path(os.path.dirname(skimage.data.__file__))
+
+
+def builtin_image(spec: str) -> Path:
+    """`builtin:astronaut` -> the installed photo's path (any built-in val or train photo), so
+    commands that take one image can be tried without one of your own."""
+    name = spec.removeprefix("builtin:")
+    files = {Path(f).stem: f for f in (*BUILTIN_VAL, *BUILTIN_TRAIN)}
+    if name not in files:
+        names = ", ".join(f"builtin:{n}" for n in files)
+        raise UsageError(f"{spec}: no such built-in photo; the built-in photos are {names}")
+    return skimage_data_dir() / files[name]
 
 
 BUILTIN_SMOOTH: tuple[str, ...] = ("moon.png", "sky_gradient")  # the second is generated

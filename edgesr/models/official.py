@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -192,12 +193,17 @@ def torch_load_safely(path: str | Path, what: str) -> Any:
     needs it runs code of the file's choosing when loaded."""
     path = Path(path)
     try:
-        return _torch_load(path)
-    except pickle.UnpicklingError:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise around our message
+            warnings.simplefilter("ignore")
+            return _torch_load(path)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found is None:  # torch says "Weights only load failed" for a cut-off pickle too
+            raise CheckpointError(f"{path}: cannot read as {what}: truncated or corrupt pickle") from None
         raise CheckpointError(
-            f"{path}: refused as {what}: it holds pickled Python objects besides tensors and plain "
-            "containers, and loading those can run code (edgesr loads weights only); save the state "
-            "dict alone (torch.save(model.state_dict(), path)) or as .safetensors"
+            f"{path}: refused as {what}: it holds pickled Python objects ({found.group(1)}) besides "
+            "tensors and plain containers, and loading those can run code (edgesr loads weights only); "
+            "save the state dict alone (torch.save(model.state_dict(), path)) or as .safetensors"
         ) from None
     except Exception as e:  # zip/pickle readers raise RuntimeError, EOFError, OSError, ValueError
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -232,7 +232,14 @@ def _resume(run_dir, rhash, saved, opt, sched, objective, dist, console) -> int:
             f"{run_dir}: the recipe differs from the one this run started with; start a new run"
         )
     try:
-        load_weights(saved, load_file(ckpt, device=str(dist.device)))
+        weights = load_file(ckpt, device=str(dist.device))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(
+            f"{ckpt}: cannot read the checkpoint's weights ({e}); it is truncated or corrupt: resume "
+            f"from an earlier checkpoint (point {run_dir}/checkpoints/latest at it) or start a new run"
+        ) from None
+    try:
+        load_weights(saved, weights)
     except RuntimeError as e:
         raise CheckpointError(
             f"{ckpt}: these weights are not {saved.arch['name']} as {run_dir}/recipe.yaml builds it "
