@@ -88,7 +88,7 @@ def quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | None 
     ]
     scale = load_recipe(resolve_recipe("quickstart"), extra).scale
     title = f"quickstart: x{scale} on the val photos (Y-PSNR / SSIM, border crop {scale})"
-    print_table(rows, title)
+    print_table(rows, title, console)
     atomic_write_text(out / "results.md", table_markdown(rows, title) + "\n")
     exports = None
     if export_targets != []:

@@ -47,7 +47,8 @@ def write_recipe_width(
     """
     path = Path(path)
     target = Path(out_path) if out_path is not None else path
-    if target.exists() and not os.access(target, os.W_OK):
+    # the owner's write bit, not os.access: root may write anything, yet 0444 says "leave me alone"
+    if target.exists() and (not os.access(target, os.W_OK) or not target.stat().st_mode & 0o200):
         raise RecipeError(
             f"{target} is read-only (mode {target.stat().st_mode & 0o777:o}); make it writable "
             "(chmod u+w) or write a copy (select-width --write NEW.yaml)",
