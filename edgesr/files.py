@@ -98,7 +98,7 @@ class DirectoryBusyError(EdgesrError, RuntimeError):
     """Another process holds the directory's lock (a run directory another `edgesr train` writes)."""
 
 
-_held: dict[str, tuple[int, int]] = {}  # realpath -> (fd, depth): this process's locks, re-entrant
+_held: set[str] = set()  # realpaths this process holds: re-entrant (the stage helper, then the trainer)
 
 
 @contextlib.contextmanager
@@ -106,23 +106,18 @@ def owned_dir(path: str | os.PathLike[str], what: str = "run directory") -> Iter
     """Create `path` if needed and hold an exclusive OS lock on it (`path/.lock`) for the block.
 
     The lock is `flock(2)` on an open file, so the kernel drops it when the process ends however it
-    ends: a run killed with SIGKILL never leaves a stale lock that blocks `--resume`. A second
-    process gets `DirectoryBusyError` naming the directory and the PID that holds it. Re-entrant
-    within one process (the quickstart's stage helper and the trainer both take it).
+    ends: a run killed with SIGKILL leaves no stale lock that blocks `--resume` (its data-loader
+    workers, which inherit the file, exit within seconds of it). A second process gets
+    `DirectoryBusyError` naming the directory and the PID that holds it. Re-entrant within one
+    process (the quickstart's stage helper and the trainer both take it).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(path)
     if key in _held:
-        fd, depth = _held[key]
-        _held[key] = (fd, depth + 1)
-        try:
-            yield path
-        finally:
-            fd, depth = _held[key]
-            _held[key] = (fd, depth - 1)
+        yield path
         return
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -132,13 +127,18 @@ def owned_dir(path: str | os.PathLike[str], what: str = "run directory") -> Iter
             f"{path}: this {what} is in use by another edgesr process (PID {holder}); wait for it to "
             f"finish, stop it (kill {holder}), or choose another directory"
         ) from None
+    except OSError as e:  # ENOLCK: a file system without locks (some NFS set-ups)
+        os.close(fd)
+        raise DirectoryBusyError(
+            f"{path}: cannot lock this {what} ({e.strerror}); use a directory on a local file system"
+        ) from None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _held[key] = (fd, 1)
+        _held.add(key)
         yield path
     finally:
-        _held.pop(key, None)
+        _held.discard(key)
         os.close(fd)  # releases the lock; the file stays (removing it would race a waiting locker)
 
 

@@ -183,7 +183,6 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _copy_run(fx, tmp_path: Path) -> Path:
     run = tmp_path / "run"
     shutil.copytree(fx["run"], run)
-    json.loads((run / "status.json").read_text())
     # a run that stopped before its end, so --resume reads its checkpoint (a completed one is a no-op)
     (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 2}))
     (run / "results.json").unlink()
@@ -325,7 +324,8 @@ def _make(kind: str, name: str, fx, tmp_path: Path) -> dict:
 @pytest.mark.parametrize(("case", "kind", "name", "argv"), CASES, ids=[c[0] for c in CASES])
 def test_bad_file_gives_one_line_naming_it(case, kind, name, argv, fx, tmp_path, capsys):
     subs = _make(kind, name, fx, tmp_path)
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    # every file the command could read or write: this case's and the shared fixtures'
+    before = {p: p.read_bytes() for root in (tmp_path, fx["root"]) for p in root.rglob("*") if p.is_file()}
     capsys.readouterr()
     code = main([a.format(**subs) for a in argv])
     out, err = capsys.readouterr()

@@ -73,8 +73,10 @@ def test_select_width_write_copies_a_shipped_recipe_refuses_a_read_only_one(tmp_
     assert (RECIPES_DIR / "quickstart_student.yaml").read_bytes() == shipped
     assert load_recipe(tmp_path / "quickstart_student.yaml").train.widths == (0.375,)
     assert "edgesr train quickstart_student.yaml" in capsys.readouterr().err
+    mine = (tmp_path / "quickstart_student.yaml").read_bytes()
     assert main(_select("--recipe", "quickstart_student", "--write", *plot)) == 1  # the copy exists
-    assert "--write quickstart_student.yaml" in capsys.readouterr().err
+    assert "--recipe quickstart_student.yaml --write" in " ".join(capsys.readouterr().err.split())
+    assert (tmp_path / "quickstart_student.yaml").read_bytes() == mine  # the user's copy untouched
 
     locked = tmp_path / "locked.yaml"
     locked.write_bytes(shipped)

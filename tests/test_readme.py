@@ -77,6 +77,8 @@ def _tracked(root: Path) -> dict[str, str]:
     return {n: hashlib.sha256((root / n).read_bytes()).hexdigest() for n in names if (root / n).is_file()}
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git to list the tracked files")
 def test_readme_commands_run_as_written(tmp_path):
     """About 12 minutes on 2 cores: the quickstart and every export, sweep and QAT line of the README."""
@@ -95,7 +97,8 @@ def test_readme_commands_run_as_written(tmp_path):
         if needs is not None or command is None:
             listed.append((line, needs or "this test suite itself"))
             continue
-        proc = subprocess.run(["bash", "-c", command], cwd=copy, env=env, capture_output=True, text=True)
+        proc = subprocess.run(["bash", "-c", command], cwd=copy, env=env, capture_output=True, text=True,
+                              timeout=1200)  # fmt: skip
         failed = f"README line failed: {line}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
         assert proc.returncode == 0, failed
         ran.append(line)

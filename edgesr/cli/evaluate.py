@@ -184,12 +184,14 @@ def _upscale(args: argparse.Namespace, console: Console) -> int:
     image = read_image(source, exif_orientation=True)  # as the phone showed it
     if args.artifact is not None:
         up = artifact_upscaler(args.artifact, args.threads, trust=args.trust_artifact)
-        if up.input_hw is not None and 2 * args.overlap >= min(up.input_hw):
+        # an axis the image spans in more than one window needs 2*overlap < the window there
+        tiled = [n for n, size in zip(up.input_hw or (), image.shape[:2], strict=False) if size > n]
+        if tiled and 2 * args.overlap >= min(tiled):
             h, w = up.input_hw
             raise UsageError(
-                f"{args.artifact}: its manifest gives a fixed {h}x{w} input, too small for --overlap "
-                f"{args.overlap} (need 2*overlap < {min(h, w)}): pass a smaller --overlap, or re-export "
-                "with a larger --input"
+                f"{args.artifact}: its manifest gives a fixed {h}x{w} input, too small to tile this image "
+                f"with --overlap {args.overlap} (need 2*overlap < {min(tiled)}): pass a smaller "
+                "--overlap, or re-export with a larger --input"
             )
     else:
         up = checkpoint_upscaler(args.checkpoint, args.width)

@@ -149,6 +149,8 @@ def _inspect(args: argparse.Namespace, console: Console) -> int:
     state = check_artifact(manifest, path)
     if state != "ok":
         problem = "is missing" if state == "missing" else "no longer matches its manifest's sha256"
-        console.print(f"error: {manifest['artifact']['file']} {problem}: re-export it", style="red")
+        console.print(
+            f"error: {manifest['artifact']['file']} {problem}: re-export it", style="red", markup=False
+        )
         return 1
     return 0

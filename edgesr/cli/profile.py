@@ -216,6 +216,7 @@ def _run(args: argparse.Namespace, device: Any, res: Any) -> Any:
             args.artifact, args.target, res, threads, args.warmup, args.runs, trust=args.trust_artifact
         )
     if device.transport == "adb":
+        from edgesr.export.manifest import checked_artifact, manifest_path
         from edgesr.profile.adb import Adb, profile_android
         from edgesr.profile.ingest import attach_manifest, manifest_resolution
 
@@ -224,6 +225,8 @@ def _run(args: argparse.Namespace, device: Any, res: Any) -> Any:
                 "--benchmark-binary is needed on Android: benchmark_model (.tflite) or "
                 "executor_runner (.pte) built for the phone"
             )
+        if manifest_path(args.artifact).is_file():  # the file the phone runs is the one exported
+            checked_artifact(args.artifact, args.trust_artifact)
         runtime = {".tflite": "litert", ".pte": "executorch"}.get(args.artifact.suffix)
         delegate = args.delegate or (device.runtime(runtime).delegates[0] if runtime else "xnnpack")
         # a fixed-shape artifact runs at its exported size, whatever the device's default
@@ -338,10 +341,11 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
         out = Path(args.write) if args.write is not True else None
         if out is None and path.resolve() != Path(args.recipe).resolve():  # a shipped recipe by name
             out = Path(f"{args.recipe}.yaml")
-            if out.exists():
-                raise OutputExistsError(
-                    f"{out} exists; name the file to edit (--write {out}) or another (--write NEW.yaml)"
-                )
+        if out is not None and out.exists() and out.resolve() != path.resolve():
+            raise OutputExistsError(
+                f"{out} exists (an earlier copy?); to set its width run select-width with --recipe {out} "
+                "--write, or write a new file (--write NEW.yaml)"
+            )
         old, _ = write_recipe_width(path, c.width, out)
         console.print(f"wrote {out or path}: train.widths [{old:g}] -> [{c.width:g}]")
         if out is not None and out != path:

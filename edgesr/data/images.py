@@ -26,9 +26,6 @@ __all__ = [
 # a few hundred bytes: a decompression bomb). 2^28 = 268 megapixels: above the largest phone
 # cameras (200 MP) and any SR data set. Raise it with EDGESR_MAX_PIXELS for genuine larger images.
 MAX_PIXELS = 1 << 28
-# edgesr checks the size itself, with the limit above and a message naming the file; Pillow's own
-# check (a warning at 89 MP, an error with a bare traceback at 179 MP) would fire first.
-Image.MAX_IMAGE_PIXELS = None
 
 
 def max_pixels() -> int:
@@ -38,7 +35,9 @@ def max_pixels() -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise DataError(f"EDGESR_MAX_PIXELS={raw!r}: expected a whole number of pixels") from None
+        value = 0
+    if value <= 0:
+        raise DataError(f"EDGESR_MAX_PIXELS={raw!r}: expected a whole number of pixels above 0")
     return value
 
 _GREY_8BIT = {"1", "L"}
@@ -60,12 +59,17 @@ def _open(path: Path) -> Image.Image:
         raise ImageError(path, "file not found")
     if not path.is_file():
         raise ImageError(path, "not a file")
+    # edgesr checks the size itself below, with its limit and a message naming the file; Pillow's own
+    # check (a warning at 89 MP, an error with a bare traceback at 179 MP) is off for this call only
+    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         img = Image.open(path)
     except UnidentifiedImageError as exc:
         raise ImageError(path, "not a recognised image file (corrupt, or not an image)") from exc
     except OSError as exc:
         raise ImageError(path, f"cannot open: {exc}") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
     w, h = img.size
     if w * h > (limit := max_pixels()):
         img.close()

@@ -185,6 +185,9 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
                 "or cut short: re-export the artifact (edgesr export) to get a complete one"
             )
     shape = manifest["input"]["shape"]
+    name = manifest["artifact"]["file"]
+    if name in ("", ".", "..") or Path(name).name != name:
+        raise ManifestError(f"{mpath}: artifact.file {name!r} is not a file name; re-export the artifact")
     fixed = not manifest["input"].get("dynamic")
     if len(shape) != 4 or (fixed and not all(isinstance(v, int) and v > 0 for v in shape)):
         raise ManifestError(f"{mpath}: input.shape {shape} is not N, C, H, W; re-export the artifact")
@@ -227,8 +230,8 @@ def guarded(path: Path, what: str, fn: Any) -> Any:
         except Exception as e:  # each runtime raises its own types (ORT Fail, RuntimeError, ...)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ArtifactError(
-                f"{path}: {what} failed ({first[:300]}); the artifact is truncated or corrupt, or its "
-                "manifest does not describe it: re-export it (edgesr export)"
+                f"{path}: {what} failed: {first[:300]}; if the artifact is truncated or corrupt, or its "
+                "manifest was edited, re-export it (edgesr export)"
             ) from e
 
     return call

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from edgesr.errors import CheckpointError
-from edgesr.files import atomic_path, atomic_write_text, is_no_space, no_space_message
+from edgesr.files import atomic_path, atomic_write_text, is_no_space, mount_point, no_space_message
 from edgesr.models import build_model, materialize
 from edgesr.models.official import load_official, torch_load_safely
 
@@ -121,22 +121,43 @@ def save_checkpoint(
             save_file(tensors, tmp / WEIGHTS, metadata=meta.to_strings())
             if training_state is not None:
                 torch.save(training_state, tmp / STATE)
-        atomic_write_text(ckpt_root / "latest", name + "\n")
     except Exception as e:  # a full disk: OSError, torch.save's RuntimeError, safetensors' own error
-        # weights + Adam's two moments: the size a checkpoint of this model takes, within a few %
-        need = sum(t.numel() * t.element_size() for t in tensors.values()) * (3 if training_state else 1)
-        full = no_space_message(ckpt_root, need) or (is_no_space(e) and f"no space left ({e})")
-        if not full and not isinstance(e, OSError):
-            raise
-        last = (ckpt_root / "latest").read_text().strip() if (ckpt_root / "latest").is_file() else None
-        kept = f"the last good checkpoint, {ckpt_root / last}, is kept" if last else "no earlier checkpoint"
-        run = ckpt_root.parent if ckpt_root.name == "checkpoints" else "RUN_DIR"
-        todo = f"free space, then continue with `edgesr train --resume {run}`" if full else "see the cause"
-        raise CheckpointError(f"{ckpt_root / name}: not written: {full or e}; {kept}; {todo}") from e
+        raise _not_written(ckpt_root, name, tensors, training_state, e) from e
+    try:
+        atomic_write_text(ckpt_root / "latest", name + "\n")
+    except OSError as e:
+        raise CheckpointError(
+            f"{ckpt_root / name} was written but {ckpt_root / 'latest'} could not be pointed at it "
+            f"({e.strerror}); the run resumes from the previous checkpoint until it is"
+        ) from e
     old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and p.name != name)
     for p in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)
     return ckpt_root / name
+
+
+# How each writer reports a full disk: OSError ENOSPC, torch.save "[enforce fail at
+# inline_container.cc] ... unexpected pos", safetensors "No space left on device (os error 28)".
+_FULL_DISK_TEXT = ("No space left", "os error 28", "unexpected pos")
+
+
+def _not_written(ckpt_root: Path, name: str, tensors: dict, training_state: Any, e: Exception) -> Exception:
+    """The error for a checkpoint that could not be written: a full disk named with the space a
+    checkpoint needs; anything else that is not an OSError is re-raised as the bug it is."""
+    # weights + Adam's two moments: the size a checkpoint of this model takes, within a few %
+    need = sum(t.numel() * t.element_size() for t in tensors.values()) * (3 if training_state else 1)
+    full = is_no_space(e) or any(text in str(e) for text in _FULL_DISK_TEXT)
+    if not full and not isinstance(e, OSError):
+        return e
+    last = (ckpt_root / "latest").read_text().strip() if (ckpt_root / "latest").is_file() else None
+    kept = f"the last good checkpoint, {ckpt_root / last}, is kept" if last else "no earlier checkpoint"
+    if full:
+        why = no_space_message(ckpt_root, need) or f"no space left on {mount_point(ckpt_root)}"
+        run = ckpt_root.parent if ckpt_root.name == "checkpoints" else "RUN_DIR"
+        todo = f"free space, then continue with `edgesr train --resume {run}`"
+    else:
+        why, todo = str(e), "fix the cause above and resume"
+    return CheckpointError(f"{ckpt_root / name}: not written: {why}; {kept}; {todo}")
 
 
 def convert_official(src: str | Path, dst: str | Path, **kwargs: Any) -> Path:
@@ -162,9 +183,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if path.is_file():
         if path.suffix != ".safetensors":
             raise CheckpointError(
-                f"{path}: expected an edgesr checkpoint (.safetensors, a checkpoint dir or a run dir); a "
-                ".pt/.pth file is read only as an official EDSR/RCAN state dict (train.init), and this "
-                "one is not one (no head.0.weight / tail.1.weight)"
+                f"{path}: expected an edgesr checkpoint (.safetensors, a checkpoint dir or a run dir); "
+                "official EDSR/RCAN .pt/.pth state dicts are read by train.init (or convert one with "
+                "edgesr.train.checkpoint.convert_official)"
             )
         return path
     if (path / WEIGHTS).is_file():

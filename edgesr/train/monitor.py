@@ -5,6 +5,7 @@ Only rank 0 writes; other ranks get a silent monitor.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -118,9 +119,11 @@ class Monitor:
             self._jsonl.flush()
 
     def close(self) -> None:
+        """Close what is open; a failing close (a full disk flushing the last records) must not hide
+        the error that ended the run, so it is ignored here."""
         if self._progress is not None:
             self._progress.stop()
-        if self._tb is not None:
-            self._tb.close()
-        if self._jsonl is not None:
-            self._jsonl.close()
+        for handle in (self._tb, self._jsonl):
+            if handle is not None:
+                with contextlib.suppress(OSError):
+                    handle.close()

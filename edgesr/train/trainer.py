@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from edgesr.data import TrainPatches, build_train_loader, eval_sets, open_dataset
-from edgesr.errors import CheckpointError, Interrupted
+from edgesr.errors import CheckpointError, EdgesrError, Interrupted
 from edgesr.evaluate import EvalRow, bicubic_rows, evaluate, psnr_by_width
 from edgesr.files import LOCK_NAME, atomic_write_text, is_no_space, mount_point, owned_dir
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, recipe_hash
@@ -112,6 +112,20 @@ def _new_run_dir(recipe: Recipe, run_dir: Path | None) -> Path:
     return run_dir
 
 
+def _on_main(dist: _Dist, check: Any) -> None:
+    """Run `check` on rank 0; if it raises a user error, every rank raises it (none is left waiting
+    in a collective for a rank that stopped)."""
+    refused: EdgesrError | None = None
+    if dist.main:
+        try:
+            check()
+        except EdgesrError as e:
+            refused = e
+    message = dist.from_main(None if refused is None else str(refused))
+    if message is not None:
+        raise refused if refused is not None else TrainingError(message)
+
+
 def _refuse_used(run_dir: Path) -> None:
     """A new run owns an empty directory (its lock file aside); checked while holding the lock."""
     if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
@@ -183,6 +197,14 @@ def train(
     dist = _init_distributed()
     t = recipe.train
     torch.manual_seed(recipe.seed)
+    run_dir = Path(run_dir) if resume else dist.from_main(_new_run_dir(recipe, run_dir and Path(run_dir)))
+    if not resume and run_dir.exists():  # fail before minutes of set-up; checked again under the lock
+
+        def probe() -> None:
+            with owned_dir(run_dir):
+                _refuse_used(run_dir)
+
+        _on_main(dist, probe)
 
     # Everything that can reject the user's input happens before the run directory exists.
     train_pairs = open_dataset(recipe.data.train, recipe.scale, recipe.data.cache_dir)
@@ -207,21 +229,44 @@ def train(
         opt, milestones=list(t.optim.milestones), gamma=t.optim.gamma
     )
     rhash = recipe_hash(recipe)
-    run_dir = Path(run_dir) if resume else dist.from_main(_new_run_dir(recipe, run_dir and Path(run_dir)))
     with contextlib.ExitStack() as owned:
-        if dist.main:  # one writer per run directory, for the whole run
+
+        def take() -> None:  # one writer per run directory, for the whole run
             owned.enter_context(owned_dir(run_dir))
+            if not resume:
+                _refuse_used(run_dir)
+
+        _on_main(dist, take)
         if resume:
             start = _resume(run_dir, rhash, saved, opt, sched, objective, dist, console)
         else:
             start = 0
             if dist.main:
-                _refuse_used(run_dir)
                 atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
         _status(run_dir, dist, "running", step=start)
         dist.barrier()
-        return _loop(recipe, run_dir, dist, objective, opt, sched, params, train_set, val_sets,
-                     mat_width, rhash, start, stop_at, console)  # fmt: skip
+        at = {"step": start}  # the step reached, for the status of a run that ends in an error
+        try:
+            return _loop(recipe, run_dir, dist, objective, opt, sched, params, train_set, val_sets,
+                         mat_width, rhash, start, stop_at, console, at)  # fmt: skip
+        except TrainingError as e:
+            if run_status(run_dir) != "diverged":  # a divergence already said so, with its loss terms
+                _status(run_dir, dist, "failed", step=at["step"], reason=str(e))
+            raise
+        except KeyboardInterrupt:
+            reason = "interrupted twice: stopped at once, without a checkpoint"
+            _status(run_dir, dist, "stopped", step=at["step"], reason=reason)
+            raise
+        except BaseException as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if is_no_space(e):
+                reason = f"{run_dir}: no space left on {mount_point(run_dir)} ({e})"
+            _status(run_dir, dist, "failed", step=at["step"], reason=reason)
+            if is_no_space(e):
+                raise TrainingError(
+                    f"{reason}; free space, then continue with `edgesr train --resume {run_dir}`"
+                ) from e
+            raise
 
 
 def _resume(run_dir, rhash, saved, opt, sched, objective, dist, console) -> int:  # noqa: ANN001
@@ -255,7 +300,7 @@ def _resume(run_dir, rhash, saved, opt, sched, objective, dist, console) -> int:
 
 
 def _loop(recipe, run_dir, dist, objective, opt, sched, params, train_set, val_sets,  # noqa: ANN001
-          mat_width, rhash, start, stop_at, console) -> TrainResult:  # fmt: skip
+          mat_width, rhash, start, stop_at, console, at) -> TrainResult:  # fmt: skip
     t = recipe.train
     saved = objective.net
     use_cuda = dist.device.type == "cuda"
@@ -296,6 +341,7 @@ def _loop(recipe, run_dir, dist, objective, opt, sched, params, train_set, val_s
         with stop:
             objective.train()
             for step, batch in enumerate(loader, start=start + 1):
+                at["step"] = step
                 lr_img = batch["lr"].to(dist.device, non_blocking=True)
                 hr = batch["hr"].to(dist.device, non_blocking=True)
                 with autocast:
@@ -329,21 +375,6 @@ def _loop(recipe, run_dir, dist, objective, opt, sched, params, train_set, val_s
                     _checkpoint(run_dir, objective, meta, step, opt, sched, rhash, dist)  # stops save too
                 if step >= end or not go_on:
                     break
-    except TrainingError:
-        raise  # the status already says why (diverged)
-    except KeyboardInterrupt:
-        _status(run_dir, dist, "stopped", step=step, reason="interrupted twice: stopped without a checkpoint")
-        raise
-    except BaseException as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if is_no_space(e):
-            reason = f"{run_dir}: no space left on {mount_point(run_dir)} ({e})"
-        _status(run_dir, dist, "failed", step=step, reason=reason)
-        if is_no_space(e):
-            raise TrainingError(
-                f"{reason}; free space, then continue with `edgesr train --resume {run_dir}`"
-            ) from e
-        raise
     finally:
         monitor.close()
         del loader
@@ -403,10 +434,15 @@ def _checkpoint(
 
 
 def _status(run_dir: Path, dist: _Dist, state: str, **info: Any) -> None:
-    if dist.main:
-        atomic_write_text(
-            run_dir / "status.json", json.dumps({"state": state, "time": time.time(), **info}, indent=2)
-        )
+    if not dist.main:
+        return
+    text = json.dumps({"state": state, "time": time.time(), **info}, indent=2)
+    if state in ("failed", "stopped") and "reason" in info:
+        # reporting an error: a full disk that refuses this small write too must not hide it
+        with contextlib.suppress(OSError):
+            atomic_write_text(run_dir / "status.json", text)
+        return
+    atomic_write_text(run_dir / "status.json", text)
 
 
 def run_status(run_dir: Path) -> str | None:

@@ -102,21 +102,23 @@ def test_the_lock_dies_with_its_process(tiny_photos, tmp_path):
         pass
 
 
-def test_sigint_finishes_the_step_saves_and_says_stopped_then_resume_equals_uninterrupted(tiny_photos, tmp_path):
-    """Before: status.json stayed "running" and the steps since the last checkpoint were lost."""
+def test_ctrl_c_finishes_the_step_saves_says_stopped_and_resume_equals_uninterrupted(tiny_photos, tmp_path):
+    """Before: status.json stayed "running" and the steps since the last checkpoint were lost.
+    Ctrl-C reaches the whole process group, the data loader's worker too: sent so here."""
     recipe = _recipe(tmp_path, tiny_photos, steps=300, every=1000, workers=1)
     full, run = tmp_path / "full", tmp_path / "run"
     done = subprocess.run(_cmd(str(recipe), "--run-dir", str(full)), env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     proc = subprocess.Popen(_cmd(str(recipe), "--run-dir", str(run)), env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                            start_new_session=True, **pipes)  # fmt: skip
 
     def logged_steps() -> int:
         log = run / "log.jsonl"
         return len(log.read_text().splitlines()) if log.is_file() else 0
 
     _wait_for(lambda: logged_steps() >= 5, proc)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # the trainer and its data-loader worker, as a terminal does
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
     status = _status(run)
@@ -172,9 +174,9 @@ def test_plain_progress_lines_come_by_time_not_only_by_step(tiny_photos, tmp_pat
     """Before: with log_every 100 and no terminal, the first line came after 100 steps."""
     from edgesr.train.monitor import Monitor
 
-    recipe = _recipe(tmp_path, tiny_photos, steps=3, every=3).read_text().replace("log_every: 1", "log_every: 100")
     path = tmp_path / "quiet.yaml"
-    path.write_text(recipe)
+    recipe = _recipe(tmp_path, tiny_photos, steps=3, every=3).read_text()
+    path.write_text(recipe.replace("log_every: 1", "log_every: 100"))
     monkeypatch.setattr(Monitor, "PLAIN_EVERY_S", 0.0)
     assert main(["train", str(path), "--run-dir", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
@@ -199,7 +201,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_a_full_disk_mid_checkpoint_keeps_the_last_good_one_and_says_so(tiny_photos, tmp_path, small_disk, capsys):
+def test_a_full_disk_mid_checkpoint_keeps_the_last_good_one(tiny_photos, tmp_path, small_disk, capsys):
     """Before: a half-written staging folder, status "running", and
     `[enforce fail at inline_container.cc:672] . unexpected pos`."""
     # 32 channels x 2 blocks: a checkpoint (weights + Adam moments) is about 0.55 MB, so the first
