@@ -97,6 +97,7 @@ def test_readme_commands_run_as_written(tmp_path):
         if needs is not None or command is None:
             listed.append((line, needs or "this test suite itself"))
             continue
+        print(f"README line: {line}", file=sys.stderr, flush=True)  # shown with -s, or on a failure
         proc = subprocess.run(["bash", "-c", command], cwd=copy, env=env, capture_output=True, text=True,
                               timeout=1200)  # fmt: skip
         failed = f"README line failed: {line}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
