@@ -89,7 +89,9 @@ def load_teacher(path: str, model: nn.Module) -> nn.Module:
             f"train.init={path}: no such run directory or checkpoint; this recipe starts from a trained "
             "teacher: train one there first (its recipe's header says which), or set train.init=PATH"
         )
-    if is_official_checkpoint(path):
+    # a file that is not .safetensors can only be an official checkpoint: reading it as one says
+    # why it cannot be used (pickled objects refused, truncated, not an EDSR/RCAN state dict)
+    if is_official_checkpoint(path) or (Path(path).is_file() and Path(path).suffix != ".safetensors"):
         official, _ = load_official(
             path, arch=model.arch["name"], scale=model.scale, res_scale=model.arch["args"].get("res_scale")
         )
