@@ -61,7 +61,7 @@ def test_missing_and_wrong_paths(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
         resolve_checkpoint(tmp_path / "nope")
     (tmp_path / "weights.pth").write_bytes(b"x")
-    with pytest.raises(CheckpointError, match="expected a .safetensors"):
+    with pytest.raises(CheckpointError, match="expected an edgesr checkpoint"):
         resolve_checkpoint(tmp_path / "weights.pth")
     with pytest.raises(CheckpointError, match="no model.safetensors"):
         resolve_checkpoint(tmp_path)
