@@ -65,3 +65,81 @@ def checkpoint_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(ckpt, "safe_open", counting)
     return opened
+
+
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 that serves `files` (name -> bytes) to the code under test.
+
+    Knobs a test turns: `ranges = False` makes it ignore `Range` (answer 200 with the whole file);
+    `drop_after[name] = n` makes the next answer for `name` close the connection after n bytes of
+    the body (it then serves normally); `status[name] = [503, 503]` answers those statuses to the
+    next requests for `name`, one each, then serves it.
+    `requests` records (path, Range header or None) for every GET.
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.files: dict[str, bytes] = {}
+        self.ranges = True
+        self.drop_after: dict[str, int] = {}
+        self.status: dict[str, list[int]] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # keep pytest output clean
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+                name = self.path.lstrip("/")
+                rng = self.headers.get("Range")
+                server.requests.append((name, rng))
+                if server.status.get(name):
+                    self.send_error(server.status[name].pop(0))
+                    return
+                if name not in server.files:
+                    self.send_error(404)
+                    return
+                data, start = server.files[name], 0
+                if rng and server.ranges:
+                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if name in server.drop_after:
+                    self.wfile.write(body[: server.drop_after.pop(name)])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        self.base = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def loopback_server():
+    """A `LoopbackServer` on 127.0.0.1 for code that downloads (nothing in tests reaches the internet)."""
+    server = LoopbackServer()
+    yield server
+    server.close()

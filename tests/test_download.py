@@ -1,0 +1,109 @@
+"""edgesr.download against a loopback server: resume, servers without Range, retries, 4xx, checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from edgesr.download import ChecksumError, DownloadError, download, part_path
+
+DATA = os.urandom(300_000)
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+def test_fetches_verifies_and_reports_progress(loopback_server, tmp_path):
+    loopback_server.files["a.zip"] = DATA
+    seen: list[tuple[int, int | None]] = []
+    got = download(loopback_server.url("a.zip"), tmp_path / "a.zip", size=len(DATA), sha256=SHA,
+                   progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+    assert (tmp_path / "a.zip").read_bytes() == DATA
+    assert got.fetched and got.sha256 == SHA and got.resumed_from == 0
+    assert not part_path(tmp_path / "a.zip").exists()
+    assert seen[-1] == (len(DATA), len(DATA))
+
+
+def test_cut_download_resumes_with_range(loopback_server, tmp_path):
+    loopback_server.files["a.zip"] = DATA
+    loopback_server.drop_after["a.zip"] = 100_000  # the server closes the connection mid-way
+    got = download(loopback_server.url("a.zip"), tmp_path / "a.zip", size=len(DATA), sha256=SHA, backoff_s=0)
+    assert (tmp_path / "a.zip").read_bytes() == DATA
+    assert loopback_server.requests == [("a.zip", None), ("a.zip", "bytes=100000-")]
+    assert got.resumed_from == 0
+
+
+def test_partial_file_from_an_earlier_run_is_continued(loopback_server, tmp_path):
+    loopback_server.files["a.zip"] = DATA
+    part_path(tmp_path / "a.zip").write_bytes(DATA[:123_456])
+    got = download(loopback_server.url("a.zip"), tmp_path / "a.zip", size=len(DATA), sha256=SHA)
+    assert got.resumed_from == 123_456
+    assert loopback_server.requests == [("a.zip", "bytes=123456-")]
+    assert (tmp_path / "a.zip").read_bytes() == DATA
+
+
+def test_server_without_range_support_restarts_from_zero(loopback_server, tmp_path):
+    loopback_server.files["a.zip"] = DATA
+    loopback_server.ranges = False
+    part_path(tmp_path / "a.zip").write_bytes(b"x" * 5000)  # stale bytes must not survive
+    download(loopback_server.url("a.zip"), tmp_path / "a.zip", size=len(DATA), sha256=SHA)
+    assert (tmp_path / "a.zip").read_bytes() == DATA
+
+
+def test_without_range_a_server_that_always_drops_gives_up(loopback_server, tmp_path):
+    loopback_server.files["a.zip"] = DATA
+    loopback_server.ranges = False
+
+    class AlwaysDrop(dict):  # every answer is cut at 1000 bytes
+        def __contains__(self, key: object) -> bool:
+            return True
+
+        def pop(self, key, default=None):  # type: ignore[override]
+            return 1000
+
+    loopback_server.drop_after = AlwaysDrop()
+    with pytest.raises(DownloadError, match=r"a\.zip: the connection closed early \(2 retries\)"):
+        download(loopback_server.url("a.zip"), tmp_path / "a.zip", size=len(DATA), retries=2, backoff_s=0)
+    assert not (tmp_path / "a.zip").exists()
+
+
+def test_checksum_mismatch_keeps_the_download_and_names_both_hashes(loopback_server, tmp_path):
+    loopback_server.files["a.zip"] = DATA
+    wrong = "0" * 64
+    with pytest.raises(ChecksumError) as e:
+        download(loopback_server.url("a.zip"), tmp_path / "a.zip", size=len(DATA), sha256=wrong)
+    assert f"expected {wrong}, got {SHA}" in str(e.value) and "a.zip" in str(e.value)
+    assert not (tmp_path / "a.zip").exists()
+    assert part_path(tmp_path / "a.zip").read_bytes() == DATA  # kept for inspection
+
+
+def test_existing_file_is_verified_not_overwritten(loopback_server, tmp_path):
+    (tmp_path / "a.zip").write_bytes(b"the user's own file")
+    with pytest.raises(ChecksumError, match="left as it is"):
+        download(loopback_server.url("a.zip"), tmp_path / "a.zip", sha256=SHA)
+    assert (tmp_path / "a.zip").read_bytes() == b"the user's own file"
+    assert loopback_server.requests == []
+
+
+def test_404_is_final_and_names_the_url(loopback_server, tmp_path):
+    with pytest.raises(DownloadError, match=r"missing\.zip: the server answered HTTP 404.*--mirror"):
+        download(loopback_server.url("missing.zip"), tmp_path / "m.zip", backoff_s=0)
+    assert len(loopback_server.requests) == 1  # no retries on a 4xx
+
+
+def test_5xx_is_retried(loopback_server, tmp_path):
+    loopback_server.files["a.zip"] = DATA
+    loopback_server.status["a.zip"] = [503, 502]  # the service comes back at the third try
+    download(loopback_server.url("a.zip"), tmp_path / "a.zip", sha256=SHA, backoff_s=0)
+    assert (tmp_path / "a.zip").read_bytes() == DATA and len(loopback_server.requests) == 3
+
+
+def test_unreachable_server_gives_up_after_the_retries(tmp_path):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    with pytest.raises(DownloadError, match=r"cannot connect .*\(1 retries\).*continues from there"):
+        download(f"http://127.0.0.1:{port}/a.zip", tmp_path / "a.zip", retries=1, backoff_s=0)
