@@ -21,6 +21,7 @@ size pinned next to the hash), plus the resume they lack.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import time
@@ -32,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesr.errors import DataError
-from edgesr.files import sha256_file
 
 __all__ = ["ChecksumError", "DownloadError", "Downloaded", "download", "part_path"]
 
@@ -71,6 +71,7 @@ def download(
     *,
     size: int | None = None,
     sha256: str | None = None,
+    md5: str | None = None,
     progress: Progress | None = None,
     retries: int = 5,
     backoff_s: float = 1.0,
@@ -78,12 +79,13 @@ def download(
 ) -> Downloaded:
     """Download `url` to `dest`, resuming a partial download, and verify it (see the module doc).
 
-    `size` and `sha256` are checked when given; without them the file is only as trustworthy as
+    `size`, `sha256` and `md5` are checked when given (md5 only where the one public source of a
+    file's checksum published nothing stronger); without them the file is only as trustworthy as
     the server, and the returned sha256 is what the caller should record.
     """
     dest = Path(dest)
     if dest.exists():
-        digest = _verify(dest, dest, size, sha256, kept="it is left as it is")
+        digest = _verify(dest, dest, size, sha256, md5, kept="it is left as it is")
         return Downloaded(dest, digest, dest.stat().st_size, fetched=False)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
@@ -111,7 +113,7 @@ def download(
                 f"{part} and the next run continues from there"
             )
         time.sleep(backoff_s * 2 ** (failures - 1))
-    digest = _verify(part, dest, size, sha256, kept=f"the download is kept at {part} for inspection")
+    digest = _verify(part, dest, size, sha256, md5, kept=f"the download is kept at {part} for inspection")
     os.replace(part, dest)
     return Downloaded(dest, digest, dest.stat().st_size, fetched=True, resumed_from=start)
 
@@ -184,15 +186,22 @@ def _fetch_into(url: str, part: Path, size: int | None, progress: Progress | Non
     return True
 
 
-def _verify(path: Path, name: Path, size: int | None, sha256: str | None, *, kept: str) -> str:
+def _verify(
+    path: Path, name: Path, size: int | None, sha256: str | None, md5: str | None, *, kept: str
+) -> str:
     got = path.stat().st_size
     if size is not None and got != size:
         raise ChecksumError(f"{name.name}: {got} bytes, expected {size}; {kept}")
-    digest = sha256_file(path)
-    if sha256 is not None and digest != sha256.lower():
-        raise ChecksumError(
-            f"{name.name}: sha256 mismatch: expected {sha256.lower()}, got {digest}; {kept} "
-            "(delete it and run again to download it afresh, or check the mirror)"
-        )
-    return digest
-
+    hashes = {"sha256": hashlib.sha256(), "md5": hashlib.md5(usedforsecurity=False)}
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            for h in hashes.values():
+                h.update(block)
+    for algo, want in (("sha256", sha256), ("md5", md5)):
+        have = hashes[algo].hexdigest()
+        if want is not None and have != want.lower():
+            raise ChecksumError(
+                f"{name.name}: {algo} mismatch: expected {want.lower()}, got {have}; {kept} "
+                "(delete it and run again to download it afresh, or check the mirror)"
+            )
+    return hashes["sha256"].hexdigest()

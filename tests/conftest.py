@@ -125,7 +125,9 @@ class LoopbackServer:
                 self.wfile.write(body)
 
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         self.base = f"http://127.0.0.1:{self._httpd.server_address[1]}"
 

@@ -77,6 +77,15 @@ def test_checksum_mismatch_keeps_the_download_and_names_both_hashes(loopback_ser
     assert part_path(tmp_path / "a.zip").read_bytes() == DATA  # kept for inspection
 
 
+def test_md5_is_checked_where_only_md5_is_published(loopback_server, tmp_path):
+    loopback_server.files["a.tar"] = DATA
+    md5 = hashlib.md5(DATA).hexdigest()
+    with pytest.raises(ChecksumError, match=r"a\.tar: md5 mismatch: expected f+, got " + md5):
+        download(loopback_server.url("a.tar"), tmp_path / "a.tar", md5="f" * 32)
+    got = download(loopback_server.url("a.tar"), tmp_path / "b.tar", md5=md5)
+    assert got.sha256 == SHA
+
+
 def test_existing_file_is_verified_not_overwritten(loopback_server, tmp_path):
     (tmp_path / "a.zip").write_bytes(b"the user's own file")
     with pytest.raises(ChecksumError, match="left as it is"):

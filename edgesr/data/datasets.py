@@ -20,6 +20,7 @@ from PIL import Image, PngImagePlugin
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from edgesr.data.bicubic import degrade, modcrop
+from edgesr.data.catalog import resolve
 from edgesr.data.images import image_size, read_image, to_tensor
 from edgesr.data.pairs import DatasetError, ImagePair, default_cache_dir, find_pairs
 from edgesr.data.samples import SPLITS, builtin_pairs
@@ -47,7 +48,8 @@ def open_dataset(
     cache_dir: str | os.PathLike[str] | None = None,
     split_hint: str | None = None,
 ) -> list[ImagePair]:
-    """Pairs for a dataset spec: a folder path, or `builtin:train` / `builtin:val` / `builtin:smooth`."""
+    """Pairs for a dataset spec: a folder path, `builtin:train` / `builtin:val` / `builtin:smooth`,
+    or a catalog name (`div2k`, `set5`, ...: its folder under the data root, see `data.catalog`)."""
     if spec.startswith("builtin:"):
         split = spec.removeprefix("builtin:")
         if split not in SPLITS:
@@ -55,6 +57,9 @@ def open_dataset(
                 f"{spec}: unknown built-in set; use {', '.join('builtin:' + s for s in SPLITS)}"
             )
         return builtin_pairs(split, cache_dir)  # type: ignore[arg-type]
+    if (named := resolve(spec)) is not None:
+        folder, split = named
+        return find_pairs(folder, scale, split_hint or split)
     return find_pairs(spec, scale, split_hint)
 
 
