@@ -20,7 +20,7 @@ from PIL import Image, PngImagePlugin
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from edgesr.data.bicubic import degrade, modcrop
-from edgesr.data.catalog import resolve
+from edgesr.data.catalog import DATASETS, resolve
 from edgesr.data.images import image_size, read_image, to_tensor
 from edgesr.data.pairs import DatasetError, ImagePair, default_cache_dir, find_pairs
 from edgesr.data.samples import SPLITS, builtin_pairs
@@ -67,6 +67,8 @@ def dataset_name(spec: str) -> str:
     """Display name of a data set: `builtin:val` -> `val`, `bench/Set5/HR` -> `Set5`, else the folder name."""
     if spec.startswith("builtin:"):
         return spec.split(":", 1)[1]
+    if (entry := DATASETS.get(spec.lower())) is not None and entry.path and not Path(spec).is_dir():
+        return Path(entry.path).name  # set5 -> Set5, as the papers' tables write it
     path = Path(spec)
     return path.parent.name if path.name in ("HR", "hr") and path.parent.name else path.name
 
