@@ -24,6 +24,7 @@ examples:
   edgesr export runs/quickstart/student --target all
   edgesr profile sweep runs/quickstart/student --device host --target onnx
   edgesr select-width --device host --budget-ms 33.3 --recipe quickstart_student
+  edgesr data fetch div2k benchmarks                # DIV2K + Set5/Set14/B100/Urban100, verified
   edgesr recipes ls
   edgesr recipes validate recipes/*.yaml
   edgesr bench distill --preset cpu --seeds 0 1 --out docs/bench/distill_cpu
