@@ -4,7 +4,8 @@
 `python -m benchmarks quant [--backend xnnpack] [k=v ...]` (float / PTQ / QAT PSNR),
 `python -m benchmarks real-photos [--cache DIR] [--list]` (real photos for quantization evaluation),
 `python -m benchmarks quant-photos STUDENT [--backends ...] [--variants ...]` (int8 drop per real photo),
-`python -m benchmarks quant-layers STUDENT [--backend B] [--images ...]` (per-tensor int8 sensitivity)."""
+`python -m benchmarks quant-layers STUDENT [--backend B] [--images ...]` (per-tensor int8 sensitivity),
+`python -m benchmarks loader [--images N] [--folder DIR]` (loader patches/s: 2K vs sub-images)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 from benchmarks import (
     export_latency,
     latency_model,
+    loader,
     quant,
     quant_layers,
     quant_photos,
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     real_photos.add_parser(sub)
     quant_photos.add_parser(sub)
     quant_layers.add_parser(sub)
+    loader.add_parser(sub)
     args = p.parse_args(argv)
     return args.run(args)
 

@@ -53,12 +53,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "prepare", help="once before a GPU run: aligned LR/HR sub-image crops (and LR where none ships)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-        "  edgesr data prepare data/DIV2K --scale 4     # then data.train: data/DIV2K/DIV2K_train_HR_sub\n"
+        "  edgesr data prepare div2k --scale 4      # then data.train: data/DIV2K/DIV2K_train_HR_sub\n"
         "  edgesr data prepare data/Flickr2K/Flickr2K_HR --scale 2 --workers 8",
     )  # fmt: skip
-    p.add_argument("folder", type=Path, help="a data set folder (DIV2K, a DIV2K_*_HR folder, a plain folder)")
+    p.add_argument("folder", help="a catalog name (div2k, flickr2k) or a folder (DIV2K, DIV2K_*_HR, plain)")
     p.add_argument("--scale", type=int, required=True)
-    p.add_argument("--out", type=Path, help="output folder (default: <HR folder>_sub beside it)")
+    p.add_argument("--out", type=Path, help="output (default: DIV2K_train_HR_sub, photos_sub, Set5_sub)")
     p.add_argument("--crop", type=int, default=480, help="HR crop size (default 480, BasicSR's)")
     p.add_argument("--step", type=int, default=240, help="HR crop stride (default 240)")
     p.add_argument("--thresh", type=int, default=48, help="extra edge crop when the remainder exceeds this")
@@ -151,13 +151,16 @@ def _on_disk(d, archives, root: Path, archive_state) -> str:  # noqa: ANN001
 
 
 def _prepare(args: argparse.Namespace, console: Console) -> int:
+    from edgesr.data.catalog import resolve
     from edgesr.data.prepare import prepare
 
+    named = resolve(args.folder)
+    folder = named[0] if named is not None else Path(args.folder)
     columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("prepare", total=None)
         report = prepare(
-            args.folder, args.scale, out=args.out, crop=args.crop, step=args.step, thresh=args.thresh,
+            folder, args.scale, out=args.out, crop=args.crop, step=args.step, thresh=args.thresh,
             workers=args.workers, progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if report.already_done:

@@ -261,3 +261,23 @@ def test_builtin_train_images_are_rgb(tmp_path: Path) -> None:
     for p in pairs:
         img = read_image(p.hr_path)
         assert img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) >= 192
+
+
+def test_preload_budget_streams_a_large_set_with_identical_items(tiny_photos) -> None:
+    pairs = find_pairs(tiny_photos["train"], 2)
+    kept = TrainPatches(pairs, 2, 16, length=6, seed=0)
+    assert kept.preloaded and kept.decoded_bytes == sum(48 * 48 * 3 + 24 * 24 * 3 for _ in pairs)
+    streamed = TrainPatches(pairs, 2, 16, length=6, seed=0, preload_max_bytes=kept.decoded_bytes - 1)
+    assert not streamed.preloaded
+    for i in range(6):  # streaming decodes per item: the same patches, only slower
+        a, b = kept[i], streamed[i]
+        assert torch.equal(a["lr"], b["lr"]) and torch.equal(a["hr"], b["hr"])
+    assert TrainPatches(pairs, 2, 16, length=1, seed=0, preload_max_bytes=kept.decoded_bytes).preloaded
+
+
+def test_recipe_preload_budget_is_checked() -> None:
+    from edgesr.errors import RecipeError
+    from edgesr.recipe import load_recipe, resolve_recipe
+
+    with pytest.raises(RecipeError, match=r"data\.preload_max_gb.*must be >= 0"):
+        load_recipe(resolve_recipe("quickstart_teacher"), ["data.preload_max_gb=-1"])
