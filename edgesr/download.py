@@ -34,7 +34,7 @@ from pathlib import Path
 
 from edgesr.errors import DataError
 
-__all__ = ["ChecksumError", "DownloadError", "Downloaded", "download", "part_path"]
+__all__ = ["ChecksumError", "DownloadError", "Downloaded", "ProgressLines", "download", "part_path"]
 
 Progress = Callable[[int, int | None], None]  # (bytes on disk, total bytes or None)
 
@@ -61,6 +61,25 @@ class Downloaded:
     resumed_from: int = 0  # bytes a previous attempt had left in `dest.part`
 
 
+class ProgressLines:
+    """A `progress` callback for logs (no terminal): a line at the start and at every further 10%
+    (every 50 MB when the size is unknown), so a log shows the transfer is alive and stays short:
+    `download(url, dest, progress=ProgressLines("DIV2K_train_HR.zip", print))`."""
+
+    def __init__(self, label: str, print_fn: Callable[[str], object]) -> None:
+        self.label, self.print_fn, self.shown = label, print_fn, -1
+        self.start = time.monotonic()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        step = min(10, done * 10 // total) if total else done // (50 << 20)
+        if step <= self.shown:
+            return
+        self.shown = step
+        rate = done / max(time.monotonic() - self.start, 1e-9) / 1e6
+        of = f" / {total / 1e6:.1f}" if total else ""
+        self.print_fn(f"downloading {self.label}: {done / 1e6:.1f}{of} MB ({rate:.1f} MB/s)")
+
+
 def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
@@ -76,12 +95,14 @@ def download(
     retries: int = 5,
     backoff_s: float = 1.0,
     timeout_s: float = 60.0,
+    hint: str = "",
 ) -> Downloaded:
     """Download `url` to `dest`, resuming a partial download, and verify it (see the module doc).
 
     `size`, `sha256` and `md5` are checked when given (md5 only where the one public source of a
     file's checksum published nothing stronger); without them the file is only as trustworthy as
-    the server, and the returned sha256 is what the caller should record.
+    the server, and the returned sha256 is what the caller should record. `hint` ends the message
+    of a failed download (e.g. how this caller's users point it at a mirror).
     """
     dest = Path(dest)
     if dest.exists():
@@ -98,7 +119,7 @@ def download(
     failures, best = 0, start
     while size is None or part_size(part) < size:
         try:
-            if _fetch_into(url, part, size, progress, timeout_s):
+            if _fetch_into(url, part, size, progress, timeout_s, hint):
                 break  # the server says the file is complete
             reason = "the connection closed early"
         except _Retryable as e:
@@ -110,7 +131,7 @@ def download(
         if failures > retries:
             raise DownloadError(
                 f"{url}: {reason} ({retries} retries); {part_size(part)} bytes are kept in "
-                f"{part} and the next run continues from there"
+                f"{part} and the next run continues from there" + (f"; {hint}" if hint else "")
             )
         time.sleep(backoff_s * 2 ** (failures - 1))
     digest = _verify(part, dest, size, sha256, md5, kept=f"the download is kept at {part} for inspection")
@@ -136,7 +157,9 @@ def _opener(url: str) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener()
 
 
-def _fetch_into(url: str, part: Path, size: int | None, progress: Progress | None, timeout_s: float) -> bool:
+def _fetch_into(
+    url: str, part: Path, size: int | None, progress: Progress | None, timeout_s: float, hint: str
+) -> bool:
     """One GET from the end of `part`. True when the server says nothing is left to fetch (the
     whole file arrived in this attempt, or a 416 on a complete file); False after a partial
     transfer that brought bytes. Raises `_Retryable` for a transient failure, DownloadError for a
@@ -153,8 +176,7 @@ def _fetch_into(url: str, part: Path, size: int | None, progress: Progress | Non
         if e.code in _RETRY_STATUS:
             raise _Retryable(f"HTTP {e.code} {e.reason}") from None
         raise DownloadError(
-            f"{url}: the server answered HTTP {e.code} {e.reason}; check the name, or fetch from "
-            "a mirror with --mirror URL (or EDGESR_DATA_MIRROR)"
+            f"{url}: the server answered HTTP {e.code} {e.reason}" + (f"; {hint}" if hint else "")
         ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", None) or e

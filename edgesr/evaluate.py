@@ -16,6 +16,7 @@ from edgesr.data.bicubic import imresize
 from edgesr.data.images import to_tensor, to_uint8
 from edgesr.errors import DataError, UsageError
 from edgesr.metrics import psnr_y, self_ensemble, ssim_y
+from edgesr.models.zoo import is_zoo_ref, lookup
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,24 @@ def _row(name: str, method: str, width: float | None, psnrs: list[float], ssims:
         raise DataError(f"data set {name!r} has no images")
     ssim = sum(ssims) / len(ssims) if ssims else None
     return EvalRow(name, method, width, sum(psnrs) / len(psnrs), ssim, len(psnrs))
+
+
+def reported_rows(source: str | None, datasets: Sequence[str], self_ensemble: bool = False) -> list[EvalRow]:
+    """What the paper reports for the zoo teacher `source` (`zoo:NAME`, e.g. a checkpoint's
+    `meta.source`) on those of `datasets` it reports, as rows to print beside the measured ones; []
+    for any other source. With `self_ensemble` the "+" numbers where the paper has them. The rows
+    have `images == 0`: nothing was measured."""
+    if not is_zoo_ref(source):
+        return []
+    teacher = lookup(source)
+    plus = self_ensemble and bool(teacher.psnr_plus)
+    table = teacher.psnr_plus if plus else teacher.psnr
+    method = f"{teacher.ref}{'+' if plus else ''} " + ("reported" if teacher.by_authors else "re-measured*")
+    by_name = {k.lower(): v for k, v in table.items()}
+    if "b100" in by_name:  # B100 is also distributed as BSD100
+        by_name["bsd100"] = by_name["b100"]
+    return [EvalRow(d, method, None, float(v), None, 0) for d in datasets
+            if (v := by_name.get(d.lower())) is not None]  # fmt: skip
 
 
 def psnr_by_width(rows: Sequence[EvalRow]) -> dict[str, dict[float, float]]:

@@ -32,7 +32,8 @@ from edgesr.errors import EdgesrError
 
 __all__ = [
     "LOCK_NAME", "DirectoryBusyError", "atomic_path", "atomic_write_bytes", "atomic_write_json",
-    "atomic_write_text", "is_no_space", "mount_point", "no_space_message", "owned_dir", "sha256_file",
+    "atomic_write_text", "default_cache_dir", "is_no_space", "mount_point", "no_space_message", "owned_dir",
+    "sha256_file",
 ]  # fmt: skip
 
 LOCK_NAME = ".lock"
@@ -80,6 +81,13 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
     """Write `obj` as strict JSON (NaN and infinity are an error, not invalid JSON) plus a newline."""
     atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+
+
+def default_cache_dir() -> Path:
+    """`$EDGESR_CACHE` if set, else `~/.cache/edgesr`: generated LR images, the built-in photos, the
+    teacher zoo. Here, at the bottom of the layers, so that both edgesr.data and edgesr.models use it."""
+    env = os.environ.get("EDGESR_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgesr"
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -20,6 +20,7 @@ from torch import nn
 
 from edgesr.errors import CheckpointError, UsageError
 from edgesr.models import build_model, materialize
+from edgesr.models.zoo import is_zoo_ref, load_zoo
 from edgesr.recipe import load_recipe, resolve_recipe
 from edgesr.train.checkpoint import CheckpointMeta, open_checkpoint, read_meta, resolve_checkpoint
 
@@ -83,7 +84,12 @@ def student_width(meta: CheckpointMeta, width: float | None, *, any_width: bool 
 
 def load_network(checkpoint: str | os.PathLike[str]) -> Student:
     """The network as the checkpoint stores it, in eval mode: a CSD or teacher network at full width
-    (slimmable: `net(x, width=w)` runs any trained width), or a materialized student at its own width."""
+    (slimmable: `net(x, width=w)` runs any trained width), or a materialized student at its own width.
+    `zoo:NAME` is a zoo teacher (edgesr.models.zoo; fetched into the cache if needed)."""
+    if is_zoo_ref(checkpoint):
+        zoo_net, info = load_zoo(checkpoint)
+        meta = CheckpointMeta(zoo_net.arch, zoo_net.scale, (1.0,), None, "official", 0, source=checkpoint)
+        return Student(zoo_net.eval(), meta, 1.0, Path(info["source"]))
     net, meta, path = open_checkpoint(checkpoint)
     return Student(net.eval(), meta, float(meta.materialized_width or 1.0), path)
 

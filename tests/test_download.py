@@ -95,8 +95,8 @@ def test_existing_file_is_verified_not_overwritten(loopback_server, tmp_path):
 
 
 def test_404_is_final_and_names_the_url(loopback_server, tmp_path):
-    with pytest.raises(DownloadError, match=r"missing\.zip: the server answered HTTP 404.*--mirror"):
-        download(loopback_server.url("missing.zip"), tmp_path / "m.zip", backoff_s=0)
+    with pytest.raises(DownloadError, match=r"missing\.zip: the server answered HTTP 404 Not Found; try X$"):
+        download(loopback_server.url("missing.zip"), tmp_path / "m.zip", backoff_s=0, hint="try X")
     assert len(loopback_server.requests) == 1  # no retries on a 4xx
 
 
@@ -116,3 +116,19 @@ def test_unreachable_server_gives_up_after_the_retries(tmp_path):
     s.close()  # nothing listens there now
     with pytest.raises(DownloadError, match=r"cannot connect .*\(1 retries\).*continues from there"):
         download(f"http://127.0.0.1:{port}/a.zip", tmp_path / "a.zip", retries=1, backoff_s=0)
+
+
+def test_progress_lines_print_every_tenth_not_every_chunk():
+    from edgesr.download import ProgressLines
+
+    lines: list[str] = []
+    show = ProgressLines("a.zip", lines.append)
+    for done in range(0, 1001, 7):  # 143 chunks
+        show(done, 1000)
+    show(1000, 1000)
+    assert len(lines) == 11 and lines[0].startswith("downloading a.zip: 0.0 / 0.0 MB")
+    unknown: list[str] = []
+    show = ProgressLines("b.tar", unknown.append)
+    for mb in range(0, 201, 5):
+        show(mb << 20, None)
+    assert len(unknown) == 5  # 0, 50, 100, 150, 200 MB

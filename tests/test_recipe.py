@@ -89,11 +89,14 @@ def test_csd_paper_recipe_matches_the_paper_protocol() -> None:
     assert r.train.steps == 400000 and r.eval.self_ensemble
 
 
-def test_slice_recipe_keeps_a_placeholder_init_that_need_not_exist() -> None:
-    r = load_recipe("student_slice_x4_w025")
-    assert r.train.mode == "single" and r.train.widths == (0.25,)
-    assert r.train.init == "runs/edsr_x4_teacher"
-    assert not Path(r.train.init).exists()
+@pytest.mark.parametrize("name", ["csd_edsr_x4_w025", "csd_edsr_x2_w025", "student_slice_x4_w025"])
+def test_paper_recipes_start_from_the_zoo_teacher_of_their_architecture(name: str) -> None:
+    from edgesr.models.zoo import lookup
+
+    r = load_recipe(name)
+    teacher = lookup(r.train.init)  # a zoo name: the recipe runs on a fresh machine after data fetch
+    assert teacher.name == f"edsr_x{r.scale}" and dict(teacher.args) == {"scale": r.scale, **r.model.args}
+    assert (r.data.train, r.data.val) == ("div2k", ("set5", "set14", "b100", "urban100"))
 
 
 def test_default_vgg_layers_match_the_embedding() -> None:

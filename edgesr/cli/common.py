@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+import contextlib
+from collections.abc import Callable, Iterator
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from edgesr.download import ProgressLines
 from edgesr.errors import UsageError
 
-__all__ = ["EXAMPLES", "TRUST_HELP", "Console", "UsageError", "make_console"]
+__all__ = ["EXAMPLES", "TRUST_HELP", "Console", "UsageError", "byte_progress", "make_console"]
 
 TRUST_HELP = (
     "run an artifact whose sha256 no longer matches its manifest (by default it is refused: the file "
@@ -37,3 +49,25 @@ def make_console(stderr: bool = False) -> Console:
     wrapped and tables get 200 columns, so what lands in a log reads like the terminal."""
     console = Console(stderr=stderr, soft_wrap=True)
     return console if console.is_terminal else Console(stderr=stderr, soft_wrap=True, width=200)
+
+
+ByteProgress = Callable[[int, int | None], None]
+
+
+@contextlib.contextmanager
+def byte_progress(console: Console) -> Iterator[Callable[[str], ByteProgress]]:
+    """Download progress for `edgesr.download`: yields `for_file(label) -> progress(done, total)`.
+    On a terminal, a live bar per file (bytes, rate, ETA); in a log, `ProgressLines` (a line per
+    10%), so the transfer shows it is alive without a line per chunk."""
+    if not console.is_terminal:
+        yield lambda label: ProgressLines(label, lambda m: console.print(m, highlight=False, markup=False))
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=console) as bar:
+
+        def for_file(label: str) -> ByteProgress:
+            task = bar.add_task(label, total=None)
+            return lambda done, total: bar.update(task, completed=done, total=total)
+
+        yield for_file

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgesr.cli.common import Console
+from edgesr.cli.common import Console, byte_progress
 
 __all__ = ["add_parsers"]
 
@@ -69,44 +58,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------- fetch
 
 
-@contextlib.contextmanager
-def _byte_progress(console: Console) -> Iterator[Callable[[str], Callable[[int, int | None], None]]]:
-    """Per-file download progress: a live bar (bytes, rate, ETA) on a terminal; else a plain line
-    every 30 s and at the end, so a log shows the transfer is alive without a line per chunk."""
-    if console.is_terminal:
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                       TransferSpeedColumn(), TimeRemainingColumn(), console=console)  # fmt: skip
-        with bar:
-
-            def for_file(name: str) -> Callable[[int, int | None], None]:
-                task = bar.add_task(name, total=None)
-                return lambda done, total: bar.update(task, completed=done, total=total)
-
-            yield for_file
-        return
-
-    def plain(name: str) -> Callable[[int, int | None], None]:
-        start = last = time.monotonic()
-
-        def report(done: int, total: int | None) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if now - last < 30 and done != total:
-                return
-            last = now
-            rate = done / max(now - start, 1e-9)
-            of = f" of {total / 1e6:.1f}" if total else ""
-            console.print(f"{name}: {done / 1e6:.1f}{of} MB, {rate / 1e6:.1f} MB/s", highlight=False)
-
-        return report
-
-    yield plain
-
-
 def _fetch(args: argparse.Namespace, console: Console) -> int:
     from edgesr.data.fetch import fetch
 
-    with _byte_progress(console) as progress:
+    with byte_progress(console) as progress:
         results = fetch(args.names, args.root, mirror=args.mirror, keep_archives=args.keep_archives,
                         progress=progress, log=lambda m: console.print(m, highlight=False))  # fmt: skip
     done = sum(r.status == "fetched" for r in results)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesr.cli.common import TRUST_HELP, Console, UsageError, make_console
+from edgesr.cli.common import TRUST_HELP, Console, UsageError, byte_progress, make_console
 from edgesr.errors import OutputExistsError
 
 __all__ = ["add_parsers"]
@@ -20,7 +20,6 @@ examples:
 """
 
 
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "eval", help="Y-PSNR/SSIM of a checkpoint on data sets, bicubic included",
@@ -29,15 +28,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "  edgesr eval runs/quickstart/csd --data builtin:val --width 0.25\n"
         "  edgesr eval runs/quickstart/student --data data/benchmark/Set5 --self-ensemble "
         "--markdown set5.md\n"
-        "  edgesr eval runs/quickstart/student --data ~/.cache/edgesr/photos/quant-eval --quant",
+        "  edgesr eval runs/quickstart/student --data ~/.cache/edgesr/photos/quant-eval --quant\n"
+        "  edgesr eval zoo:edsr_x4 --data benchmarks --self-ensemble    # beside the paper's numbers",
     )  # fmt: skip
-    e.add_argument("checkpoint", help=".safetensors file, checkpoint dir or run dir")
+    e.add_argument(
+        "checkpoint", help=".safetensors file, checkpoint dir, run dir, or zoo:NAME (edgesr zoo ls)"
+    )
     e.add_argument(
         "--data",
         action="append",
         required=True,
         metavar="DIR",
-        help="data set folder (DIV2K, Set5/HR[/LR_bicubic], plain folder) or builtin:val; repeatable",
+        help="data set folder (DIV2K, Set5/HR[/LR_bicubic], plain folder), builtin:val, or benchmarks "
+        "(Set5, Set14, B100, Urban100 and Manga109 where present under $EDGESR_DATA/benchmark, the "
+        "papers' protocol); repeatable",
     )
     e.add_argument(
         "--width", type=float, action="append", help="width(s) to evaluate (default: trained widths)"
@@ -100,14 +104,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _eval(args: argparse.Namespace, console: Console) -> int:
     import edgesr.quant  # noqa: F401  (rebuilds QAT checkpoints: `edgesr eval QAT_RUN`)
     from edgesr.data import eval_sets
-    from edgesr.evaluate import bicubic_rows, evaluate, print_table, table_markdown
+    from edgesr.evaluate import bicubic_rows, evaluate, print_table, reported_rows, table_markdown
     from edgesr.files import atomic_write_text
+    from edgesr.models.zoo import fetch, is_zoo_ref, lookup
     from edgesr.student import load_network
 
+    args.data = _expand_benchmarks(args.data)
     if args.quant:
         return _eval_quant(args)
     if args.qat or args.backend:
         raise UsageError("--qat and --backend apply with --quant")
+    if is_zoo_ref(args.checkpoint):  # fetched (once) with a progress display, then read from the cache
+        with byte_progress(console) as progress:
+            fetch(args.checkpoint, progress(args.checkpoint))
     network = load_network(args.checkpoint)
     model, meta = network.net, network.meta
     scale = meta.scale
@@ -116,11 +125,31 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     rows = bicubic_rows(sets, scale, not args.no_ssim) + evaluate(
         model, sets, scale, widths, self_ensemble=args.self_ensemble, with_ssim=not args.no_ssim
     )
+    reported = reported_rows(meta.source, list(sets), args.self_ensemble)
+    rows += reported
     title = f"{meta.arch['name']} x{scale}" + (" (self-ensemble x8)" if args.self_ensemble else "")
     print_table(rows, title, make_console())
+    note = ""
+    if reported and meta.source is not None:
+        teacher = lookup(meta.source)
+        note = f"{reported[0].method}: {teacher.psnr_source} (Y-PSNR, border crop = scale, as measured here)"
+        make_console().print(note, highlight=False, markup=False)
     if args.markdown:
-        atomic_write_text(args.markdown, table_markdown(rows, title) + "\n")
+        atomic_write_text(args.markdown, table_markdown(rows, title) + (f"\n\n{note}" if note else "") + "\n")
     return 0
+
+
+def _expand_benchmarks(specs: list[str]) -> list[str]:
+    """`benchmarks` -> the benchmark set folders present under the data root, in the papers' order."""
+    if "benchmarks" not in specs:
+        return specs
+    from edgesr.data.catalog import benchmark_sets
+
+    present = [str(p) for p in benchmark_sets()]
+    out: list[str] = []
+    for spec in specs:
+        out += present if spec == "benchmarks" else [spec]
+    return list(dict.fromkeys(out))
 
 
 def _eval_quant(args: argparse.Namespace) -> int:

@@ -118,7 +118,9 @@ def _fetch_one(
     _check_space(work, archive)
     log(f"{archive.file}: downloading {url}")
     got = download(url, work / "downloads" / archive.file, size=archive.size, sha256=archive.sha256,
-                   md5=archive.md5, progress=progress(archive.file) if progress else None)  # fmt: skip
+                   md5=archive.md5, progress=progress(archive.file) if progress else None,
+                   hint="fetch from a mirror with the same file names: --mirror URL or EDGESR_DATA_MIRROR",
+                   )  # fmt: skip
     log(f"{archive.file}: {_checked(archive)}; extracting")
 
     stage = work / f"staging-{archive.file}"

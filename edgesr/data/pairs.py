@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesr.errors import DataError
+from edgesr.files import default_cache_dir  # its home is edgesr.files (the models' zoo uses it too)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -43,12 +44,6 @@ class ImagePair:
     name: str
     hr_path: Path
     lr_path: Path | None = None
-
-
-def default_cache_dir() -> Path:
-    """`$EDGESR_CACHE` if set, else `~/.cache/edgesr`."""
-    env = os.environ.get("EDGESR_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgesr"
 
 
 def _images_in(folder: Path) -> list[Path]:

@@ -46,7 +46,7 @@ from edgesr.errors import CheckpointError
 from edgesr.models import build_model
 from edgesr.models.edsr import DIV2K_RGB_MEAN
 
-__all__ = ["is_official_checkpoint", "load_official"]
+__all__ = ["is_official_checkpoint", "load_official", "official_arch"]
 
 _CONTAINERS = ("state_dict", "model")  # wrapper dicts seen around official state dicts
 _PREFIXES = ("module.", "model.")  # DataParallel / wrapper-module key prefixes
@@ -127,6 +127,16 @@ def is_official_checkpoint(path: str | Path) -> bool:
     except ValueError:
         return False
     return "head.0.weight" in state and "tail.1.weight" in state
+
+
+def official_arch(
+    path: str | Path, arch: str | None = None, scale: int | None = None, res_scale: float | None = None
+) -> tuple[str, dict[str, Any]]:
+    """``(arch, args)`` an official checkpoint holds, read from its keys and shapes alone (a ``.pt``
+    is memory-mapped where its format allows: no weights are copied). Raises ``CheckpointError``
+    naming the file, as ``load_official`` does, for anything it could not load."""
+    path = Path(path)
+    return _infer_args(_read_state_dict(path), path, arch, scale, res_scale)
 
 
 # --- reading ----------------------------------------------------------------------------------

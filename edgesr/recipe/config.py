@@ -83,12 +83,17 @@ _FROM_RECIPE = {
 
 @dataclass(frozen=True)
 class DataCfg:
-    train: str = "builtin:train"  # a DIV2K-layout folder, or builtin:train
+    train: str = "builtin:train"  # a data folder, a catalog name (div2k: edgesr data ls), builtin:train
     val: tuple[str, ...] = ("builtin:val",)
     patch_size: int = 48  # LR patch side; the HR patch is patch_size * scale
     batch_size: int = 16
     workers: int = 2
     cache_dir: str | None = None
+    # Decode the training set into memory once when it fits in this many GB (HR + LR, uint8), else
+    # decode per patch. 8 keeps DIV2K (7.1 GB decoded) in memory, as before; prepared sub-images
+    # (edgesr data prepare: 3.3x that, overlapping crops) are read per patch, 8.5x faster per
+    # loader worker than 2K PNGs (python -m benchmarks loader). Per training process.
+    preload_max_gb: float = 8.0
     # Fraction of training patches picked on purpose among the flattest: each such patch is the
     # smoothest of `smooth_pool` random positions. Smooth patches are rare in random crops, and
     # int8 fails on smooth photos (docs/quantization.md); 0 = uniform random crops.
@@ -97,6 +102,7 @@ class DataCfg:
 
     def __post_init__(self) -> None:
         _check(bool(self.train), "train", "must not be empty")
+        _check(self.preload_max_gb >= 0, "preload_max_gb", f"must be >= 0, got {self.preload_max_gb}")
         _check(all(self.val), "val", "entries must not be empty")
         _check(self.patch_size >= 8, "patch_size", f"must be >= 8 (LR pixels), got {self.patch_size}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
@@ -268,6 +274,19 @@ def _check_widths(key: str, widths: tuple[float, ...]) -> None:
     _check(len(set(widths)) == len(widths), key, f"has duplicates: {list(widths)}")
 
 
+def _zoo_teacher(init: str) -> Any:
+    """The zoo entry `init` names (`zoo:NAME`), None for a path; an unknown name fails `train.init`
+    with the valid names and the closest one."""
+    if not init.startswith("zoo:"):
+        return None
+    from edgesr.models.zoo import lookup  # models pull in torch: only when a recipe names the zoo
+
+    try:
+        return lookup(init)
+    except UnknownNameError as e:
+        raise _fail("init", str(e)) from None
+
+
 @dataclass(frozen=True)
 class TrainCfg:
     # csd: the width-1 teacher and every student width train jointly on one set of weights.
@@ -341,6 +360,8 @@ class TrainCfg:
         for key in ("steps", "checkpoint_every", "val_every", "log_every"):
             value = getattr(self, key)
             _check(value > 0, key, f"must be > 0, got {value}")
+        if self.init is not None:
+            _zoo_teacher(self.init)  # `zoo:NAME`: an unknown NAME fails here, listing the valid ones
 
 
 @dataclass(frozen=True)
@@ -372,6 +393,14 @@ class Recipe:
         )
         _check(self.scale in (2, 3, 4), "scale", f"must be 2, 3 or 4, got {self.scale}")
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        teacher = _zoo_teacher(self.train.init) if self.train.init else None
+        if teacher is not None:
+            _check(
+                teacher.scale == self.scale,
+                "train.init",
+                f"{self.train.init} is a x{teacher.scale} teacher, but the recipe's scale is {self.scale}: "
+                f"use the zoo's x{self.scale} teacher or set scale: {teacher.scale}",
+            )
         trained = set(self.train.widths) | ({1.0} if self.train.mode == "csd" else set())
         for i, w in enumerate(self.eval.widths):
             _check(

@@ -32,6 +32,7 @@ from edgesr.errors import CheckpointError
 from edgesr.files import atomic_path, atomic_write_text, is_no_space, mount_point, no_space_message
 from edgesr.models import build_model, materialize
 from edgesr.models.official import load_official, torch_load_safely
+from edgesr.models.zoo import is_zoo_ref, load_zoo
 
 FORMAT = "edgesr-checkpoint/1"
 WEIGHTS = "model.safetensors"
@@ -68,9 +69,14 @@ class CheckpointMeta:
     # QAT checkpoints only: {"backend", "fully_integer", "example"}; the weights are then the state of
     # the fake-quant graph (edgesr.quant.state). None for float checkpoints.
     quant: dict[str, Any] | None = None
+    # where the weights came from when not from a recipe: `zoo:NAME` for a converted zoo teacher
+    # (`edgesr eval` then prints the paper's numbers beside the measured ones). None otherwise.
+    source: str | None = None
 
     def to_strings(self) -> dict[str, str]:
-        quant = {} if self.quant is None else {"quant": json.dumps(self.quant, sort_keys=True)}
+        optional = {} if self.quant is None else {"quant": json.dumps(self.quant, sort_keys=True)}
+        if self.source is not None:
+            optional["source"] = self.source
         return {
             "format": FORMAT,
             "arch": json.dumps(self.arch, sort_keys=True),
@@ -79,7 +85,7 @@ class CheckpointMeta:
             "materialized_width": json.dumps(self.materialized_width),
             "recipe_hash": self.recipe_hash,
             "step": str(self.step),
-            **quant,
+            **optional,
         }
 
     @classmethod
@@ -97,6 +103,7 @@ class CheckpointMeta:
             recipe_hash=meta["recipe_hash"],
             step=int(meta["step"]),
             quant=json.loads(meta["quant"]) if "quant" in meta else None,
+            source=meta.get("source"),
         )
 
 
@@ -161,16 +168,20 @@ def _not_written(ckpt_root: Path, name: str, tensors: dict, training_state: Any,
 
 
 def convert_official(src: str | Path, dst: str | Path, **kwargs: Any) -> Path:
-    """Write the official checkpoint ``src`` as an edgesr checkpoint under the directory ``dst``.
+    """Write the official checkpoint ``src`` (a file, or ``zoo:NAME``: fetched into the cache if
+    needed) as an edgesr checkpoint under the directory ``dst``.
 
-    ``kwargs`` go to ``load_official``. The result is a teacher checkpoint (step 0, widths
-    ``(1.0,)``, recipe hash ``"official"``) that ``load_model(dst)`` reads.
-    Returns the written ``dst/step-0000000`` directory.
+    ``kwargs`` go to ``load_official`` (``load_zoo``'s ``progress`` for a zoo name). The result is a
+    teacher checkpoint (step 0, widths ``(1.0,)``, recipe hash ``"official"``; ``source`` the zoo
+    name) that ``load_model(dst)`` reads. Returns the written ``dst/step-0000000`` directory.
     """
-    model, _ = load_official(src, **kwargs)
+    if is_zoo_ref(src):
+        model, _ = load_zoo(src, **kwargs)
+    else:
+        model, _ = load_official(src, **kwargs)
     meta = CheckpointMeta(
         arch=model.arch, scale=model.scale, widths=(1.0,), materialized_width=None,
-        recipe_hash="official", step=0,
+        recipe_hash="official", step=0, source=src if is_zoo_ref(src) else None,
     )  # fmt: skip
     return save_checkpoint(Path(dst), model, meta, None)
 

@@ -10,6 +10,7 @@ the layers, docs/architecture.md), which the CLI and the pipeline import.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from torch import nn
 from edgesr.errors import EdgesrError
 from edgesr.models import build_model, materialize
 from edgesr.models.official import is_official_checkpoint, load_official
+from edgesr.models.zoo import Progress, fetch, is_zoo_ref, lookup
 from edgesr.recipe import Recipe
 from edgesr.registry import Registry
 from edgesr.train.checkpoint import load_model
@@ -35,8 +37,9 @@ ObjectiveBuilder = Callable[[Recipe, nn.Module, TeacherLoader], tuple[nn.Module,
 MODES: Registry[ObjectiveBuilder] = Registry("training mode")
 
 
-def build_objective(recipe: Recipe) -> tuple[nn.Module, float | None]:
-    """The step objective for `recipe.train.mode` and, for a stand-alone student, its width."""
+def build_objective(recipe: Recipe, progress: Progress | None = None) -> tuple[nn.Module, float | None]:
+    """The step objective for `recipe.train.mode` and, for a stand-alone student, its width.
+    `progress(bytes, total)` is shown while a `zoo:` teacher downloads."""
     model = build_model(
         recipe.model.name, scale=recipe.scale, width_multiple=recipe.model.width_multiple, **recipe.model.args
     )
@@ -47,7 +50,7 @@ def build_objective(recipe: Recipe) -> tuple[nn.Module, float | None]:
             + (": import edgesr.quant first (the CLI does; it needs pip install \"edgesr[quant]\")"
                if mode == "qat" else f" (registered: {', '.join(MODES.names())})")
         )  # fmt: skip
-    return MODES.get(mode)(recipe, model, load_teacher)
+    return MODES.get(mode)(recipe, model, functools.partial(load_teacher, progress=progress))
 
 
 @MODES.register("single")
@@ -81,9 +84,18 @@ def _csd(recipe: Recipe, model: nn.Module, load: TeacherLoader) -> tuple[nn.Modu
     return CSDObjective(load(init, model) if init is not None else model, recipe), None
 
 
-def load_teacher(path: str, model: nn.Module) -> nn.Module:
-    """The teacher `train.init` names: an edgesr checkpoint or run directory, or an official
-    EDSR/RCAN PyTorch checkpoint. It must be the architecture the recipe builds, at full width."""
+def load_teacher(path: str, model: nn.Module, progress: Progress | None = None) -> nn.Module:
+    """The teacher `train.init` names: an edgesr checkpoint or run directory, an official
+    EDSR/RCAN PyTorch checkpoint, or `zoo:NAME` (edgesr.models.zoo: fetched into the cache once,
+    `progress(bytes, total)` shown while it downloads). It must be the architecture the recipe
+    builds, at full width."""
+    label, res_scale = path, model.arch["args"].get("res_scale")
+    if is_zoo_ref(path):
+        # the zoo entry knows the res_scale the weights were trained with; the arch check below
+        # then refuses a recipe whose model differs from the teacher in any argument
+        res_scale = lookup(path).args.get("res_scale", res_scale)
+        path = str(fetch(path, progress))
+        label = f"{label} ({path})"
     if not Path(path).exists():
         raise TrainingError(
             f"train.init={path}: no such run directory or checkpoint; this recipe starts from a trained "
@@ -92,9 +104,7 @@ def load_teacher(path: str, model: nn.Module) -> nn.Module:
     # a file that is not .safetensors can only be an official checkpoint: reading it as one says
     # why it cannot be used (pickled objects refused, truncated, not an EDSR/RCAN state dict)
     if is_official_checkpoint(path) or (Path(path).is_file() and Path(path).suffix != ".safetensors"):
-        official, _ = load_official(
-            path, arch=model.arch["name"], scale=model.scale, res_scale=model.arch["args"].get("res_scale")
-        )
+        official, _ = load_official(path, arch=model.arch["name"], scale=model.scale, res_scale=res_scale)
         # the official file knows nothing of channel splitting: the recipe's slicing rule applies
         teacher = build_model(
             official.arch["name"], **{**official.arch["args"], "width_multiple": model.width_multiple}
@@ -106,7 +116,7 @@ def load_teacher(path: str, model: nn.Module) -> nn.Module:
         arch, width = meta.arch, meta.materialized_width
     if arch != model.arch or width is not None:
         raise TrainingError(
-            f"train.init={path}: checkpoint holds {arch} (width {width or 1}); "
+            f"train.init={label}: checkpoint holds {arch} (width {width or 1}); "
             f"the recipe builds {model.arch} at full width"
         )
     return teacher

@@ -35,9 +35,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from edgesr.data import TrainPatches, build_train_loader, eval_sets, open_dataset
+from edgesr.download import ProgressLines
 from edgesr.errors import CheckpointError, EdgesrError, Interrupted
 from edgesr.evaluate import EvalRow, bicubic_rows, evaluate, psnr_by_width
 from edgesr.files import LOCK_NAME, atomic_write_text, is_no_space, mount_point, owned_dir
+from edgesr.models.zoo import fetch, is_zoo_ref
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, recipe_hash
 from edgesr.train.checkpoint import (
     CheckpointMeta,
@@ -216,10 +218,14 @@ def train(
         length=t.steps * global_batch,
         seed=recipe.seed,
         cache_dir=recipe.data.cache_dir,
+        preload_max_bytes=int(recipe.data.preload_max_gb * 1e9),
         smooth_fraction=recipe.data.smooth_patches,
         smooth_pool=recipe.data.smooth_pool,
     )
     val_sets = eval_sets(recipe.data.val, recipe.scale, recipe.data.cache_dir)
+    init = recipe.train.init
+    if is_zoo_ref(init):  # rank 0 downloads a zoo teacher once; the others then find it cached
+        _on_main(dist, lambda: fetch(init, ProgressLines(init, console.print)))
     objective, mat_width = build_objective(recipe)
     objective.to(dist.device)
     saved = objective.net

@@ -149,7 +149,7 @@ def test_404_is_one_line_naming_the_file(served, loopback_server, capsys):
     with pytest.raises(DownloadError, match=r"DIV2K_valid_LR_bicubic_X3\.zip: the server answered HTTP 404"):
         fetch.fetch(["div2k-valid"], log=lambda m: None)
     assert main(["data", "fetch", "div2k-valid"]) == 1
-    assert "HTTP 404" in capsys.readouterr().err
+    assert "HTTP 404 Not Found; fetch from a mirror with the same file names" in capsys.readouterr().err
     # what came before the failure is complete and recorded; what failed left no folder
     assert (served / "DIV2K/DIV2K_valid_LR_bicubic/X2").is_dir()
     assert not (served / "DIV2K/DIV2K_valid_LR_bicubic/X3").exists()
