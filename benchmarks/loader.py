@@ -210,10 +210,12 @@ def run(args: argparse.Namespace) -> int:
     )
     per_image, sub_ratio = pre_mb / len(raw_pairs), sub_pre_mb / max(pre_mb, 1e-9)
     print(
-        f"preloading (TrainPatches' default, which edgesr train uses) decodes nothing per patch but took "
+        f"preloading (edgesr train does it when the decoded set fits data.preload_max_gb, default 8) "
+        f"decodes nothing per patch but took "
         f"{pre_s:.1f} s and {pre_mb:.0f} MB here: {per_image:.1f} MB per 2K image, {per_image * 0.8:.1f} GB "
         f"for DIV2K's 800 per training process (each DDP rank its own; forked loader workers share it). "
         f"Preloading the sub-images would hold {sub_ratio:.1f}x that (the windows overlap): prepared "
-        "sub-images are for preload=False, where memory stays flat whatever the size of the set."
+        "sub-images are read per patch (over the preload budget), where memory stays flat whatever the "
+        "size of the set."
     )
     return 0

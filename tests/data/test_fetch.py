@@ -5,62 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import re
-import tarfile
-import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from sr_archives import members as _members
+from sr_archives import png as _png
+from sr_archives import tar as _tar
+from sr_archives import zip_bytes as _zip
 
 from edgesr.cli import main
 from edgesr.data import catalog, fetch, open_dataset
 from edgesr.data.fetch import MARKER_DIR, UnsafeArchiveError
 from edgesr.download import ChecksumError, DownloadError
-
-
-def _png(seed: int, size: int = 8) -> bytes:
-    buf = io.BytesIO()
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _members(archive: catalog.Archive, per_folder: int) -> dict[str, bytes]:
-    """Files with the archive's real layout: `per_folder` images under each folder it moves."""
-    files = {}
-    for src, _ in archive.moves:
-        scale = re.search(r"X(\d)$", src)
-        for i in range(per_folder):
-            stem = f"{801 + i:04d}"
-            name = f"{stem}x{scale[1]}.png" if scale else f"{stem}.png"
-            files[f"{src}/{name}"] = _png(i, 4 if scale else 8)
-    return files
-
-
-def _zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
-
-
-def _tar(files: dict[str, bytes], symlink: tuple[str, str] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-        if symlink:
-            info = tarfile.TarInfo(symlink[0])
-            info.type, info.linkname = tarfile.SYMTYPE, symlink[1]
-            t.addfile(info)
-    return buf.getvalue()
 
 
 @pytest.fixture
