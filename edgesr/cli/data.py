@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgesr.cli.common import Console, byte_progress
+from edgesr.errors import Interrupted
 
 __all__ = ["add_parsers"]
 
@@ -61,9 +62,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _fetch(args: argparse.Namespace, console: Console) -> int:
     from edgesr.data.fetch import fetch
 
-    with byte_progress(console) as progress:
-        results = fetch(args.names, args.root, mirror=args.mirror, keep_archives=args.keep_archives,
-                        progress=progress, log=lambda m: console.print(m, highlight=False))  # fmt: skip
+    try:
+        with byte_progress(console) as progress:
+            results = fetch(args.names, args.root, mirror=args.mirror, keep_archives=args.keep_archives,
+                            progress=progress, log=lambda m: console.print(m, highlight=False))  # fmt: skip
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "interrupted: what was downloaded is kept (.part files under the data root's .edgesr-data) "
+            f"and nothing half-unpacked is in place; run `edgesr data fetch {' '.join(args.names)}` "
+            "again to continue"
+        ) from None
     done = sum(r.status == "fetched" for r in results)
     console.print(f"{done} archive(s) fetched, {len(results) - done} already in place", highlight=False)
     return 0

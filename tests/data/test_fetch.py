@@ -265,3 +265,16 @@ def test_every_catalog_entry_is_complete():
         assert all(f in catalog.ARCHIVES for f in d.archives), d.name
         assert d.archives or d.manual, d.name
         assert d.licence and d.description
+
+
+def test_ctrl_c_during_a_download_says_how_to_continue(served, loopback_server, monkeypatch, capsys):
+    import edgesr.download as dl
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "_fetch_into", interrupted)
+    assert main(["data", "fetch", "div2k-valid"]) == 130
+    err = capsys.readouterr().err
+    assert "what was downloaded is kept" in err and "run `edgesr data fetch div2k-valid` again" in err
+    assert not (served / "DIV2K").exists()
