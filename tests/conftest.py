@@ -73,7 +73,9 @@ class LoopbackServer:
     Knobs a test turns: `ranges = False` makes it ignore `Range` (answer 200 with the whole file);
     `drop_after[name] = n` makes the next answer for `name` close the connection after n bytes of
     the body (it then serves normally); `status[name] = [503, 503]` answers those statuses to the
-    next requests for `name`, one each, then serves it.
+    next requests for `name`, one each, then serves it. `no_length` names files answered without a
+    Content-Length (the end is the connection closing); `from_zero` names files whose answer to a
+    Range request is a 206 that starts at byte 0 anyway (a broken server or proxy).
     `requests` records (path, Range header or None) for every GET.
     """
 
@@ -85,6 +87,8 @@ class LoopbackServer:
         self.ranges = True
         self.drop_after: dict[str, int] = {}
         self.status: dict[str, list[int]] = {}
+        self.no_length: set[str] = set()
+        self.from_zero: set[str] = set()
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -106,7 +110,7 @@ class LoopbackServer:
                     return
                 data, start = server.files[name], 0
                 if rng and server.ranges:
-                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    start = 0 if name in server.from_zero else int(rng.removeprefix("bytes=").split("-")[0])
                     if start >= len(data):
                         self.send_error(416)
                         return
@@ -115,7 +119,10 @@ class LoopbackServer:
                 else:
                     self.send_response(200)
                 body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
+                if name in server.no_length:
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if name in server.drop_after:
                     self.wfile.write(body[: server.drop_after.pop(name)])
