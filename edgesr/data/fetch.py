@@ -18,6 +18,7 @@ deleted once its folders are in place (`keep_archives=True` keeps it).
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import shutil
@@ -30,8 +31,8 @@ from pathlib import Path, PurePosixPath
 import edgesr
 from edgesr.data.catalog import ARCHIVES, Archive, data_root, lookup
 from edgesr.data.pairs import IMAGE_EXTENSIONS, DatasetError
-from edgesr.download import Progress, download
-from edgesr.files import atomic_write_json
+from edgesr.download import Progress, download, mirror_url
+from edgesr.files import atomic_write_json, is_no_space, no_space_message
 
 __all__ = ["MARKER_DIR", "FetchResult", "UnsafeArchiveError", "archive_state", "fetch", "mirror_from_env"]
 
@@ -84,7 +85,8 @@ def fetch(
     sets = [lookup(n) for n in names]
     for d in sets:
         if d.manual:
-            raise DatasetError(f"{d.name}: has no public download; {d.manual}")
+            how = d.manual.replace("DATA_ROOT", str(root))
+            raise DatasetError(f"{d.name}: has no public download; {how}")
     files = list(dict.fromkeys(f for d in sets for f in d.archives))  # ordered, no repeats
     mirror = mirror if mirror is not None else mirror_from_env()
     return [_fetch_one(ARCHIVES[f], root, mirror, keep_archives, progress, log) for f in files]
@@ -99,13 +101,15 @@ def _fetch_one(
     log: Callable[[str], None],
 ) -> FetchResult:
     dests = tuple(root / dst for _, dst in archive.moves)
+    relative = [dst for _, dst in archive.moves]  # markers name folders relative to the root
     state = archive_state(archive, root)
     if state and state.get("complete") and all(d.is_dir() for d in dests):
         log(f"{archive.file}: already in place ({', '.join(str(d) for d in dests)}; verified "
             f"{state.get('fetched_at', '?')}), nothing to do")  # fmt: skip
         return FetchResult(archive.file, "present", state.get("sha256", ""), state.get("images", 0), dests)
     ours = set(state.get("destinations", [])) if state else set()
-    theirs = [d for d in dests if (d.exists() or d.is_symlink()) and str(d) not in ours]
+    present = [(d, rel) for d, rel in zip(dests, relative, strict=True) if d.exists() or d.is_symlink()]
+    theirs = [d for d, rel in present if rel not in ours]
     if theirs:
         raise DatasetError(
             f"{theirs[0]}: exists and was not put there by edgesr data fetch; edgesr never replaces "
@@ -114,19 +118,24 @@ def _fetch_one(
         )
 
     work = root / MARKER_DIR
-    url = f"{mirror.rstrip('/')}/{archive.file}" if mirror else archive.url
+    url = mirror_url(mirror, archive.file, "--mirror / EDGESR_DATA_MIRROR") if mirror else archive.url
+    hint = ("check that the mirror serves the catalog's file names" if mirror else
+            "fetch from a mirror with the same file names: --mirror URL or EDGESR_DATA_MIRROR")  # fmt: skip
     _check_space(work, archive)
     log(f"{archive.file}: downloading {url}")
     got = download(url, work / "downloads" / archive.file, size=archive.size, sha256=archive.sha256,
                    md5=archive.md5, progress=progress(archive.file) if progress else None,
-                   hint="fetch from a mirror with the same file names: --mirror URL or EDGESR_DATA_MIRROR",
-                   )  # fmt: skip
+                   hint=hint)  # fmt: skip
     log(f"{archive.file}: {_checked(archive)}; extracting")
 
     stage = work / f"staging-{archive.file}"
     shutil.rmtree(stage, ignore_errors=True)  # ours: left by an interrupted extraction
     stage.mkdir(parents=True)
-    _extract(got.path, stage)
+    try:
+        _extract(got.path, stage)
+    except OSError as e:  # a full disk, mostly: no half-extracted staging left behind
+        shutil.rmtree(stage, ignore_errors=True)
+        raise DatasetError(f"{archive.file}: cannot extract into {stage}: {_os_reason(e, stage)}") from None
     sources = [stage / src for src, _ in archive.moves]
     missing = [src for (src, _), s in zip(archive.moves, sources, strict=True) if not s.is_dir()]
     if missing:
@@ -146,7 +155,7 @@ def _fetch_one(
     marker = {
         "archive": archive.file, "url": url, "sha256": got.sha256, "md5": archive.md5,
         "size": got.size, "pinned": _checked(archive), "source": archive.source, "images": images,
-        "destinations": [str(d) for d in dests], "complete": False,
+        "destinations": relative, "complete": False,
         "fetched_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "edgesr": edgesr.__version__,
     }  # fmt: skip
@@ -155,13 +164,28 @@ def _fetch_one(
         if dst.exists():  # ours, from a run stopped between two renames: replace it whole
             shutil.rmtree(dst)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(src, dst)
+        try:
+            os.rename(src, dst)
+        except OSError as e:
+            raise DatasetError(
+                f"{archive.file}: cannot move {src.name} into place at {dst}: {_os_reason(e, dst)}; "
+                "run the same command again to finish"
+            ) from None
     atomic_write_json(work / f"{archive.file}.json", {**marker, "complete": True})
     shutil.rmtree(stage, ignore_errors=True)
     if not keep_archives:
         got.path.unlink()
     log(f"{archive.file}: {images} images in {', '.join(str(d) for d in dests)}")
     return FetchResult(archive.file, "fetched", got.sha256, images, dests)
+
+
+def _os_reason(e: OSError, where: Path) -> str:
+    if is_no_space(e):
+        return no_space_message(where) or "no space left on the device"
+    if e.errno == errno.EXDEV:
+        return ("the data root's .edgesr-data and this folder are on different file systems (a "
+                "symlink?); use --root on the disk that should hold the data")  # fmt: skip
+    return e.strerror or str(e)
 
 
 def _checked(archive: Archive) -> str:

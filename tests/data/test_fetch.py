@@ -107,7 +107,7 @@ def test_404_is_one_line_naming_the_file(served, loopback_server, capsys):
     with pytest.raises(DownloadError, match=r"DIV2K_valid_LR_bicubic_X3\.zip: the server answered HTTP 404"):
         fetch.fetch(["div2k-valid"], log=lambda m: None)
     assert main(["data", "fetch", "div2k-valid"]) == 1
-    assert "HTTP 404 Not Found; fetch from a mirror with the same file names" in capsys.readouterr().err
+    assert "HTTP 404 Not Found; check that the mirror serves the catalog's" in capsys.readouterr().err
     # what came before the failure is complete and recorded; what failed left no folder
     assert (served / "DIV2K/DIV2K_valid_LR_bicubic/X2").is_dir()
     assert not (served / "DIV2K/DIV2K_valid_LR_bicubic/X3").exists()
@@ -278,3 +278,50 @@ def test_ctrl_c_during_a_download_says_how_to_continue(served, loopback_server, 
     err = capsys.readouterr().err
     assert "what was downloaded is kept" in err and "run `edgesr data fetch div2k-valid` again" in err
     assert not (served / "DIV2K").exists()
+
+
+def test_a_full_disk_while_extracting_leaves_no_staging(served, loopback_server, monkeypatch):
+    import errno
+
+    def full(archive: Path, dest: Path) -> None:
+        (dest / "DIV2K_valid_HR").mkdir()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fetch, "_extract", full)
+    with pytest.raises(fetch.DatasetError, match=r"DIV2K_valid_HR\.zip: cannot extract into .*: no space"):
+        fetch.fetch(["div2k-valid"], log=lambda m: None)
+    assert not [p for p in (served / MARKER_DIR).iterdir() if p.name.startswith("staging-")]
+    assert not (served / "DIV2K").exists()
+
+
+def test_a_rerun_under_another_spelling_of_the_root_finishes_what_it_started(
+    served, loopback_server, monkeypatch, tmp_path
+):
+    import os
+
+    real_rename, calls = os.rename, 0
+
+    def rename_once(src, dst):
+        nonlocal calls
+        if "staging-" in str(src):
+            calls += 1
+            if calls == 2:
+                raise KeyboardInterrupt
+        real_rename(src, dst)
+
+    files = {f"benchmark/{s}/HR/a.png": _png(0) for s in ("Set5", "Set14", "B100", "Urban100")}
+    _pin(monkeypatch, loopback_server, "benchmark.tar", _tar(files), 4)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fetch.os, "rename", rename_once)
+    with pytest.raises(KeyboardInterrupt):
+        fetch.fetch(["benchmarks"], "data", log=lambda m: None)  # a relative root
+    monkeypatch.setattr(fetch.os, "rename", real_rename)
+    (r,) = fetch.fetch(["benchmarks"], tmp_path / "data", log=lambda m: None)  # the same, absolute
+    assert r.status == "fetched"
+
+
+def test_a_mirror_without_a_scheme_is_one_line(served, capsys):
+    assert main(["data", "fetch", "set5", "--mirror", "example.org/sr"]) == 1
+    err = capsys.readouterr().err
+    assert "EDGESR_DATA_MIRROR (mirror of benchmark.tar) 'example.org/sr/benchmark.tar': expected" in err
+    assert "Traceback" not in err
