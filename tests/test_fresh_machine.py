@@ -5,6 +5,8 @@
                                                    comes from the same loopback server)
 
 Nothing leaves 127.0.0.1; the archives and the teacher are pinned in the catalog/zoo to what is served.
+The run trains on `div2k-valid` (the recipe says `div2k`: the same resolution, another split) so the
+served archives stay four small zips; its validation sets are the recipe's own names.
 """
 
 from __future__ import annotations

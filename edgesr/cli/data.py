@@ -118,13 +118,14 @@ def _prepare(args: argparse.Namespace, console: Console) -> int:
     from edgesr.data.prepare import prepare
 
     named = resolve(args.folder)
-    folder = named[0] if named is not None else Path(args.folder)
+    folder, split = named if named is not None else (Path(args.folder), None)
     columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("prepare", total=None)
         report = prepare(
             folder, args.scale, out=args.out, crop=args.crop, step=args.step, thresh=args.thresh,
-            workers=args.workers, progress=lambda done, total: bar.update(task, completed=done, total=total),
+            workers=args.workers, split=split or "train",
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if report.already_done:
         console.print(f"{report.out}: already prepared with these settings, nothing to do", highlight=False)

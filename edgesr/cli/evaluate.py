@@ -109,6 +109,8 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     from edgesr.models.zoo import fetch, is_zoo_ref, lookup
     from edgesr.student import load_network
 
+    if is_zoo_ref(args.checkpoint):
+        lookup(args.checkpoint)  # an unknown name is said before anything else is looked at
     args.data = _expand_benchmarks(args.data)
     if args.quant:
         return _eval_quant(args)

@@ -182,8 +182,9 @@ def lookup(name: str) -> DataSet:
 def resolve(spec: str, root: Path | None = None) -> tuple[Path, str | None] | None:
     """(folder, DIV2K split) for a catalog name, or None when `spec` is not one (a path).
 
-    A spec that names an existing folder is a path even if it is also a catalog name."""
-    if "/" in spec or os.sep in spec or spec.lower() not in DATASETS or Path(spec).is_dir():
+    A catalog name always means the catalog set, so a recipe means the same on every machine; a
+    folder in the working directory that happens to share the name is `./set5`."""
+    if "/" in spec or os.sep in spec or spec.lower() not in DATASETS:
         return None
     entry = DATASETS[spec.lower()]
     if entry.path is None:

@@ -67,7 +67,7 @@ def dataset_name(spec: str) -> str:
     """Display name of a data set: `builtin:val` -> `val`, `bench/Set5/HR` -> `Set5`, else the folder name."""
     if spec.startswith("builtin:"):
         return spec.split(":", 1)[1]
-    if (entry := DATASETS.get(spec.lower())) is not None and entry.path and not Path(spec).is_dir():
+    if (entry := DATASETS.get(spec.lower())) is not None and entry.path:
         return Path(entry.path).name  # set5 -> Set5, as the papers' tables write it
     path = Path(spec)
     return path.parent.name if path.name in ("HR", "hr") and path.parent.name else path.name

@@ -34,7 +34,7 @@ from typing import Any, TypeGuard
 import torch
 from torch import nn
 
-from edgesr.download import ChecksumError, Progress, download
+from edgesr.download import ChecksumError, Progress, download, mirror_url
 from edgesr.errors import CheckpointError, EdgesrError, NotFoundError, UnknownNameError
 from edgesr.files import default_cache_dir, sha256_file
 from edgesr.models import build_model, count_params
@@ -82,7 +82,7 @@ _SNU = "https://cv.snu.ac.kr/research/EDSR/models/"
 _EDSR_PAPER = "EDSR paper (Lim et al., CVPRW 2017, arXiv:1707.02921) Table 3"
 _TORCHSR = (
     "not published by the EDSR authors (their README gives DIV2K-valid RGB PSNR only); independent "
-    "re-measurement of these files, Coloquinte/torchSR README @64321b8"
+    "re-measurement by torchSR of its re-hosted copies of these files, Coloquinte/torchSR README @64321b8"
 )
 _RCAN_PAPER = "RCAN paper (Zhang et al., ECCV 2018, arXiv:1807.02758) Table 3"
 _RCAN_MANUAL = (
@@ -168,7 +168,7 @@ def source_url(teacher: Teacher) -> str | None:
     hash to check the mirror's copy against), else that URL; None when there is none."""
     mirror = os.environ.get(MIRROR_ENV, "").strip()
     if mirror and teacher.url is not None:
-        return f"{mirror.rstrip('/')}/{teacher.file}"
+        return mirror_url(mirror, teacher.file, MIRROR_ENV)
     return teacher.url
 
 

@@ -325,3 +325,12 @@ def test_a_mirror_without_a_scheme_is_one_line(served, capsys):
     err = capsys.readouterr().err
     assert "EDGESR_DATA_MIRROR (mirror of benchmark.tar) 'example.org/sr/benchmark.tar': expected" in err
     assert "Traceback" not in err
+
+
+def test_a_catalog_name_means_the_catalog_set_beside_a_folder_of_that_name(served, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "set5").mkdir()  # an unrelated folder in the working directory
+    (tmp_path / "set5" / "mine.png").write_bytes(_png(3))
+    with pytest.raises(fetch.DatasetError, match="run: edgesr data fetch set5"):
+        open_dataset("set5", 4)  # the catalog set, not ./set5
+    assert [p.name for p in open_dataset("./set5", 4)] == ["mine"]

@@ -218,3 +218,18 @@ def test_cli_prepares_a_catalog_name_and_reruns_as_a_no_op(tmp_path: Path, monke
     other = [a if a not in ("24", "12") else {"24": "32", "12": "16"}[a] for a in argv]  # crop 32, step 16
     assert main(other) == 1
     assert "error:" in capsys.readouterr().err and sub.is_dir()
+
+
+def test_cli_prepares_the_split_a_catalog_name_names(tmp_path: Path, monkeypatch, capsys) -> None:
+    from edgesr.cli import main
+
+    root = tmp_path / "data"
+    _write(root / "DIV2K/DIV2K_train_HR/0001.png", 40, 56, seed=0)
+    _write(root / "DIV2K/DIV2K_valid_HR/0801.png", 40, 56, seed=1)
+    monkeypatch.setenv("EDGESR_DATA", str(root))
+    argv = ["data", "prepare", "div2k-valid", "--scale", "2", "--crop", "24", "--step", "12",
+            "--workers", "1"]  # fmt: skip
+    assert main(argv) == 0
+    names = _hr_names(root / "DIV2K/DIV2K_valid_HR_sub")
+    assert names and all(n.startswith("0801_") for n in names)
+    assert not (root / "DIV2K/DIV2K_train_HR_sub").exists()
