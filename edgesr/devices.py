@@ -28,8 +28,10 @@ from edgesr.yamlfile import read_yaml_file
 
 __all__ = [
     "DEVICES_DIR",
+    "FARM_SERVICES",
     "RUNTIME_OF_TARGET",
     "Device",
+    "Farm",
     "Resolution",
     "RuntimeCfg",
     "list_devices",
@@ -49,6 +51,7 @@ RUNTIME_OF_TARGET: dict[str, str] = {
     "coreml": "coreml",
 }
 RuntimeName = Literal["pytorch", "onnxruntime", "executorch", "litert", "coreml"]
+FARM_SERVICES = ("aihub",)  # hosted device farms edgesr drives (`--via aihub`: Qualcomm AI Hub)
 _NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
 
 
@@ -84,6 +87,19 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class Farm:
+    """The same phone in a hosted device farm: `--via aihub` profiles it there without a cable."""
+
+    service: Literal["aihub"]  # Qualcomm AI Hub
+    name: str  # the farm's device name, exactly as `edgesr devices ls --farm aihub` lists it
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(self.name.strip()), "name", "must name the farm's device, e.g. 'Samsung Galaxy S24 (Family)'"
+        )
+
+
+@dataclass(frozen=True)
 class Device:
     name: str  # must equal the file's stem
     soc: str
@@ -98,6 +114,7 @@ class Device:
     cpu: str = ""
     threads: int | None = None  # default CPU threads for profiling (None = the runtime's default)
     adb_serial: str | None = None  # adb -s SERIAL (None = the only connected device)
+    farm: Farm | None = None  # where `--via aihub` finds this device (None: pass --farm-device)
 
     def __post_init__(self) -> None:
         _check(_NAME.fullmatch(self.name) is not None, "name", f"must be lower_snake_case, got {self.name!r}")

@@ -1,6 +1,7 @@
-"""`edgesr profile run|sweep|import|show` and `edgesr select-width`: argument parsing, thin handlers.
+"""`edgesr profile run|sweep|import|show`, `edgesr select-width` and `edgesr devices ls`: argument
+parsing, thin handlers.
 
-The work happens in edgesr.profile.{host,adb,importers,latency_model}, edgesr.selection and
+The work happens in edgesr.profile.{host,adb,aihub,importers,latency_model}, edgesr.selection and
 edgesr.recipe_edit (`--write`).
 """
 
@@ -23,13 +24,22 @@ examples:
   edgesr profile import benchmark_results.json --device pixel8 --artifact exports/m.pte
   edgesr profile import run.etdump --device pixel8 --resolution 320x180
   edgesr profile import aihub_profile.json --device galaxy_s24 --runtime litert --artifact exports/m.tflite
+  edgesr profile sweep --via aihub --artifacts exports/*.tflite --device galaxy_s24 --device galaxy_s23
+  edgesr profile run exports/m.tflite --device galaxy_s24 --via aihub --inference   # on-device PSNR
+  edgesr devices ls --farm aihub
   edgesr profile show --device host
   edgesr select-width --device host --budget-ms 33.3 --recipe quickstart_student --write
 """
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", required=True, help="device name (devices/*.yaml) or a device file")
+def _common(p: argparse.ArgumentParser, many: bool = False) -> None:
+    if many:
+        p.add_argument(
+            "--device", required=True, action="append",
+            help="device name (devices/*.yaml) or a device file; --via aihub: repeat it for several",
+        )  # fmt: skip
+    else:
+        p.add_argument("--device", required=True, help="device name (devices/*.yaml) or a device file")
     p.add_argument(
         "--profiles", type=Path,
         help="profiles folder to read and write alone (default: read the shipped devices/profiles and "
@@ -63,9 +73,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--op-profiling", action="store_true", help="Android LiteRT: per-op times too")
     r.add_argument("--no-save", action="store_true", help="print only; do not add to the device's profile")
     r.add_argument("--trust-artifact", action="store_true", help=TRUST_HELP)
-    s = ps.add_parser("sweep", help="export a student at several widths on the fly and time each (host)")
-    s.add_argument("source", help="checkpoint / run dir (its architecture) or recipe")
-    _common(s)
+    _farm_args(r)
+    r.add_argument(
+        "--inference", action="store_true",
+        help="--via aihub: also run it on a built-in photo there and record on-device PSNR in its manifest",
+    )  # fmt: skip
+    s = ps.add_parser(
+        "sweep",
+        help="time every width: exported on the fly here (host), or given artifacts on Qualcomm AI Hub",
+    )
+    s.add_argument("source", nargs="?", help="checkpoint / run dir (its architecture) or recipe (host)")
+    _common(s, many=True)
+    s.add_argument(
+        "--artifacts", type=Path, nargs="+", metavar="ARTIFACT",
+        help="--via aihub: exported artifacts to profile (.tflite, .onnx), e.g. exports/*.tflite",
+    )  # fmt: skip
+    _farm_args(s)
+    s.add_argument("--trust-artifact", action="store_true", help=TRUST_HELP)
     s.add_argument("--target", default="onnx", help="pytorch or a registered export target (default onnx)")
     s.add_argument("--widths", type=float, nargs="+", help="default: every width on the channel grid")
     s.add_argument("--resolution", metavar="WxH", help="LR input size (default: the device's)")
@@ -94,6 +118,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sh = ps.add_parser("show", help="list a device's measurements")
     _common(sh)
     p.set_defaults(run=profile_command)
+    dv = sub.add_parser(
+        "devices", help="list device files, or a device farm's devices", epilog=PROFILE_EXAMPLES,
+        formatter_class=fmt,
+    )  # fmt: skip
+    dvs = dv.add_subparsers(dest="devices_command", required=True)
+    ls = dvs.add_parser("ls", help="the device files (devices/*.yaml), or --farm aihub: the farm's devices")
+    ls.add_argument("--farm", choices=["aihub"], help="list Qualcomm AI Hub's devices with their chipsets")
+    ls.add_argument("--filter", default="", help="--farm: only names or chipsets containing this text")
+    dv.set_defaults(run=devices_command)
     w = sub.add_parser(
         "select-width",
         help="the widest student that meets a latency budget on a device",
@@ -114,7 +147,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--runtime", help="runtime whose measurements decide (default: the device's first measured)"
     )
     w.add_argument("--precision", default="fp32")
-    w.add_argument("--threads", type=int, help="default: the device file's")
+    w.add_argument("--threads", type=int, help="default: the device file's (else the measurements')")
+    w.add_argument(
+        "--delegate", help="delegate whose measurements decide (default: the device file's first, else the "
+        "measurements', e.g. qnn for an AI Hub profile that ran on the NPU)",
+    )  # fmt: skip
     w.add_argument("--psnr-from", action="append", default=[], metavar="RUN_DIR", help="results.json source")
     w.add_argument("--plot", type=Path, help="PNG path (default: runs/select_width/<device>.png)")
     w.add_argument(
@@ -124,6 +161,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="wall: wall-clock medians; cpu: process CPU-time medians (shared host, 1 thread)",
     )
     w.set_defaults(run=select_width_command)
+
+
+def _farm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--via", choices=["host", "adb", "aihub"],
+        help="where to measure (default: the device file's transport); aihub: Qualcomm AI Hub's hosted "
+        "phones (API token from `qai-hub configure`)",
+    )  # fmt: skip
+    p.add_argument(
+        "--farm-device", help="--via aihub: the farm's device name (default: the device file's farm)"
+    )
+    p.add_argument(
+        "--options", default="",
+        help='--via aihub: the service\'s job options, as given: --options="--max_profiler_iterations 50"',
+    )  # fmt: skip
+    p.add_argument(
+        "--new-jobs", action="store_true",
+        help="--via aihub: submit new jobs even where earlier ones are stored (by default they are reused)",
+    )  # fmt: skip
+    p.add_argument("--poll-s", type=float, default=15.0, help=argparse.SUPPRESS)
 
 
 def _root(args: argparse.Namespace) -> Any:
@@ -171,7 +228,16 @@ def profile_command(args: argparse.Namespace, console: Any) -> int:
     from edgesr.devices import load_device, parse_resolution
     from edgesr.profile.store import device_records, save_records
 
+    if getattr(args, "via", None) == "aihub":
+        from edgesr.cli.farm import farm_command
+
+        return farm_command(args, console, _print_records)
+    if isinstance(args.device, list):  # sweep: several devices only through a farm
+        if len(args.device) > 1:
+            raise UsageError("several --device need --via aihub; a host sweep measures this machine")
+        args.device = args.device[0]
     device = load_device(args.device)
+    _check_via(args, device)
     root = _root(args)
     res = parse_resolution(args.resolution) if getattr(args, "resolution", None) else None
     if args.profile_command == "show":
@@ -205,6 +271,18 @@ def profile_command(args: argparse.Namespace, console: Any) -> int:
     _print_records(recs, device.name)
     console.print(f"saved to {', '.join(str(p) for p in sorted(paths))}")
     return 0
+
+
+def _check_via(args: argparse.Namespace, device: Any) -> None:
+    via = getattr(args, "via", None)
+    reached = "adb" if device.transport == "adb" else "host"
+    if via is not None and via != reached:
+        raise UsageError(f"device {device.name!r} is reached through {device.transport}, not --via {via}")
+    for flag in ("farm_device", "artifacts", "inference"):
+        if getattr(args, flag, None):
+            raise UsageError(f"--{flag.replace('_', '-')} is for --via aihub")
+    if args.profile_command == "sweep" and not args.source:
+        raise UsageError("profile sweep needs a checkpoint, run dir or recipe (or --via aihub --artifacts)")
 
 
 def _run(args: argparse.Namespace, device: Any, res: Any) -> Any:
@@ -283,6 +361,12 @@ def _sweep(args: argparse.Namespace, device: Any, res: Any, root: Any, console: 
     return 0
 
 
+def devices_command(args: argparse.Namespace, console: Any) -> int:
+    from edgesr.cli import farm
+
+    return farm.devices_command(args, console)
+
+
 def select_width_command(args: argparse.Namespace, console: Any) -> int:
     from edgesr.selection import select_for
 
@@ -299,6 +383,8 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
         args.plot,
         _root(args),
         args.clock,
+        args.delegate,
+        log=lambda m: console.print(m, highlight=False, markup=False),
     )
     from rich.table import Table
 
@@ -308,7 +394,7 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
     t = Table(
         *header,
         title=f"{sel.device}: budget {sel.budget_ms:g} ms, {sel.runtime}/{sel.delegate} "
-        f"{sel.precision}, threads {sel.threads}, LR {sel.resolution}",
+        f"{sel.precision}, threads {sel.threads if sel.threads is not None else '-'}, LR {sel.resolution}",
     )
     for row in rows:
         t.add_row(*row)

@@ -68,13 +68,18 @@ def _db(v: float | None) -> float | str | None:
     return "inf" if math.isinf(v) else round(v, 3)
 
 
+def _centre(lh: int, lw: int, h: int, w: int) -> tuple[int, int]:
+    """Top-left corner of the centre h x w crop of an lh x lw image (0 where the image is smaller)."""
+    return max(0, (lh - h) // 2), max(0, (lw - w) // 2)
+
+
 def verification_input(shape: tuple[int, int, int, int], scale: int) -> tuple[np.ndarray, str]:
     """A real LR crop as float32 (1, 3, H, W) in [0, 1], and a description of where it came from."""
     pair = builtin_pairs("val")[0]
     lr = EvalImages([pair], scale)[0]["lr"].numpy()  # 3 x h x w, cached MATLAB-bicubic LR
     _, _, h, w = shape
     lh, lw = lr.shape[1:]
-    y0, x0 = max(0, (lh - h) // 2), max(0, (lw - w) // 2)
+    y0, x0 = _centre(lh, lw, h, w)
     crop = lr[:, y0 : y0 + h, x0 : x0 + w]
     ph, pw = h - crop.shape[1], w - crop.shape[2]
     if ph or pw:
@@ -85,6 +90,19 @@ def verification_input(shape: tuple[int, int, int, int], scale: int) -> tuple[np
         note += " (mirror-padded)"
     # a fresh array: np.pad's result can carry a 0 stride on the batch axis, which ExecuTorch rejects
     return np.array(crop[None], dtype=np.float32, copy=True, order="C"), note
+
+
+def verification_hr(shape: tuple[int, int, int, int], scale: int) -> np.ndarray | None:
+    """The HR photo under `verification_input`'s crop, float32 (1, 3, H*scale, W*scale) in [0, 1];
+    None when that input was mirror-padded (its padding has no HR)."""
+    item = EvalImages([builtin_pairs("val")[0]], scale)[0]
+    lr, hr = item["lr"].numpy(), item["hr"].numpy()  # type: ignore[attr-defined]
+    _, _, h, w = shape
+    if lr.shape[1] < h or lr.shape[2] < w:
+        return None
+    y0, x0 = _centre(lr.shape[1], lr.shape[2], h, w)
+    crop = hr[:, y0 * scale : (y0 + h) * scale, x0 * scale : (x0 + w) * scale]
+    return np.array(crop[None], dtype=np.float32, copy=True)
 
 
 def output_psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -52,7 +52,7 @@ def runtime_info(target: str) -> tuple[str, str, str]:
     """(runtime name, runtime version, delegate) for a target; MissingSDKError when its SDK is absent,
     RuntimeError when its runtime cannot run on this machine (Core ML off macOS)."""
     if target == PYTORCH:
-        return "pytorch", torch.__version__, "cpu"
+        return "pytorch", str(torch.__version__), "cpu"  # TorchVersion is a str subclass YAML cannot dump
     spec = TARGETS.get(target)
     if spec.platforms and sys.platform not in spec.platforms:
         raise NotRunnableHere(

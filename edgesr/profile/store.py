@@ -21,7 +21,7 @@ A profile file `devices/profiles/<device>/<name>.yaml` holds one device's measur
         layer: null         # layers profiles: {kind, c_in, c_out, kernel, height, width}
         ops: []             # per-op times when the source had them (op profiling, ETDump)
         measured_at: '2026-11-22T15:02:11Z'
-        method: host        # host | adb:benchmark_model | adb:executor_runner | import:<format>
+        method: host        # host | adb:<binary> | import:<format> | aihub:profile
         notes: ''
 
 Every value is in milliseconds unless its name says otherwise. Saving merges by identity key
@@ -201,7 +201,8 @@ class Record:
         """Identity: a re-measurement of the same thing under the same conditions replaces this."""
         # A layer-table entry is identified by its layer (its one-op network's weights are random).
         what = self.layer.text if self.layer is not None else (self.sha256 or self.artifact)
-        return (what, self.runtime, self.delegate, self.precision, self.threads or 0, self.resolution)
+        farm = self.method.split(":")[0] == "aihub"  # the farm's phone is not the one on your desk
+        return (what, self.runtime, self.delegate, self.precision, self.threads or 0, self.resolution, farm)
 
 
 @dataclass(frozen=True)

@@ -129,14 +129,17 @@ def select_width(
     psnr: dict[float, float] | None = None,
     root: ProfileRoot = None,
     clock: str = "wall",
+    device_threads: bool = True,
 ) -> Selection:
     """Candidates at `resolution` (default: the device's) on `runtime`; `clock`: compare wall-clock
-    medians (default) or process CPU-time medians (host timings on a shared machine, 1 thread)."""
+    medians (default) or process CPU-time medians (host timings on a shared machine, 1 thread).
+    `threads` None is the device file's threads, or with `device_threads=False` measurements that do
+    not state a thread count (an AI Hub profile)."""
     if budget_ms <= 0:
         raise UsageError(f"budget must be > 0 ms, got {budget_ms}")
     res = resolution or device.resolution
     delegate = delegate or device.runtime(runtime).delegates[0]
-    threads = threads if threads is not None else device.threads
+    threads = threads if threads is not None or not device_threads else device.threads
     cond = (runtime, delegate, precision, res.text, threads)
     measured: dict[int, Record] = {}
     for r in device_records(device.name, root):

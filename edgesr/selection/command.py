@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edgesr.devices import load_device, parse_resolution
+from edgesr.devices import Device, load_device, parse_resolution
 from edgesr.errors import UsageError
 from edgesr.profile.host import runtime_info
 from edgesr.profile.store import ProfileRoot, device_records, profile_roots, save_records
@@ -17,7 +17,7 @@ from edgesr.selection.choose import Selection, measured_archs, psnr_from_runs, s
 from edgesr.selection.plot import plot_selection
 from edgesr.student import resolve_arch
 
-__all__ = ["quickstart_loop", "select_for"]
+__all__ = ["measured_setting", "quickstart_loop", "select_for"]
 
 
 def select_for(
@@ -33,8 +33,11 @@ def select_for(
     plot: str | os.PathLike[str] | None = None,
     root: ProfileRoot = None,
     clock: str = "wall",
+    delegate: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Selection, Path]:
-    """Resolve the CLI's defaults from the device file and profiles, select, and plot."""
+    """Resolve the CLI's defaults from the device file and profiles, select, and plot; `log` hears
+    when the comparison is not at the device file's default setting."""
     device = load_device(device_name)
     res = parse_resolution(resolution) if resolution else device.resolution
     if runtime is None:
@@ -69,6 +72,14 @@ def select_for(
             )
         arch = archs[0]
     psnr = psnr_from_runs(list(psnr_from)) if psnr_from else None
+    default_threads = device.threads if threads is None else threads
+    default = (delegate or device.runtime(runtime).delegates[0], default_threads)
+    delegate, threads = measured_setting(device, runtime, res.text, precision, delegate, threads, root)
+    if log and (delegate, threads) != default:
+        log(
+            f"comparing at {runtime}/{delegate}, threads {'not stated' if threads is None else threads}: the "
+            f"only setting measured on {device.name} (none at the device file's default)"
+        )
     sel = select_width(
         device,
         budget_ms or device.budget_ms,
@@ -77,12 +88,51 @@ def select_for(
         res,
         precision,
         threads,
+        delegate,
         psnr=psnr,
         root=root,
         clock=clock,
+        device_threads=False,
     )
     path = plot_selection(sel, plot or Path("runs/select_width") / f"{device.name}.png")
     return sel, path
+
+
+def measured_setting(
+    device: Device,
+    runtime: str,
+    resolution: str,
+    precision: str,
+    delegate: str | None = None,
+    threads: int | None = None,
+    root: ProfileRoot = None,
+) -> tuple[str, int | None]:
+    """The delegate and thread count to compare latencies at: those given; else the device file's
+    first delegate and threads when whole-model measurements exist there; else the one other setting
+    the measurements have, at the same threads or threads not stated (an AI Hub profile: the delegate
+    its compute units ran on). Measured at another stated thread count is not taken (not comparable);
+    several candidate settings: pass --delegate and --threads."""
+    want = (
+        delegate or device.runtime(runtime).delegates[0],
+        threads if threads is not None else device.threads,
+    )
+    seen = {
+        (r.delegate, r.threads)
+        for r in device_records(device.name, root)
+        if r.model is not None
+        and (r.runtime, r.precision, r.resolution) == (runtime, precision, resolution)
+        and delegate in (None, r.delegate)
+        and r.threads in ((want[1], None) if threads is None else (threads,))
+    }
+    if not seen or want in seen:
+        return want
+    if len(seen) == 1:
+        return next(iter(seen))
+    found = ", ".join(f"{d} threads {t if t is not None else '-'}" for d, t in sorted(seen, key=str))
+    raise UsageError(
+        f"measurements of {runtime} {precision} at {resolution} on {device.name} are at several settings "
+        f"({found}), none the device file's default; pass --delegate and --threads"
+    )
 
 
 def quickstart_loop(

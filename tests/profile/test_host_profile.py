@@ -247,3 +247,13 @@ def test_re_measured_layer_replaces_its_entry(tmp_path):
         )
     (rec,) = load_profile(tmp_path / "host" / "layers_ort.yaml").records
     assert rec.stats.median_ms == 2.0 and rec.layer == key
+
+
+def test_pytorch_runtime_version_is_a_plain_string_profiles_can_store():
+    import yaml
+
+    from edgesr.profile.host import runtime_info
+
+    version = runtime_info("pytorch")[1]
+    assert type(version) is str  # torch.__version__ is a TorchVersion, which yaml.safe_dump refuses
+    yaml.safe_dump({"runtime_version": version})
