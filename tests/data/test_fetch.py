@@ -45,6 +45,23 @@ def _pin(monkeypatch, loopback_server, name: str, data: bytes, images: int, **kw
     ))  # fmt: skip
 
 
+def _die_on_second_move(monkeypatch):
+    """Make the process "die" (KeyboardInterrupt) as fetch moves its second folder out of staging;
+    returns the real os.rename to put back."""
+    real_rename, calls = fetch.os.rename, 0
+
+    def rename_once(src, dst):
+        nonlocal calls
+        if "staging-" in str(src):
+            calls += 1
+            if calls == 2:
+                raise KeyboardInterrupt
+        real_rename(src, dst)
+
+    monkeypatch.setattr(fetch.os, "rename", rename_once)
+    return real_rename
+
+
 def test_fetch_end_to_end_lands_in_the_layout_training_reads(served, loopback_server):
     results = fetch.fetch(["div2k-valid"], log=lambda m: None)
     assert [r.status for r in results] == ["fetched"] * 4
@@ -185,21 +202,9 @@ def test_interrupted_extraction_leaves_no_half_layout(served, loopback_server, m
 
 
 def test_run_killed_between_renames_is_finished_not_refused(served, loopback_server, monkeypatch):
-    import os
-
-    real_rename, calls = os.rename, 0
-
-    def rename_once(src, dst):  # the process dies after the first folder moved
-        nonlocal calls
-        if "staging-" in str(src):
-            calls += 1
-            if calls == 2:
-                raise KeyboardInterrupt
-        real_rename(src, dst)
-
     files = {f"benchmark/{s}/HR/a.png": _png(0) for s in ("Set5", "Set14", "B100", "Urban100")}
     _pin(monkeypatch, loopback_server, "benchmark.tar", _tar(files), 4)
-    monkeypatch.setattr(fetch.os, "rename", rename_once)
+    real_rename = _die_on_second_move(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         fetch.fetch(["benchmarks"], log=lambda m: None)
     monkeypatch.setattr(fetch.os, "rename", real_rename)
@@ -297,22 +302,10 @@ def test_a_full_disk_while_extracting_leaves_no_staging(served, loopback_server,
 def test_a_rerun_under_another_spelling_of_the_root_finishes_what_it_started(
     served, loopback_server, monkeypatch, tmp_path
 ):
-    import os
-
-    real_rename, calls = os.rename, 0
-
-    def rename_once(src, dst):
-        nonlocal calls
-        if "staging-" in str(src):
-            calls += 1
-            if calls == 2:
-                raise KeyboardInterrupt
-        real_rename(src, dst)
-
     files = {f"benchmark/{s}/HR/a.png": _png(0) for s in ("Set5", "Set14", "B100", "Urban100")}
     _pin(monkeypatch, loopback_server, "benchmark.tar", _tar(files), 4)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(fetch.os, "rename", rename_once)
+    real_rename = _die_on_second_move(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         fetch.fetch(["benchmarks"], "data", log=lambda m: None)  # a relative root
     monkeypatch.setattr(fetch.os, "rename", real_rename)
