@@ -6,7 +6,8 @@ Each class documents its constructor and `forward`, and declares what it reads i
 HR, tapped features, a generator, CSD negatives) and whether it is built with per-tap channels. The
 trainer calls every loss from that declaration (`call_loss`), so a new loss is one class and one
 `LOSSES.register` line; `output_losses()`, those reading no tapped features, are the ones a QAT
-stage may use. LSFD and FACD are edgesr's interpretations (docs/distillation.md).
+stage may use. LSFD, FACD and the edge loss (after EFDN) are edgesr's interpretations
+(docs/distillation.md).
 `csd_objective` combines them into CSD's full training objective.
 """
 
@@ -29,6 +30,7 @@ from edgesr.losses.contrastive import (
     negative_indices,
     negative_set,
 )
+from edgesr.losses.edge import EdgeLoss, edge_loss
 from edgesr.losses.facd import FACDLoss, facd_loss
 from edgesr.losses.feature import FAKDLoss, FitNetLoss, fakd_loss, fitnet_loss, spatial_affinity
 from edgesr.losses.lsfd import LSFDLoss, lsfd_loss
@@ -45,6 +47,7 @@ LOSSES.register("fitnet")(FitNetLoss)
 LOSSES.register("fakd")(FAKDLoss)
 LOSSES.register("lsfd")(LSFDLoss)
 LOSSES.register("facd")(FACDLoss)
+LOSSES.register("edge")(EdgeLoss)
 
 
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
@@ -122,6 +125,7 @@ __all__ = [
     "TAPS",
     "ContrastiveLoss",
     "DistillBatch",
+    "EdgeLoss",
     "FACDLoss",
     "FAKDLoss",
     "FitNetLoss",
@@ -134,6 +138,7 @@ __all__ = [
     "call_loss",
     "contrastive_ratio",
     "csd_objective",
+    "edge_loss",
     "facd_loss",
     "fakd_loss",
     "fitnet_loss",
