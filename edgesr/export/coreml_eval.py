@@ -9,7 +9,7 @@ as fp16 rounded to fp16 (storage precision; Core ML's fp16 *accumulation* is not
 It is not the Core ML runtime: it says nothing about Core ML's kernels, compute-unit placement or
 speed, and a result from it must be reported as "edgesr MIL reference evaluator", never as Core ML.
 Ops it does not know raise NotImplementedError naming the op; it knows the ops edgesr's SR nets
-convert to (conv, add, relu, pixel_shuffle, q/dq, ...), listed in `OPS`.
+convert to (conv, add, relu, concat, pixel_shuffle, q/dq, ...), listed in `OPS`.
 """
 
 from __future__ import annotations
@@ -110,6 +110,17 @@ def _shuffle(a: dict[str, Any]) -> np.ndarray:
     return F.pixel_shuffle(torch.from_numpy(np.ascontiguousarray(a["x"])), int(a["upscale_factor"])).numpy()
 
 
+def _concat(a: dict[str, Any]) -> np.ndarray:
+    if a.get("interleave"):
+        raise NotImplementedError("edgesr MIL evaluator: interleaved concat")
+    return np.concatenate([np.asarray(v, np.float32) for v in a["values"]], axis=int(a["axis"]))
+
+
+def _reduce_mean(a: dict[str, Any]) -> np.ndarray:
+    axes = None if a.get("axes") is None else tuple(int(x) for x in np.atleast_1d(a["axes"]))
+    return np.mean(a["x"], axis=axes, keepdims=bool(a.get("keep_dims", False)))
+
+
 OPS: dict[str, Callable[[dict[str, Any]], np.ndarray]] = {
     "constexpr_affine_dequantize": _affine_dequantize,
     "quantize": _quantize,
@@ -129,6 +140,9 @@ OPS: dict[str, Callable[[dict[str, Any]], np.ndarray]] = {
     "transpose": lambda a: np.transpose(a["x"], [int(p) for p in a["perm"]]),
     "cast": _cast,
     "identity": lambda a: a["x"],
+    "concat": _concat,  # XLSR's skip path
+    "reduce_mean": _reduce_mean,  # RCAN's channel attention: global average pool ...
+    "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a["x"])),  # ... and its gate
 }
 
 
@@ -161,8 +175,13 @@ def run_program(path: str | Path, inputs: dict[str, np.ndarray]) -> dict[str, np
                 f"edgesr MIL evaluator does not know op {op.op_type!r} (output {out.name!r}); "
                 f"known: {', '.join(sorted(OPS))}"
             )
+
+        def value(v: Any) -> np.ndarray:
+            return env[v.name] if v.name in env else np.asarray(v.val)
+
+        # a tuple input (concat's `values`) is a tuple of vars, each looked up like a single one
         args = {
-            k: (env[v.name] if v.name in env else np.asarray(v.val)) if not isinstance(v, tuple | list) else v
+            k: [value(e) for e in v] if isinstance(v, tuple | list) else value(v)
             for k, v in op.inputs.items()
         }
         env[out.name] = _round_to_type(impl(args), out)

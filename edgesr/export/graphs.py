@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from edgesr.models import reparameterize
 from edgesr.targets import UPSAMPLERS
 
 __all__ = ["DepthToSpace", "crd_to_dcr", "one_hot_transposed_conv", "rewrite_upsampler"]
@@ -108,7 +109,9 @@ def rewrite_upsampler(model: nn.Module, variant: str) -> nn.Module:
     docstring); same outputs, same ``scale``/``arch``/``materialized_width``/training mode.
 
     A full channel-split model is rewritten at width 1.0: reordered convs become plain ``nn.Conv2d``,
-    so running the copy at a narrower width fails loudly (materialize the student first).
+    so running the copy at a narrower width fails loudly (materialize the student first). A model
+    with re-parameterisable blocks is collapsed first (`edgesr.models.reparameterize`): the rewrite
+    is a deployment form, and only single convs can have their output channels reordered.
     Raises ValueError for an unknown variant, a model without PixelShuffle, or (depth_to_space) a
     shuffle fed by something other than convs through channel-wise ops, naming the module.
     """
@@ -121,7 +124,8 @@ def rewrite_upsampler(model: nn.Module, variant: str) -> nn.Module:
         raise ValueError(
             f"{type(model).__name__} has no nn.PixelShuffle: there is no sub-pixel upsampler to rewrite"
         )
-    out = copy.deepcopy(model)
+    collapsed = reparameterize(model)
+    out = copy.deepcopy(collapsed) if collapsed is model else collapsed
     training = out.training
     out.eval()
     channels, feeders = _probe(out, shuffles, find_feeders=variant == "depth_to_space")

@@ -21,7 +21,7 @@ from torch import nn
 import edgesr
 from edgesr.errors import EdgesrError, NotFoundError
 from edgesr.files import atomic_write_json, sha256_file
-from edgesr.models import count_macs, count_params
+from edgesr.models import build_model, count_macs, count_params, count_rep_blocks
 
 if TYPE_CHECKING:  # types only: the manifest is written from what export/run.py resolved
     from edgesr.export.base import Exporter
@@ -79,6 +79,12 @@ def tool_versions(sdk: dict[str, str]) -> dict[str, str]:
     }
 
 
+def _rep_blocks(arch: dict[str, Any]) -> int:
+    """Re-parameterisable blocks the architecture trains with (a QAT graph was collapsed already)."""
+    with torch.device("meta"):
+        return count_rep_blocks(build_model(arch["name"], **arch["args"]))
+
+
 def build_manifest(
     student: Student,
     plan: ExportPlan,
@@ -130,7 +136,9 @@ def build_manifest(
             "macs": count_macs(model, (h, w)),
             "macs_input": [1, c, h, w],
         },
-        "graph": {"upsampler": plan.upsampler, "delegate": plan.delegate},
+        # re-parameterisable blocks collapsed into single 3x3 convs before export (0: none in the model)
+        "graph": {"upsampler": plan.upsampler, "delegate": plan.delegate,
+                  "reparameterized_blocks": _rep_blocks(meta.arch)},  # fmt: skip
         "quantization": quantization,
         "input": inp,
         "output": out,

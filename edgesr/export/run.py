@@ -31,6 +31,7 @@ from edgesr.export.plan import (
     plan_export,
 )
 from edgesr.export.verify import Verification, verification_input, verify
+from edgesr.models import reparameterize
 from edgesr.quant.quality import GATE_IMAGES, MAX_MEAN_DROP_DB, MAX_WORST_DROP_DB, Int8Loss, measure_int8_loss
 from edgesr.quant.state import trained_activations
 from edgesr.sdk import MissingSDKError
@@ -135,7 +136,9 @@ def export_student(student: Student, target: str, options: ExportOptions) -> Exp
 
 
 def deployable(model: nn.Module, upsampler: str) -> nn.Module:
-    """`model` with its upsampler written as `upsampler` (numerically the same function)."""
+    """`model` as it is deployed, numerically the same function: re-parameterisable blocks collapsed
+    into single 3x3 convs (edgesr.models.reparam), the upsampler written as `upsampler`."""
+    model = reparameterize(model)
     if upsampler == "pixelshuffle":
         return model
     return rewrite_upsampler(model, upsampler).eval()

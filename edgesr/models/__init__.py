@@ -18,7 +18,9 @@ from torch import nn
 
 from edgesr.models.edsr import EDSR, edsr_baseline, edsr_full
 from edgesr.models.plain import PlainSR
+from edgesr.models.quicksrnet import QuickSRNet, quicksrnet_large, quicksrnet_medium, quicksrnet_small
 from edgesr.models.rcan import RCAN
+from edgesr.models.reparam import ECBSR, count_rep_blocks, reparameterize
 from edgesr.models.slim import (
     Cat,
     Fixed,
@@ -29,26 +31,32 @@ from edgesr.models.slim import (
     snap_channels,
     width_scope,
 )
+from edgesr.models.xlsr import XLSR
 from edgesr.registry import Registry
 from edgesr.schema import bound_errors
 
 __all__ = [
+    "ECBSR",
     "EDSR",
     "MODELS",
     "RCAN",
     "Cat",
     "Fixed",
     "PlainSR",
+    "QuickSRNet",
     "SlimConv2d",
     "Split",
+    "XLSR",
     "active_index",
     "arch_channels",
     "build_model",
     "candidate_widths",
     "count_macs",
     "count_params",
+    "count_rep_blocks",
     "materialize",
     "model_signature",
+    "reparameterize",
     "snap_channels",
     "students_at",
     "width_scope",
@@ -59,7 +67,13 @@ MODELS.register("edsr")(EDSR)
 MODELS.register("edsr_baseline")(edsr_baseline)
 MODELS.register("edsr_full")(edsr_full)
 MODELS.register("rcan")(RCAN)
+MODELS.register("ecbsr")(ECBSR)
 MODELS.register("plain")(PlainSR)
+MODELS.register("quicksrnet")(QuickSRNet)
+MODELS.register("quicksrnet_small")(quicksrnet_small)
+MODELS.register("quicksrnet_medium")(quicksrnet_medium)
+MODELS.register("quicksrnet_large")(quicksrnet_large)
+MODELS.register("xlsr")(XLSR)
 
 
 def model_signature(name: str) -> inspect.Signature:
@@ -97,10 +111,11 @@ def candidate_widths(arch: dict) -> list[float]:
 
 
 def students_at(full: nn.Module, widths: Iterable[float]) -> Iterator[tuple[float, nn.Module]]:
-    """(width, stand-alone student of `full`) for each width, made one at a time as it is asked for
-    (width 1 is `full` itself, not a copy)."""
+    """(width, stand-alone student of `full` as it deploys) for each width, made one at a time as it
+    is asked for: re-parameterisable blocks collapsed; width 1 of a model without them is `full`
+    itself, not a copy."""
     for w in widths:
-        yield w, full if w == 1.0 else materialize(full, w)
+        yield w, reparameterize(full if w == 1.0 else materialize(full, w))
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -113,7 +128,9 @@ def count_macs(model: nn.Module, input_hw: tuple[int, int], width: float = 1.0) 
 
     Counted from the tensors each conv really sees (forward hooks), so a sliced forward at
     ``width < 1`` and the materialized student give the same figure. Works on ``meta`` models.
+    Re-parameterisable blocks count as the one 3x3 conv they deploy as (training costs more).
     """
+    model = reparameterize(model)
     total = 0
 
     def hook(conv: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:

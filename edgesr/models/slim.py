@@ -210,8 +210,11 @@ class SlimConv2d(nn.Conv2d):
     """``nn.Conv2d`` sized for the full width that runs on leading slices at the current width.
 
     Shapes: ``(N, in_spec.active(w), H, W) -> (N, out_spec.active(w), H', W')``. At width 1.0 it is
-    exactly ``nn.Conv2d``. Grouped convs are not supported (slicing groups is not CSD's design).
-    An ``int`` spec means ``Fixed(int)``.
+    exactly ``nn.Conv2d``. An ``int`` spec means ``Fixed(int)``.
+
+    Grouped (``groups=g > 1``): both specs are ``Cat((part,) * g)``, g identical parts, so that every
+    group keeps its own leading channels at every width (XLSR's 4-group convs); the weight's input
+    dimension is then one group's, sliced by ``part``.
     """
 
     def __init__(
@@ -224,16 +227,23 @@ class SlimConv2d(nn.Conv2d):
         dilation: int | tuple[int, int] = 1,
         bias: bool = True,
         padding_mode: str = "zeros",
+        groups: int = 1,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         in_spec, out_spec = _as_spec(in_spec), _as_spec(out_spec)
+        if groups != 1:
+            for role, spec in (("in_spec", in_spec), ("out_spec", out_spec)):
+                if not (isinstance(spec, Cat) and len(spec.parts) == groups and len(set(spec.parts)) == 1):
+                    raise ValueError(
+                        f"SlimConv2d(groups={groups}): {role} must be Cat((part,) * {groups}), got {spec}"
+                    )
         if padding is None:  # "same" for odd kernels, the SR default
             ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
             padding = (ks[0] // 2, ks[1] // 2)
         super().__init__(
             in_spec.full, out_spec.full, kernel_size, stride=stride, padding=padding, dilation=dilation,
-            bias=bias, padding_mode=padding_mode, device=device, dtype=dtype,
+            bias=bias, padding_mode=padding_mode, device=device, dtype=dtype, groups=groups,
         )  # fmt: skip
         self.in_spec = in_spec
         self.out_spec = out_spec
@@ -241,7 +251,9 @@ class SlimConv2d(nn.Conv2d):
     def sliced_weight(self, width: float, multiple: int) -> tuple[Tensor, Tensor | None]:
         """``(weight[out_idx][:, in_idx], bias[out_idx])`` of the width-``width`` student."""
         out_idx = self.out_spec.index(width, multiple)
-        in_idx = self.in_spec.index(width, multiple)
+        # a grouped weight's input dimension is one group's channels (the spec's parts are identical)
+        in_part = self.in_spec.parts[0] if self.groups > 1 else self.in_spec  # type: ignore[union-attr]
+        in_idx = in_part.index(width, multiple)
         weight = _take(_take(self.weight, out_idx, 0), in_idx, 1)
         bias = None if self.bias is None else _take(self.bias, out_idx, 0)
         return weight, bias
@@ -251,10 +263,10 @@ class SlimConv2d(nn.Conv2d):
         if width == 1.0:  # every spec is whole at width 1 (snap_channels guarantees it)
             return super().forward(x)
         weight, bias = self.sliced_weight(width, multiple)
-        if x.shape[1] != weight.shape[1]:
+        if x.shape[1] != weight.shape[1] * self.groups:
             raise ValueError(
                 f"SlimConv2d({self.in_spec}, {self.out_spec}) at width {width}: got {x.shape[1]} input "
-                f"channels, expected {weight.shape[1]}"
+                f"channels, expected {weight.shape[1] * self.groups}"
             )
         return self._conv_forward(x, weight, bias)
 
@@ -270,9 +282,9 @@ class SlimConv2d(nn.Conv2d):
 def _narrow_conv(conv: SlimConv2d, width: float, multiple: int) -> nn.Conv2d:
     weight, bias = conv.sliced_weight(width, multiple)
     plain = nn.Conv2d(
-        weight.shape[1], weight.shape[0], conv.kernel_size, stride=conv.stride, padding=conv.padding,
-        dilation=conv.dilation, bias=bias is not None, padding_mode=conv.padding_mode,
-        device=weight.device, dtype=weight.dtype,
+        weight.shape[1] * conv.groups, weight.shape[0], conv.kernel_size, stride=conv.stride,
+        padding=conv.padding, dilation=conv.dilation, bias=bias is not None, padding_mode=conv.padding_mode,
+        device=weight.device, dtype=weight.dtype, groups=conv.groups,
     )  # fmt: skip
     with torch.no_grad():
         plain.weight.copy_(weight)

@@ -49,8 +49,10 @@ def default_taps(model: nn.Module) -> dict[str, str]:
     ``_stage_indices`` for shallow bodies); ``"body"`` is the body's last feature map:
     - EDSR: residual blocks ``body.{i}``; ``"body"`` = ``body_end`` (before the long skip add).
     - RCAN: residual groups ``body.{g}``; ``"body"`` = ``body_end``.
-    - plain: the ReLUs of the body (``body`` alternates conv, ReLU, so ReLU ``j`` is
-      ``body.{2j+1}``); ``"body"`` = the last ReLU.
+    - plain, ecbsr: the ReLUs of the body (``body`` alternates conv or re-parameterisable block and
+      ReLU, so ReLU ``j`` is ``body.{2j+1}``); ``"body"`` = the last ReLU.
+    - quicksrnet: the same on its clipped ReLUs (``n_intermediate + 1`` of them).
+    - xlsr: the GBlocks ``gblocks.{i}``; ``"body"`` = ``fuse`` (1x1 of main + skip, ReLU).
     Works on materialized students, which keep the full model's ``arch`` and module names.
     Feature shapes are ``(N, f, H, W)`` at LR size, ``f`` the active width.
     """
@@ -64,11 +66,16 @@ def default_taps(model: nn.Module) -> dict[str, str]:
         n = args["n_resblocks"] if name == "edsr" else args["n_resgroups"]
         taps = {stage: f"body.{i}" for stage, i in _stage_indices(n).items()}
         return taps | {"body": "body_end"}
-    if name == "plain":
-        n_relus = args["n_convs"] - 1  # first conv + (n_convs - 2) body convs, each with its ReLU
+    if name in ("plain", "ecbsr", "quicksrnet"):
+        # first conv (block) + the body convs, each with its activation: (n_convs - 2) or n_intermediate
+        n_relus = args["n_convs"] - 1 if name in ("plain", "ecbsr") else args["n_intermediate"] + 1
         taps = {stage: f"body.{2 * j + 1}" for stage, j in _stage_indices(n_relus).items()}
         return taps | {"body": f"body.{2 * n_relus - 1}"}
-    raise ValueError(f"no default taps for architecture {name!r}; known: edsr, plain, rcan")
+    if name == "xlsr":
+        taps = {stage: f"gblocks.{i}" for stage, i in _stage_indices(args["n_gblocks"]).items()}
+        return taps | {"body": "fuse"}
+    known = "ecbsr, edsr, plain, quicksrnet, rcan, xlsr"
+    raise ValueError(f"no default taps for architecture {name!r}; known: {known}")
 
 
 def pair_taps(

@@ -38,7 +38,10 @@ ANNOTATION = "quantization_annotation"
 def end_roles(gm: GraphModule) -> dict[Node, str]:
     """The image-facing ops of an exported SR graph, by position (no module names needed):
 
-    `in`: the first op on the graph input (EDSR's mean shift); `head`: the first conv; `skip`: the
+    `in`: every op on the graph input (EDSR's mean shift; a plain net's first conv and its nearest
+    conv; XLSR's head and skip convs: the input is an image, and XNNPACK cannot take one graph
+    input as float for one op and int8 for another, measured on XLSR: the delegate fails to load);
+    `head`: the first conv; `skip`: the
     last add that takes the head's output (the global residual); `tail`: the last conv; `out`: the
     op whose value the graph returns (EDSR's add-mean, else the tail conv or the clamp / shuffle).
     """
@@ -49,7 +52,6 @@ def end_roles(gm: GraphModule) -> dict[Node, str]:
     for n in nodes:
         if any(isinstance(a, Node) and a.op == "placeholder" for a in n.args):
             roles[n] = "in"
-            break
     if convs:
         head = convs[0]
         roles.setdefault(head, "head")

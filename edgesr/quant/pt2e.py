@@ -24,6 +24,7 @@ from torch.fx import GraphModule
 
 from edgesr.data import load_lr, open_dataset, to_tensor
 from edgesr.errors import DataError, UsageError
+from edgesr.models import reparameterize
 from edgesr.quant.backends import check_backend, get_quantizer, require_torchao
 from edgesr.targets import ESTIMATORS
 
@@ -62,8 +63,14 @@ def prepare(
     dynamic: bool | None = None,
     estimator: str = "histogram",
     activations: str = "int8",
+    collapse: bool = True,
 ) -> GraphModule:
     """`model` exported and annotated for `backend`: observers (PTQ) or fake quantization (QAT).
+
+    `collapse` (default): re-parameterisable blocks (edgesr.models.reparam) are collapsed first, so
+    PTQ and QAT see the graph that is deployed, one 3x3 conv per block with one int8 weight grid.
+    `collapse=False` quantizes every branch on its own: only for the QAT-order benchmark
+    (benchmarks/reparam_qat.py), since the collapsed sum of int8 branches is not on an int8 grid.
 
     `estimator` (PTQ): how each activation's int8 range is chosen from the calibration images
     (ESTIMATORS: "histogram", the backends' own choice, minimises the quantization error of what it
@@ -78,6 +85,8 @@ def prepare(
     quantizer = get_quantizer(backend, qat=qat, fully_integer=fully_integer, activations=activations)
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
+    if collapse:
+        model = reparameterize(model)
     graph = export_graph(model, example, dynamic=qat if dynamic is None else dynamic)
     prepared = prepare_qat_pt2e(graph, quantizer) if qat else prepare_pt2e(graph, quantizer)
     if not qat:

@@ -208,17 +208,17 @@ def test_reference_evaluator_matches_pytorch(tmp_path, precision, weight_only):
     assert "not Core ML" in EVALUATOR
 
 
-class SigmoidNet(nn.Module):
+class TanhNet(nn.Module):
     def forward(self, x: torch.Tensor, width: float = 1.0) -> torch.Tensor:
-        return torch.sigmoid(x)
+        return torch.tanh(x)
 
 
 def test_reference_evaluator_names_an_op_it_does_not_know(tmp_path):
     req = ExportRequest(tmp_path, "coreml", precision="fp16", input_shape=SHAPE)
     coreml = get_exporter("coreml")
     plan = plan_export("coreml", req)
-    coreml.export(SigmoidNet().eval(), torch.rand(SHAPE), tmp_path / "m.mlpackage", plan)
-    with pytest.raises(NotImplementedError, match="does not know op 'sigmoid'"):
+    coreml.export(TanhNet().eval(), torch.rand(SHAPE), tmp_path / "m.mlpackage", plan)
+    with pytest.raises(NotImplementedError, match="does not know op 'tanh'"):
         coreml.evaluate(tmp_path / "m.mlpackage", np.zeros(SHAPE, np.float32))
 
 

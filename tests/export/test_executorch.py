@@ -65,7 +65,7 @@ def test_fp32_artifact_matches_pytorch_and_is_fully_delegated(
     assert "ExecuTorch" in v.runtime and "executorch 1." in v.runtime and "astronaut" in v.image
     m = json.loads(r.manifest_path.read_text())
     assert m["artifact"]["sha256"] == sha256_file(r.artifact) and m["model"]["width"] == 0.5
-    assert m["graph"] == {"upsampler": "pixelshuffle", "delegate": "xnnpack"}
+    assert m["graph"] == {"upsampler": "pixelshuffle", "delegate": "xnnpack", "reparameterized_blocks": 0}
     out_shape = [1, 3, 2 * shape[2], 2 * shape[3]]
     assert m["input"]["planned_shape"] == list(shape) and m["output"]["planned_shape"] == out_shape
     for key in ("edgesr", "torch", "executorch", "numpy", "python"):

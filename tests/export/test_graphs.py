@@ -19,6 +19,12 @@ TINY: dict[str, dict[str, int]] = {
     "edsr_full": {"n_resblocks": 1, "n_feats": 16},
     "rcan": {"n_resgroups": 1, "n_resblocks": 1, "n_feats": 16, "reduction": 4},
     "plain": {"n_convs": 3, "n_feats": 8},
+    "quicksrnet": {"n_intermediate": 1, "n_feats": 8},
+    "quicksrnet_small": {"n_intermediate": 1, "n_feats": 8},
+    "quicksrnet_medium": {"n_intermediate": 1, "n_feats": 8},
+    "quicksrnet_large": {"n_intermediate": 1, "n_feats": 8},
+    "xlsr": {"n_gblocks": 1, "n_feats": 8},
+    "ecbsr": {"n_convs": 3, "n_feats": 8},
 }
 REWRITES = [v for v in UPSAMPLERS if v != "pixelshuffle"]
 
@@ -49,8 +55,9 @@ def test_rewrite_equals_pixelshuffle_model(name, scale, variant):
         torch.testing.assert_close(rewritten(x), model(x), rtol=1e-6, atol=1e-6)
     assert not any(isinstance(m, nn.PixelShuffle) for m in rewritten.modules())
     expected = DepthToSpace if variant == "depth_to_space" else nn.ConvTranspose2d
-    assert sum(isinstance(m, expected) for m in rewritten.modules()) == (
-        2 if scale == 4 and name != "plain" else 1
+    # one rewritten upsampler per shuffle (EDSR and RCAN have two x2 stages at x4)
+    assert sum(isinstance(m, expected) for m in rewritten.modules()) == sum(
+        isinstance(m, nn.PixelShuffle) for m in model.modules()
     )
     assert rewritten.scale == scale and rewritten.arch == model.arch
     for key, value in model.state_dict().items():  # the original is untouched

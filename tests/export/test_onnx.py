@@ -32,6 +32,8 @@ SHAPE = (1, 3, 24, 32)
     [
         ("edsr", (1.0, 0.5), {"n_resblocks": 1, "n_feats": 16}),
         ("plain", (1.0,), {"n_convs": 3, "n_feats": 8}),
+        ("quicksrnet_large", (1.0, 0.5), {"n_intermediate": 1, "n_feats": 16}),  # anchor + clips
+        ("xlsr", (1.0, 0.5), {"n_gblocks": 1, "n_feats": 16}),  # grouped convs, concat
     ],
 )
 def test_onnx_artifact_matches_pytorch(tmp_path, name, widths, args):

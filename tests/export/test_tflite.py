@@ -85,6 +85,25 @@ def test_fp32_artifact_matches_pytorch_and_reports_delegation(tmp_path, name, wi
         assert d["cpu_ops"] == {"RELU_0_TO_1": 1} and d["partitions"] == 2
 
 
+@pytest.mark.parametrize(
+    "name, args, clips",
+    [
+        ("quicksrnet_small", {"n_intermediate": 1, "n_feats": 16}, 3),
+        ("xlsr", {"n_gblocks": 1, "n_feats": 16}, 1),
+    ],
+)
+def test_mobile_architectures_export_at_a_width(tmp_path, name, args, clips):
+    """QuickSRNet and XLSR students (width 0.5: XLSR's grouped convs stay grouped) match PyTorch. Every
+    clip(0, 1) (QuickSRNet's clipped ReLUs and the output clip) is a RELU_0_TO_1 that XNNPACK does
+    not take, so the float graph splits around each one: recorded here, as for `plain` above."""
+    ckpt = checkpoint(tmp_path, name, (1.0, 0.5), **args)
+    r = export_checkpoint(ExportRequest(ckpt, "tflite", input_shape=SHAPE, out_dir=tmp_path / "out"))
+    assert r.verification.passed and r.verification.max_abs_diff < 1e-4
+    d = r.manifest["delegation"]
+    assert d["ops"]["DEPTH_TO_SPACE"] == 1 and "RESHAPE" not in d["ops"]
+    assert d["cpu_ops"] == {"RELU_0_TO_1": clips} and d["partitions"] == clips + 1
+
+
 def test_existing_artifact_needs_force(tmp_path):
     ckpt = checkpoint(tmp_path, "plain", (1.0,), **PLAIN)
     req = ExportRequest(ckpt, "tflite", input_shape=SHAPE, out_dir=tmp_path / "out")

@@ -20,7 +20,8 @@ from edgesr.models import (
 from edgesr.recipe import Recipe, RecipeError, from_dict
 from edgesr.schema import bound_errors
 
-TINY = {"n_feats": 32, "n_resblocks": 2, "n_resgroups": 2, "n_convs": 4, "reduction": 4}
+TINY = {"n_feats": 32, "n_resblocks": 2, "n_resgroups": 2, "n_convs": 4, "reduction": 4, "n_intermediate": 2,
+        "n_gblocks": 2}  # fmt: skip
 
 
 def tiny_model(name: str, **override: int | float | bool) -> nn.Module:

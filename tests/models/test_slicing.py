@@ -22,7 +22,8 @@ from edgesr.models.slim import (
 )
 
 # Shrinks any registered model to test size; only the arguments a builder accepts are passed.
-TINY = {"n_feats": 32, "n_resblocks": 2, "n_resgroups": 2, "n_convs": 4, "reduction": 4}
+TINY = {"n_feats": 32, "n_resblocks": 2, "n_resgroups": 2, "n_convs": 4, "reduction": 4, "n_intermediate": 2,
+        "n_gblocks": 2}  # fmt: skip
 WIDTHS = [1.0, 0.75, 0.5, 0.25, 0.3]  # 0.3 needs snapping (32 * 0.3 = 9.6 channels)
 
 
@@ -303,3 +304,29 @@ def test_student_gradient_reaches_only_leading_slices() -> None:
     check(model.tail.weight, 3, f)
     assert torch.count_nonzero(model.head.bias.grad[f:]) == 0
     assert model.head.bias.grad[:f].abs().sum() > 0
+
+
+@pytest.mark.parametrize("width", [1.0, 0.5, 0.25])
+def test_grouped_conv_keeps_each_groups_leading_channels(width: float) -> None:
+    """A 4-group conv at width w equals, group by group, the dense conv of that group's leading slices."""
+    torch.manual_seed(0)
+    g, f = 4, 16
+    spec = Cat((Split(f),) * g)
+    conv = SlimConv2d(spec, spec, 3, groups=g)
+    a = Split(f).active(width, 4)
+    x = torch.rand(2, g * a, 9, 7)
+    with torch.no_grad(), width_scope(width, 4):
+        y = conv(x)
+    for j in range(g):
+        rows = slice(j * f, j * f + a)
+        expected = F.conv2d(x[:, j * a : (j + 1) * a], conv.weight[rows, :a], conv.bias[rows], padding=1)
+        torch.testing.assert_close(y[:, j * a : (j + 1) * a], expected)
+    narrow = materialize(conv, width, multiple=4)
+    assert isinstance(narrow, nn.Conv2d) and narrow.groups == g and narrow.in_channels == g * a
+    with torch.no_grad():
+        torch.testing.assert_close(narrow(x), y)
+
+
+def test_grouped_conv_needs_one_part_per_group() -> None:
+    with pytest.raises(ValueError, match=r"in_spec must be Cat\(\(part,\) \* 4\)"):
+        SlimConv2d(Split(16), Cat((Split(4),) * 4), 3, groups=4)

@@ -9,8 +9,9 @@ from torch import nn
 from edgesr.models import build_model, materialize, model_signature, snap_channels
 from edgesr.models.taps import FeatureTaps, _stage_indices, default_taps, pair_taps, run_with_taps
 
-TINY = {"n_feats": 32, "n_resblocks": 3, "n_resgroups": 3, "n_convs": 5, "reduction": 4}
-NAMES = ["edsr", "rcan", "plain"]
+TINY = {"n_feats": 32, "n_resblocks": 3, "n_resgroups": 3, "n_convs": 5, "reduction": 4, "n_intermediate": 3,
+        "n_gblocks": 3}  # fmt: skip
+NAMES = ["edsr", "rcan", "plain", "quicksrnet_small", "quicksrnet_large", "xlsr"]
 HW = 12
 
 
@@ -59,6 +60,13 @@ def test_default_taps_per_architecture() -> None:
     taps = default_taps(plain)
     assert taps == {"stage1": "body.1", "stage2": "body.3", "stage3": "body.7", "body": "body.7"}
     assert all(isinstance(plain.get_submodule(p), nn.ReLU) for p in taps.values())
+    quick = tiny_model("quicksrnet_medium", n_intermediate=5)  # conv, clip x6 -> clips at 1, 3, .., 11
+    taps = default_taps(quick)
+    assert taps == {"stage1": "body.3", "stage2": "body.7", "stage3": "body.11", "body": "body.11"}
+    assert all(isinstance(quick.get_submodule(p), nn.Hardtanh) for p in taps.values())
+    assert default_taps(tiny_model("xlsr")) == {
+        "stage1": "gblocks.0", "stage2": "gblocks.1", "stage3": "gblocks.2", "body": "fuse",
+    }  # fmt: skip
 
 
 def test_default_taps_needs_a_known_arch() -> None:

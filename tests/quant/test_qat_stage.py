@@ -78,6 +78,12 @@ def test_every_qat_loss_reaches_the_fake_quant_student(tiny_photos, runs, loss) 
     loss_value.backward()
     trainable = {n: p for n, p in objective.net.named_parameters() if p.requires_grad}
     assert trainable
+    if loss == "edge":
+        # the last conv's bias (EDSR's tail, after the upsampler) only shifts the whole image, which a
+        # zero-sum edge filter cannot see: its gradient is float noise (~1e-8), so it is not asserted
+        last_bias = [n for n in trainable if n.endswith("bias")][-1]
+        assert "tail" in last_bias
+        assert trainable.pop(last_bias).grad.abs().max() < 1e-5
     for name, p in trainable.items():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"{loss}: no gradient reached {name}"
     assert all(p.grad is None for p in objective.teacher.parameters())
@@ -236,3 +242,35 @@ def test_eval_quant_reports_float_ptq_and_qat_of_one_student(tiny_photos, runs, 
     assert "| **worst drop** |" in per_image and per_image.count("| img") == 2
     assert "int8 PTQ (xnnpack, float ends) (drop)" in per_image
     assert "int8 QAT (xnnpack, float ends) (drop)" in per_image
+
+
+ECB = {"name": "ecbsr", "args": {"n_convs": 3, "n_feats": 16}}
+
+
+def _convs(graph: torch.fx.GraphModule) -> int:
+    conv = torch.ops.aten.conv2d.default
+    return sum(n.op == "call_function" and n.target == conv for n in graph.graph.nodes)
+
+
+def test_qat_of_a_reparameterisable_student_trains_the_collapsed_graph(tiny_photos, tmp_path) -> None:
+    """One CSD run of multi-branch blocks; its width-0.5 student is collapsed before fake quantization
+    (one int8 weight grid per deployed conv), saved, rebuilt from the checkpoint, and exported."""
+    train(_recipe(tiny_photos, "csd", ECB, widths=[0.5], steps=2,
+                  losses=[{"name": "l1"}]), tmp_path / "csd")  # fmt: skip
+    qat = _recipe(
+        tiny_photos, "qat", ECB, widths=[0.5], init=str(tmp_path / "csd"), student_from=str(tmp_path / "csd"),
+        losses=[{"name": "output_kd", "args": {"alpha": 0.5}}],
+    )  # fmt: skip
+    objective, width = build_objective(qat)
+    assert width == 0.5 and _convs(objective.net) == 3 + 1  # 3 collapsed blocks + the nearest conv
+    train(qat, tmp_path / "qat")
+    fq, meta = load_model(tmp_path / "qat")  # the rebuild collapses too, or the state would not load
+    assert meta.quant is not None and _convs(fq) == 4
+    from edgesr.export import ExportRequest, export_checkpoint
+
+    res = export_checkpoint(ExportRequest(
+        checkpoint=tmp_path / "qat", target="executorch", precision="int8", input_shape=(1, 3, 12, 16),
+        out_dir=tmp_path / "exports", accept_int8_loss=True,
+    ))  # fmt: skip
+    assert res.verification.passed and res.manifest["quantization"]["method"] == "qat"
+    assert res.manifest["graph"]["reparameterized_blocks"] == 3
