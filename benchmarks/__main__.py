@@ -5,7 +5,8 @@
 `python -m benchmarks real-photos [--cache DIR] [--list]` (real photos for quantization evaluation),
 `python -m benchmarks quant-photos STUDENT [--backends ...] [--variants ...]` (int8 drop per real photo),
 `python -m benchmarks quant-layers STUDENT [--backend B] [--images ...]` (per-tensor int8 sensitivity),
-`python -m benchmarks loader [--images N] [--folder DIR]` (loader patches/s: 2K vs sub-images)."""
+`python -m benchmarks loader [--images N] [--folder DIR]` (loader patches/s: 2K vs sub-images),
+`python -m benchmarks pareto [--steps N] [--families ...]` (PSNR vs latency of every student family)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from benchmarks import (
     export_latency,
     latency_model,
     loader,
+    pareto,
     quant,
     quant_layers,
     quant_photos,
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     quant_photos.add_parser(sub)
     quant_layers.add_parser(sub)
     loader.add_parser(sub)
+    pareto.add_parser(sub)
     args = p.parse_args(argv)
     return args.run(args)
 
