@@ -49,7 +49,11 @@ FAMILIES: dict[str, tuple[str, dict[str, object], str]] = {
     "quicksrnet-medium": ("quicksrnet_medium", {}, "quicksrnet"),
     "xlsr": ("xlsr", {}, "xlsr"),
     "edsr-4x16": ("edsr", {"n_resblocks": 4, "n_feats": 16}, "edsr"),
+    # one slimmable run (CSD's CSSR-Net, L1 on both widths): its width-0.5 student, a 6x16 net that
+    # shares the 6x32 network's leading channels, against ecbsr-6x16 trained on its own
+    "ecbsr-6x32-slim@0.5": ("ecbsr", {"n_convs": 6, "n_feats": 32, "clamp": True}, "ecbsr-slim"),
 }
+SLIM_WIDTH = 0.5  # the student width of the `-slim@` families
 SMOKE = ("plain-6x16", "ecbsr-6x16")
 RUNTIMES = ("tflite", "executorch")
 PRECISIONS = ("fp32", "int8")
@@ -118,9 +122,11 @@ def family_recipe(label: str, steps: int, out: Path):  # -> Recipe
 
     name, args, _ = FAMILIES[label]
     data = read_yaml_file(RECIPE, str(RECIPE))
-    data["name"] = f"pareto_x2_{label}"
+    data["name"] = f"pareto_x2_{label.replace('@', '_w')}"
     data["model"]["name"], data["model"]["args"] = name, dict(args)
     t = data["train"]
+    if "-slim@" in label:
+        t["mode"], t["widths"], t["losses"] = "csd", [SLIM_WIDTH], [{"name": "l1"}]
     t["steps"] = steps
     t["optim"]["milestones"] = [max(1, steps * 2 // 3), max(2, steps * 7 // 8)]
     t["checkpoint_every"] = t["val_every"] = steps
@@ -161,7 +167,7 @@ def bench_family(label: str, args: argparse.Namespace, real: list[dict], builtin
 
     steps = 20 if args.smoke else args.steps
     train_s = train_family(label, steps, args.out)
-    student = load_student(args.out / "runs" / label)
+    student = load_student(args.out / "runs" / label, SLIM_WIDTH if "-slim@" in label else None)
     deployed = reparameterize(student.net)
     scale = student.scale
     base = dict(
