@@ -6,7 +6,8 @@
 `python -m benchmarks quant-photos STUDENT [--backends ...] [--variants ...]` (int8 drop per real photo),
 `python -m benchmarks quant-layers STUDENT [--backend B] [--images ...]` (per-tensor int8 sensitivity),
 `python -m benchmarks loader [--images N] [--folder DIR]` (loader patches/s: 2K vs sub-images),
-`python -m benchmarks pareto [--steps N] [--families ...]` (PSNR vs latency of every student family)."""
+`python -m benchmarks pareto [--steps N] [--families ...]` (PSNR vs latency of every student family),
+`python -m benchmarks reparam-qat STUDENT [--steps N]` (collapse-then-QAT vs QAT-then-collapse)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from benchmarks import (
     quant_layers,
     quant_photos,
     real_photos,
+    reparam_qat,
     train_throughput,
 )
 
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     quant_layers.add_parser(sub)
     loader.add_parser(sub)
     pareto.add_parser(sub)
+    reparam_qat.add_parser(sub)
     args = p.parse_args(argv)
     return args.run(args)
 

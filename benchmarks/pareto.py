@@ -49,7 +49,7 @@ FAMILIES: dict[str, tuple[str, dict[str, object], str]] = {
     "quicksrnet-medium": ("quicksrnet_medium", {}, "quicksrnet"),
     "xlsr": ("xlsr", {}, "xlsr"),
     "edsr-4x16": ("edsr", {"n_resblocks": 4, "n_feats": 16}, "edsr"),
-    # one slimmable run (CSD's CSSR-Net, L1 on both widths): its width-0.5 student, a 6x16 net that
+    # one slimmable run (CSD's CSSR-Net, L1 on both widths, no contrastive term): its width-0.5 student, a 6x16 net that
     # shares the 6x32 network's leading channels, against ecbsr-6x16 trained on its own
     "ecbsr-6x32-slim@0.5": ("ecbsr", {"n_convs": 6, "n_feats": 32, "clamp": True}, "ecbsr-slim"),
 }
@@ -125,8 +125,8 @@ def family_recipe(label: str, steps: int, out: Path):  # -> Recipe
     data["name"] = f"pareto_x2_{label.replace('@', '_w')}"
     data["model"]["name"], data["model"]["args"] = name, dict(args)
     t = data["train"]
-    if "-slim@" in label:
-        t["mode"], t["widths"], t["losses"] = "csd", [SLIM_WIDTH], [{"name": "l1"}]
+    if "-slim@" in label:  # joint training of both widths, L1 each, no contrastive term
+        t["mode"], t["widths"], t["csd"] = "csd", [SLIM_WIDTH], {"lambda_cl": 0.0}
     t["steps"] = steps
     t["optim"]["milestones"] = [max(1, steps * 2 // 3), max(2, steps * 7 // 8)]
     t["checkpoint_every"] = t["val_every"] = steps

@@ -194,15 +194,22 @@ def calibrate(prepared: GraphModule, images: Iterable[Tensor]) -> None:
 
 
 def activation_fake_quants(prepared: GraphModule) -> list[nn.Module]:
-    """The fake quants of a QAT graph that quantize activations (not weights), each once."""
+    """The fake quants of a QAT graph that quantize activations (not weights), each once.
+
+    A weight is a parameter read by `get_attr`, or (a weight computed in the graph, such as the fixed
+    edge filters of a multi-branch block quantized before collapsing) a per-channel fake quant:
+    every backend edgesr configures quantizes activations per tensor."""
     from torchao.quantization.pt2e import FakeQuantizeBase
 
+    per_channel = (torch.per_channel_affine, torch.per_channel_symmetric)
     out: dict[int, nn.Module] = {}
     for node in prepared.graph.nodes:
         if node.op != "call_module":
             continue
         m = prepared.get_submodule(node.target)
-        if isinstance(m, FakeQuantizeBase) and not (node.args and node.args[0].op == "get_attr"):
+        if not isinstance(m, FakeQuantizeBase) or getattr(m, "qscheme", None) in per_channel:
+            continue
+        if not (node.args and node.args[0].op == "get_attr"):
             out.setdefault(id(m), m)
     return list(out.values())
 

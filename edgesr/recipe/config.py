@@ -350,6 +350,15 @@ class TrainCfg:
                 )
             # widths[0] < 1: a channel-split student of `init`; 1: the full net, distilled from its own
             # float checkpoint (`init` = `student_from`, e.g. recipes/plain_qat.yaml)
+        if self.mode in ("csd", "single"):
+            # a list here would be silently ignored, so a recipe that asks for a loss gets it or an error
+            _check(
+                not self.losses,
+                "losses",
+                f"{self.mode} mode trains with its own objective (single: L1 to HR; csd: L1 on the teacher and "
+                "every student plus CSD's contrastive term, weighted by train.csd); losses apply to distill "
+                "and qat modes: remove it, or use mode: distill with a teacher in train.init",
+            )
         if self.mode == "csd":
             _check(
                 all(w < 1 for w in self.widths),
