@@ -355,9 +355,9 @@ class TrainCfg:
             _check(
                 not self.losses,
                 "losses",
-                f"{self.mode} mode trains with its own objective (single: L1 to HR; csd: L1 on the teacher and "
-                "every student plus CSD's contrastive term, weighted by train.csd); losses apply to distill "
-                "and qat modes: remove it, or use mode: distill with a teacher in train.init",
+                f"{self.mode} mode trains with its own objective (single: L1 to HR; csd: L1 on the teacher "
+                "and every student plus CSD's contrastive term, weighted by train.csd); losses apply to "
+                "distill and qat modes: remove it, or use mode: distill with a teacher in train.init",
             )
         if self.mode == "csd":
             _check(
