@@ -50,8 +50,8 @@ FAMILIES: dict[str, tuple[str, dict[str, object], str]] = {
     "xlsr": ("xlsr", {}, "xlsr"),
     "edsr-4x16": ("edsr", {"n_resblocks": 4, "n_feats": 16}, "edsr"),
     # one slimmable run (CSD's CSSR-Net, L1 on both widths, no contrastive term): its width-0.5
-    # student, a 6x16 net that
-    # shares the 6x32 network's leading channels, against ecbsr-6x16 trained on its own
+    # student, a 6x16 net that shares the 6x32 network's leading channels, against ecbsr-6x16
+    # trained on its own
     "ecbsr-6x32-slim@0.5": ("ecbsr", {"n_convs": 6, "n_feats": 32, "clamp": True}, "ecbsr-slim"),
 }
 SLIM_WIDTH = 0.5  # the student width of the `-slim@` families
