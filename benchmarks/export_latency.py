@@ -153,11 +153,11 @@ def failure(stage: str, e: Exception) -> str:
 def bench_model(label: str, ckpt: Path, args: argparse.Namespace, out_dir: Path) -> list[Row]:
     """The eager row, then one row per (target, precision) of `args`."""
     from edgesr.export import EXPORTERS, get_exporter
-    from edgesr.models import count_macs
+    from edgesr.models import count_macs, reparameterize
     from edgesr.student import load_student
 
     student = load_student(ckpt)
-    model = student.net
+    model = reparameterize(student.net)  # eager PyTorch of the deployed graph, as the exports are
     gmac = count_macs(copy.deepcopy(model).to("meta"), INPUT[2:]) / 1e9
     x = np.random.default_rng(0).random(INPUT, dtype=np.float32)
 

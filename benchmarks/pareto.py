@@ -53,8 +53,10 @@ FAMILIES: dict[str, tuple[str, dict[str, object], str]] = {
     # student, a 6x16 net that shares the 6x32 network's leading channels, against ecbsr-6x16
     # trained on its own
     "ecbsr-6x32-slim@0.5": ("ecbsr", {"n_convs": 6, "n_feats": 32, "clamp": True}, "ecbsr-slim"),
+    # the EDSR-slice student: the quickstart's EDSR 4x64 trained jointly with its width-0.25 slice
+    # (16 channels), the slice measured
+    "edsr-4x64-slim@0.25": ("edsr", {"n_resblocks": 4, "n_feats": 64}, "edsr-slice"),
 }
-SLIM_WIDTH = 0.5  # the student width of the `-slim@` families
 SMOKE = ("plain-6x16", "ecbsr-6x16")
 RUNTIMES = ("tflite", "executorch")
 PRECISIONS = ("fp32", "int8")
@@ -113,6 +115,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def slim_width(label: str) -> float:
+    """The student width of a `NAME-slim@W` family."""
+    return float(label.rpartition("@")[2])
+
+
 def family_recipe(label: str, steps: int, out: Path):  # -> Recipe
     """`recipes/pareto_x2.yaml` with this family's model and `steps` (schedule scaled with it)."""
     import yaml
@@ -127,7 +134,7 @@ def family_recipe(label: str, steps: int, out: Path):  # -> Recipe
     data["model"]["name"], data["model"]["args"] = name, dict(args)
     t = data["train"]
     if "-slim@" in label:  # joint training of both widths, L1 each, no contrastive term
-        t["mode"], t["widths"], t["csd"] = "csd", [SLIM_WIDTH], {"lambda_cl": 0.0}
+        t["mode"], t["widths"], t["csd"] = "csd", [slim_width(label)], {"lambda_cl": 0.0}
     t["steps"] = steps
     t["optim"]["milestones"] = [max(1, steps * 2 // 3), max(2, steps * 7 // 8)]
     t["checkpoint_every"] = t["val_every"] = steps
@@ -168,7 +175,7 @@ def bench_family(label: str, args: argparse.Namespace, real: list[dict], builtin
 
     steps = 20 if args.smoke else args.steps
     train_s = train_family(label, steps, args.out)
-    student = load_student(args.out / "runs" / label, SLIM_WIDTH if "-slim@" in label else None)
+    student = load_student(args.out / "runs" / label, slim_width(label) if "-slim@" in label else None)
     deployed = reparameterize(student.net)
     scale = student.scale
     base = dict(

@@ -13,9 +13,11 @@ ranges calibrated first on the same crops, the `--backend` quantizer (XNNPACK: w
   trained float weights are then collapsed and quantized again (PTQ, same calibration): the grid the
   deployed conv lands on was never trained on.
 
-Beside them: the float student, its PTQ (no QAT), and a float control trained by the same loop
-with no fake quantization (QAT is also more training: each order's quantization cost is its
-difference to the control). Y-PSNR on the real-photo quant-eval set (`python -m benchmarks
+Beside them: the float student, its PTQ (no QAT), and two float controls trained by the same loop
+with no fake quantization, one collapsed and one on the branches (QAT is also more training: each
+order's quantization cost is its difference to its control). Every activation is int8 in both
+orders (the backend quantizer's own annotation, `activations="int8"`), not the float-ends default
+that `edgesr export` uses. Y-PSNR on the real-photo quant-eval set (`python -m benchmarks
 real-photos`) and the built-in val photos.
 """
 
@@ -28,12 +30,14 @@ from pathlib import Path
 
 import torch
 
+from edgesr.targets import quant_backends
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reparam-qat", help="collapse-then-QAT vs QAT-then-collapse of a re-param student")
     p.add_argument("student", type=Path, help="float ecbsr checkpoint or run directory")
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--backend", default="xnnpack")
+    p.add_argument("--backend", default="xnnpack", choices=quant_backends())
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
 
@@ -115,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
     control = copy.deepcopy(reparameterize(model))
     seconds = qat_loop(control, data)
     rows["float control (same steps)"] = (*measure(control), seconds)
+    # ... and the same loop on the branches (then collapsed): the float reference of QAT -> collapse,
+    # which optimises the branches, not the collapsed conv
+    branches = copy.deepcopy(model)
+    seconds = qat_loop(branches, data)
+    rows["float control, branches (same steps)"] = (*measure(reparameterize(branches)), seconds)
     for order, collapse in (("collapse -> QAT", True), ("QAT -> collapse", False)):
         torch.manual_seed(args.seed)
         fq = prepare(model, args.backend, example, qat=True, collapse=collapse)

@@ -33,8 +33,9 @@ def _distill(losses: str) -> list[str]:
 
 # name -> (description, overrides). "{teacher}" is replaced by the teacher run directory.
 METHODS: dict[str, tuple[str, list[str]]] = {
-    "scratch": ("student from scratch, L1", ["train.mode=single", "train.init=null"]),
-    "slice_l1": ("teacher-slice init, L1", ["train.mode=single", "train.init={teacher}"]),
+    # single and csd train with their own objective: a preset's `losses` are cleared for them
+    "scratch": ("student from scratch, L1", ["train.mode=single", "train.init=null", "train.losses=[]"]),
+    "slice_l1": ("teacher-slice init, L1", ["train.mode=single", "train.init={teacher}", "train.losses=[]"]),
     "output_kd": ("output distillation: 0.5 L1(S,HR) + 0.5 L1(S,T)",
                   _distill("[{name: output_kd, args: {alpha: 0.5}}]")),
     "fitnet": ("L1 + FitNet (1x1 regressors, MSE) on 3 body stages",
@@ -45,7 +46,8 @@ METHODS: dict[str, tuple[str, list[str]]] = {
              _distill("[{name: l1}, {name: lsfd, weight: 1.0}]")),
     "facd": ("L1 + FACD (edgesr's interpretation, docs/distillation.md)",
              _distill("[{name: l1}, {name: facd, weight: 0.1}]")),
-    "csd": ("CSD joint training from the teacher, CL on", ["train.mode=csd", "train.init={teacher}"]),
+    "csd": ("CSD joint training from the teacher, CL on",
+            ["train.mode=csd", "train.init={teacher}", "train.losses=[]"]),
 }  # fmt: skip
 BASELINES = ("scratch", "slice_l1", "output_kd")
 PRESETS = {"cpu": "bench_distill_cpu", "gpu": "bench_distill_gpu"}

@@ -35,6 +35,7 @@ the fused features ``Split(F)``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -87,6 +88,13 @@ class XLSR(nn.Module):
             raise ValueError(f"scale must be >= 1, got {scale}")
         if n_feats % groups or n_feats % 2:
             raise ValueError(f"n_feats ({n_feats}) must be even and a multiple of groups ({groups})")
+        step = math.lcm(groups, 2)
+        if width_multiple % step:  # else the groups, the skip and the fused width disagree at some widths
+            raise ValueError(
+                f"width_multiple ({width_multiple}) must be a multiple of {step} (lcm of groups {groups} "
+                f"and 2), so that every width keeps {groups} equal groups and a half-width skip; "
+                f"e.g. {step * 2}"
+            )
         self.arch: dict[str, Any] = {
             "name": "xlsr",
             "args": dict(

@@ -41,21 +41,29 @@ def end_roles(gm: GraphModule) -> dict[Node, str]:
     `in`: every op on the graph input (EDSR's mean shift; a plain net's first conv and its nearest
     conv; XLSR's head and skip convs: the input is an image, and XNNPACK cannot take one graph
     input as float for one op and int8 for another, measured on XLSR: the delegate fails to load);
-    `head`: the first conv; `skip`: the
-    last add that takes the head's output (the global residual); `tail`: the last conv; `out`: the
+    `head`: the first conv; `skip`: the last add that takes the head's output (the global
+    residual); `tail`: the last conv not on the input (a plain net's nearest conv comes later in the
+    graph, and is `in`); `out`: the
     op whose value the graph returns (EDSR's add-mean, else the tail conv or the clamp / shuffle).
     """
     aten = torch.ops.aten
     nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
     convs = [n for n in nodes if n.target == aten.conv2d.default]
     roles: dict[Node, str] = {}
-    for n in nodes:
-        if any(isinstance(a, Node) and a.op == "placeholder" for a in n.args):
-            roles[n] = "in"
+    sym_size = (aten.sym_size.int,)  # shape reads of dynamic graphs: not image ops
+    reads_input = {
+        n for n in nodes
+        if n.target not in sym_size and any(isinstance(a, Node) and a.op == "placeholder" for a in n.args)
+    }  # fmt: skip
+    for n in reads_input:
+        roles[n] = "in"
     if convs:
         head = convs[0]
         roles.setdefault(head, "head")
-        roles[convs[-1]] = "tail"
+        # the last conv that is not on the input: a plain net's nearest 1x1 conv comes after its tail
+        tails = [c for c in convs if c not in reads_input]
+        if tails:
+            roles[tails[-1]] = "tail"
         adds = [n for n in nodes if n.target in (aten.add.Tensor, aten.add_.Tensor) and head in n.args]
         if adds:
             roles[adds[-1]] = "skip"

@@ -199,7 +199,7 @@ def activation_fake_quants(prepared: GraphModule) -> list[nn.Module]:
     A weight is a parameter read by `get_attr`, or (a weight computed in the graph, such as the fixed
     edge filters of a multi-branch block quantized before collapsing) a per-channel fake quant:
     every backend edgesr configures quantizes activations per tensor."""
-    from torchao.quantization.pt2e import FakeQuantizeBase
+    from torchao.quantization.pt2e import FakeQuantize, FakeQuantizeBase
 
     per_channel = (torch.per_channel_affine, torch.per_channel_symmetric)
     out: dict[int, nn.Module] = {}
@@ -207,7 +207,7 @@ def activation_fake_quants(prepared: GraphModule) -> list[nn.Module]:
         if node.op != "call_module":
             continue
         m = prepared.get_submodule(node.target)
-        if not isinstance(m, FakeQuantizeBase) or getattr(m, "qscheme", None) in per_channel:
+        if not isinstance(m, FakeQuantizeBase) or (isinstance(m, FakeQuantize) and m.qscheme in per_channel):
             continue
         if not (node.args and node.args[0].op == "get_attr"):
             out.setdefault(id(m), m)

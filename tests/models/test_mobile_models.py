@@ -162,3 +162,8 @@ def test_xlsr_macs_are_analytic() -> None:
     h, w, r2 = 6, 5, 9
     per_pixel = 3 * 32 * 9 + 32 * 32 + 3 * (8 * 32 * 9 + 32 * 32) + 3 * 16 * 9 + 48 * 32 + 32 * 3 * r2 * 9
     assert count_macs(meta_model("xlsr", scale=3), (h, w)) == h * w * per_pixel
+
+
+def test_xlsr_refuses_a_width_multiple_its_groups_cannot_follow() -> None:
+    with pytest.raises(ValueError, match=r"width_multiple \(2\) must be a multiple of 4"):
+        build_model("xlsr", scale=2, width_multiple=2)

@@ -8,7 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from edgesr.models import PlainSR, build_model, count_macs, count_rep_blocks, materialize, reparameterize
+from edgesr.models import (
+    PlainSR,
+    build_model,
+    count_macs,
+    count_rep_blocks,
+    materialize,
+    reparameterize,
+    students_at,
+)
 from edgesr.models.reparam import EDGE_FILTERS, RepBlock
 from edgesr.models.slim import Fixed, SlimConv2d, Split, width_scope
 
@@ -126,3 +134,16 @@ def test_macs_are_the_deployed_networks_also_on_meta():
         plain = build_model("plain", scale=2, n_convs=4, n_feats=32)
     for w in (1.0, 0.25):
         assert count_macs(model, (180, 320), width=w) == count_macs(plain, (180, 320), width=w)
+
+
+@pytest.mark.parametrize("name", ["ecbsr", "quicksrnet_small", "xlsr"])
+def test_students_at_gives_the_deployed_student_of_every_new_family(name):
+    """What profile sweep and select-width measure and tabulate: the collapsed, materialized net."""
+    torch.manual_seed(0)
+    full = build_model(name, scale=2).eval()
+    x = torch.rand(1, 3, 10, 12)
+    for w, student in students_at(full, [0.5, 1.0]):
+        assert count_rep_blocks(student) == 0
+        with torch.no_grad():
+            torch.testing.assert_close(student(x), full(x, width=w), rtol=0, atol=1e-5)
+        assert count_macs(student, (8, 8)) == count_macs(full, (8, 8), width=w)

@@ -105,6 +105,8 @@ def test_width_scope_is_reentrant_and_restores() -> None:
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("name", MODELS.names())
 def test_materialize_matches_sliced_forward(name: str, scale: int, width: float, multiple: int) -> None:
+    if name == "xlsr" and multiple == 1:
+        multiple = 4  # XLSR's 4 groups and half-width skip need a multiple of 4 (its constructor says so)
     model = tiny_model(name, scale=scale, width_multiple=multiple).eval()
     narrow = materialize(model, width)
     x = lr_image()

@@ -9,6 +9,8 @@ pytest.importorskip("torchao", reason='torchao not installed (pip install "edges
 
 from edgesr import quant  # noqa: E402
 from edgesr.models import build_model, reparameterize  # noqa: E402
+from edgesr.quant.precision import end_roles  # noqa: E402
+from edgesr.quant.pt2e import export_graph  # noqa: E402
 
 ARGS = {"scale": 2, "n_convs": 3, "n_feats": 16}
 
@@ -47,3 +49,28 @@ def test_multi_branch_qat_graph_calibrates_with_its_edge_filters_as_weights() ->
     acts = quant.activation_fake_quants(fq)
     assert acts and all(m.qscheme in (torch.per_tensor_affine, torch.per_tensor_symmetric) for m in acts)
     assert quant.calibrate_ranges(fq, [torch.rand(1, 3, 16, 16)]) == len(acts)
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "expected"),
+    [
+        # a plain net: its first conv (head, and `in`) and the nearest conv read the image; the tail
+        # is the last 3x3
+        ("plain", {"n_convs": 3, "n_feats": 8}, {"in": 2, "tail": 1, "out": 1}),
+        # XLSR: the head and the skip conv both read the image
+        ("xlsr", {"n_feats": 8, "n_gblocks": 1}, {"in": 2, "tail": 1, "out": 1}),
+        # EDSR: the mean shift alone reads the image; the global skip add
+        ("edsr", {"n_resblocks": 1, "n_feats": 8}, {"in": 1, "head": 1, "skip": 1, "tail": 1, "out": 1}),
+    ],
+)
+def test_end_roles_name_every_op_on_the_input_and_the_real_tail(name, args, expected) -> None:
+    model = build_model(name, scale=2, **args).eval()
+    for dynamic in (False, True):
+        graph = export_graph(model, torch.rand(1, 3, 12, 12), dynamic=dynamic)
+        roles = end_roles(graph)
+        counts = {r: list(roles.values()).count(r) for r in ("in", "head", "skip", "tail", "out")}
+        assert {k: v for k, v in counts.items() if v} == expected, roles
+        tail = next(n for n, r in roles.items() if r == "tail")
+        placeholder = next(n for n in graph.graph.nodes if n.op == "placeholder")
+        assert placeholder not in tail.args  # never the nearest / skip conv on the image
+        assert all(n.target != torch.ops.aten.sym_size.int for n in roles)

@@ -250,3 +250,16 @@ def test_two_val_folders_with_one_name_are_an_error(tiny_photos, tmp_path):
     shutil.copytree(tiny_photos["val"], tmp_path / "b" / "val")
     with pytest.raises(ValueError, match="both named 'val'"):
         eval_sets([str(tmp_path / "a/val"), str(tmp_path / "b/val")], 2)
+
+
+def test_csd_without_contrastive_term_builds_no_vgg_and_no_negatives(tiny_photos, monkeypatch):
+    """lambda_cl 0 ("joint training, no CL"): the objective is the L1 terms alone, and nothing is
+    spent on a VGG or on negatives that no term reads."""
+    recipe = tiny_recipe(tiny_photos, csd={"lambda_cl": 0.0})
+    objective, _ = build_objective(recipe)
+    assert objective.cl is None
+    monkeypatch.setattr(objectives, "negative_set", lambda *a, **k: pytest.fail("negatives were made"))
+    loss, terms = objective(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16), step=1)
+    loss.backward()
+    assert set(terms) == {"l1_student_w0.5", "l1_teacher", "total"}
+    assert all(p.grad is not None for p in objective.net.parameters() if p.requires_grad)
