@@ -141,13 +141,33 @@ def _check_output(
     return True, shape[2] // h
 
 
-def _check_weights(storage: dict[str, str], plan: ExportPlan) -> bool | str:
+def _image_convs(block: Any) -> set[str]:
+    """Output names of the weighted ops that read the program input `lr` (through casts)."""
+    producer = {out.name: op for op in block.operations for out in op.outputs}
+    found = set()
+    for op in block.operations:
+        if op.type not in WEIGHTED_OPS:
+            continue
+        name = op.inputs["x"].arguments[0].name
+        while name in producer and producer[name].type in ("cast", "identity"):
+            name = producer[name].inputs["x"].arguments[0].name
+        if name == "lr":
+            found.add(op.outputs[0].name)
+    return found
+
+
+def _check_weights(storage: dict[str, str], plan: ExportPlan, block: Any) -> bool | str:
     if not storage:
         return "no conv/linear weights found"
     if plan.precision == "int8":
-        # with float ends (edgesr.quant.precision) the first and last conv are float ops, weights too
-        names = list(storage)  # in program order
-        ends = {names[0], names[-1]} if plan.int8_activations and plan.activations == "float-ends" else set()
+        # with float ends (edgesr.quant.precision.end_roles) every conv on the input and the last conv
+        # not on it are float ops, weights too
+        ends: set[str] = set()
+        if plan.int8_activations and plan.activations == "float-ends":
+            names = list(storage)  # in program order
+            on_input = _image_convs(block) | {names[0]}
+            rest = [n for n in names if n not in on_input]
+            ends = on_input | set(rest[-1:])
         bad = {
             k: v
             for k, v in storage.items()
@@ -201,7 +221,7 @@ def validate(
     storage = weight_storage(block)
     checks["input"] = _check_input(spec, plan, io_dtype)
     checks["output"], scale = _check_output(spec, block, plan, io_dtype)
-    checks["weights"] = _check_weights(storage, plan)
+    checks["weights"] = _check_weights(storage, plan, block)
     checks["activations"] = _check_activations(block, plan)
     return {
         "checks": checks,

@@ -190,7 +190,12 @@ def test_edge_loss_trains_a_student_from_a_recipe(tmp_path: Path):
         return path
 
     teacher = tmp_path / "teacher"
-    train(load_recipe(recipe("teacher", mode="single", width=1.0, init="null")), teacher)
+    # single mode trains with L1 alone and refuses a `losses` list (it would be ignored)
+    teacher_recipe = recipe("teacher", mode="single", width=1.0, init="null")
+    teacher_recipe.write_text(teacher_recipe.read_text().replace(
+        "  losses:\n    - {name: l1}\n    - {name: edge, weight: 0.1}\n", ""
+    ))  # fmt: skip
+    train(load_recipe(teacher_recipe), teacher)
     r = load_recipe(recipe("edge", mode="distill", width=0.5, init=teacher))
     assert [(c.name, c.weight) for c in r.train.losses] == [("l1", 1.0), ("edge", 0.1)]
     result = train(r, tmp_path / "student")
