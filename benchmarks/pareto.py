@@ -1,19 +1,19 @@
 """Architecture Pareto front: PSNR on real photos against host latency, every family trained alike.
 
-    python -m benchmarks pareto [--steps 400] [--families plain-6x32 ecbsr-6x32 ...] [--threads 1]
-        [--out docs/bench/pareto_x2] [--smoke]
+    python -m benchmarks pareto [--scale 2|4] [--steps 400] [--families plain-6x32 ecbsr-6x32 ...]
+        [--threads 1] [--out runs/pareto_x2] [--smoke]
 
-Every family is trained with `recipes/pareto_x2.yaml` (x2, L1 to HR from scratch, built-in train
-photos, the same patches, batch, steps and schedule; only `model` differs), into OUT/runs/LABEL (a
-completed run is reused, an interrupted one resumed). Then each trained student is
+Every family is trained with `recipes/pareto_xS.yaml` (S = --scale; L1 to HR from scratch, built-in
+train photos, the same patches, batch, steps and schedule; only `model` differs), into OUT/runs/LABEL
+(a completed run is reused, an interrupted one resumed). Then each trained student is
 
 - evaluated in float on the real-photo quant-eval set (`python -m benchmarks real-photos`: 14
-  Debian wallpaper photos never trained on, HR 640x360) and on the built-in val photos, Y-PSNR
-  under the protocol, with bicubic beside;
+  Debian wallpaper photos never trained on, HR 640x360, LR by MATLAB bicubic) and on the built-in val
+  photos, Y-PSNR under the protocol, with bicubic beside;
 - exported by `edgesr.export.export_student` (re-parameterisable blocks collapsed first) to LiteRT
-  and ExecuTorch at 1x3x180x320 (-> 640x360), fp32 and int8 (PTQ, the exporters' defaults;
-  `accept_int8_loss` so a lossy int8 graph is still measured, its loss is a column), each artifact
-  verified on its runtime;
+  and ExecuTorch at 1x3x180x320 (-> 640x360 at x2, 1280x720 at x4), fp32 and int8 (PTQ, the
+  exporters' defaults; `accept_int8_loss` so a lossy int8 graph is still measured, its loss is a
+  column), each artifact verified on its runtime;
 - its int8 Y-PSNR measured on the real photos with the q/dq graph the artifact was verified against;
 - timed on its runtime after every export (`--threads`; 3 warm-up calls each, then `--runs` rounds
   that call every artifact once in turn; median wall ms), so all figures share the machine's state.
@@ -61,7 +61,11 @@ SMOKE = ("plain-6x16", "ecbsr-6x16")
 RUNTIMES = ("tflite", "executorch")
 PRECISIONS = ("fp32", "int8")
 INPUT = (1, 3, 180, 320)
-RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "pareto_x2.yaml"
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def recipe_path(scale: int) -> Path:
+    return RECIPES / f"pareto_x{scale}.yaml"
 
 
 @dataclass
@@ -69,7 +73,7 @@ class Row:
     label: str
     family: str
     params: int  # deployed (collapsed) network
-    gmac: float  # at 320x180 -> x2, deployed network
+    gmac: float  # at 320x180 in, deployed network
     train_steps: int
     train_s: float
     bicubic_real: float
@@ -106,12 +110,13 @@ def time_interleaved(rows: list[Row], threads: int, runs: int, warmup: int = 3) 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pareto", help="PSNR vs host latency of every student family, trained alike")
+    p.add_argument("--scale", type=int, default=2, choices=(2, 4), help="recipes/pareto_xSCALE.yaml")
     p.add_argument("--steps", type=int, default=400, help="training steps of every family")
     p.add_argument("--families", nargs="+", choices=list(FAMILIES), help="default: all")
     p.add_argument("--smoke", action="store_true", help=f"{', '.join(SMOKE)} only, 20 steps, 2 photos")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of every runtime")
     p.add_argument("--runs", type=int, default=15, help="timed rounds (each artifact once per round)")
-    p.add_argument("--out", type=Path, default=Path("runs/pareto_x2"), help="runs, exports and tables")
+    p.add_argument("--out", type=Path, help="runs, exports and tables (default: runs/pareto_xSCALE)")
     p.set_defaults(run=run)
 
 
@@ -120,8 +125,8 @@ def slim_width(label: str) -> float:
     return float(label.rpartition("@")[2])
 
 
-def family_recipe(label: str, steps: int, out: Path):  # -> Recipe
-    """`recipes/pareto_x2.yaml` with this family's model and `steps` (schedule scaled with it)."""
+def family_recipe(label: str, steps: int, out: Path, scale: int = 2):  # -> Recipe
+    """`recipes/pareto_xSCALE.yaml` with this family's model and `steps` (schedule scaled with it)."""
     import yaml
 
     from edgesr.files import atomic_write_text
@@ -129,8 +134,9 @@ def family_recipe(label: str, steps: int, out: Path):  # -> Recipe
     from edgesr.yamlfile import read_yaml_file
 
     name, args, _ = FAMILIES[label]
-    data = read_yaml_file(RECIPE, str(RECIPE))
-    data["name"] = f"pareto_x2_{label.replace('@', '_w')}"
+    recipe = recipe_path(scale)
+    data = read_yaml_file(recipe, str(recipe))
+    data["name"] = f"{data['name']}_{label.replace('@', '_w')}"
     data["model"]["name"], data["model"]["args"] = name, dict(args)
     t = data["train"]
     if "-slim@" in label:  # joint training of both widths, L1 each, no contrastive term
@@ -145,14 +151,14 @@ def family_recipe(label: str, steps: int, out: Path):  # -> Recipe
     return load_recipe(path)
 
 
-def train_family(label: str, steps: int, out: Path) -> float:
+def train_family(label: str, steps: int, out: Path, scale: int = 2) -> float:
     """Train (or reuse) the family's run; the wall seconds the training took (as recorded)."""
     from edgesr.train.trainer import train_or_continue
 
     run_dir = out / "runs" / label
     timing = run_dir / "train_seconds.txt"
     t0 = time.perf_counter()
-    train_or_continue(family_recipe(label, steps, out), run_dir)
+    train_or_continue(family_recipe(label, steps, out, scale), run_dir)
     if not timing.is_file():
         timing.write_text(f"{time.perf_counter() - t0:.1f}\n")
     return float(timing.read_text())
@@ -174,7 +180,7 @@ def bench_family(label: str, args: argparse.Namespace, real: list[dict], builtin
     from edgesr.student import load_student
 
     steps = 20 if args.smoke else args.steps
-    train_s = train_family(label, steps, args.out)
+    train_s = train_family(label, steps, args.out, args.scale)
     student = load_student(args.out / "runs" / label, slim_width(label) if "-slim@" in label else None)
     deployed = reparameterize(student.net)
     scale = student.scale
@@ -265,7 +271,7 @@ def to_csv(rows: list[Row]) -> str:
     return buf.getvalue()
 
 
-def plot(rows: list[Row], path: Path, title: str) -> None:
+def plot(rows: list[Row], path: Path, title: str, scale: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,7 +297,7 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
                 ax.axhline(sel[0].bicubic_real, color="grey", lw=0.8, ls=":", label="bicubic")
             ax.set_xscale("log")
             ax.set_title(f"{rt} {pr}")
-            ax.set_xlabel("median ms, 320x180 -> 640x360")
+            ax.set_xlabel(f"median ms, 320x180 -> x{scale}")
             ax.set_ylabel("Y-PSNR, real photos (dB)")
             ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours[f], label=f) for f in families]
@@ -309,9 +315,10 @@ def run(args: argparse.Namespace) -> int:
     from edgesr.files import atomic_write_text
 
     torch.set_num_threads(args.threads)
+    args.out = args.out or Path(f"runs/pareto_x{args.scale}")
     labels = list(SMOKE if args.smoke else args.families or FAMILIES)
-    real = load_split("quant-eval", 2)
-    builtin = [it for items in eval_sets(["builtin:val"], 2).values() for it in items]
+    real = load_split("quant-eval", args.scale)
+    builtin = [it for items in eval_sets(["builtin:val"], args.scale).values() for it in items]
     if args.smoke:
         real = real[:2]
     rows: list[Row] = []
@@ -322,7 +329,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"timing {n} artifacts, {args.runs} interleaved rounds", flush=True)
     time_interleaved(rows, args.threads, args.runs)
     header = (
-        f"x2, every family trained by recipes/pareto_x2.yaml for {rows[0].train_steps} steps; latency at "
+        f"x{args.scale}, every family trained by recipes/{recipe_path(args.scale).name} for "
+        f"{rows[0].train_steps} steps; latency at "
         f"1x3x180x320, {args.threads} thread(s), median of {args.runs} interleaved rounds; PSNR on "
         f"{len(real)} real photos (quant-eval); torch {torch.__version__}; {cpu_name()}; "
         f"load average {os.getloadavg()[0]:.1f}"
@@ -330,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "pareto.md", to_markdown(rows, header))
     atomic_write_text(args.out / "pareto.csv", to_csv(rows))
-    plot(rows, args.out / "pareto.png", re.sub(r"(.{150}) ", r"\1\n", header))
+    plot(rows, args.out / "pareto.png", re.sub(r"(.{150}) ", r"\1\n", header), args.scale)
     print(to_markdown(rows, header))
     print(f"wrote {args.out}/pareto.md, .csv, .png")
     return 1 if any(r.note.startswith("FAILED") for r in rows) else 0
