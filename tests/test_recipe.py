@@ -192,8 +192,8 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path: Path) -> None:
         (["data.patch_size=4"], "data.patch_size: must be >= 8"),
         (["eval.widths=[0.5]"], "eval.widths[0]: width 0.5 is not trained by this recipe"),
         (["name=a/b"], "name: must be a file-name-safe word"),
-        (["train.losses=[{name: edge}]"], "train.losses: csd mode trains with its own objective"),
-        (["train.mode=single", "train.losses=[{name: l1}]"], "losses apply to distill and qat modes"),
+        (["train.losses=[{name: output_kd}]"], "train.losses[0].name: csd mode adds losses that read only"),
+        (["train.mode=single", "train.losses=[{name: l1}]"], "single mode already trains with L1 to HR"),
     ],
 )
 def test_semantic_checks(tmp_path: Path, overrides: list[str], needle: str) -> None:

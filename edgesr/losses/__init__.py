@@ -6,8 +6,9 @@ Each class documents its constructor and `forward`, and declares what it reads i
 HR, tapped features, a generator, CSD negatives) and whether it is built with per-tap channels. The
 trainer calls every loss from that declaration (`call_loss`), so a new loss is one class and one
 `LOSSES.register` line; `output_losses()`, those reading no tapped features, are the ones a QAT
-stage may use. LSFD, FACD and the edge loss (after EFDN) are edgesr's interpretations
-(docs/distillation.md).
+stage may use, and `standalone_losses()`, those reading only the student's output and the batch,
+the ones `single` and `csd` runs may add to their L1. LSFD, FACD and the edge loss (after EFDN)
+are edgesr's interpretations (docs/distillation.md).
 `csd_objective` combines them into CSD's full training objective.
 """
 
@@ -30,7 +31,7 @@ from edgesr.losses.contrastive import (
     negative_indices,
     negative_set,
 )
-from edgesr.losses.edge import EdgeLoss, edge_loss
+from edgesr.losses.edge import EdgeDistillationLoss, EdgeLoss, edge_loss
 from edgesr.losses.facd import FACDLoss, facd_loss
 from edgesr.losses.feature import FAKDLoss, FitNetLoss, fakd_loss, fitnet_loss, spatial_affinity
 from edgesr.losses.lsfd import LSFDLoss, lsfd_loss
@@ -48,6 +49,7 @@ LOSSES.register("fakd")(FAKDLoss)
 LOSSES.register("lsfd")(LSFDLoss)
 LOSSES.register("facd")(FACDLoss)
 LOSSES.register("edge")(EdgeLoss)
+LOSSES.register("edge_kd")(EdgeDistillationLoss)
 
 
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
@@ -61,6 +63,12 @@ def output_losses() -> tuple[str, ...]:
     Taps are forward hooks, so these are the losses usable where hooks do not run (a QAT graph).
     """
     return tuple(n for n in LOSSES.names() if not reads_of(LOSSES.get(n)).features)
+
+
+def standalone_losses() -> tuple[str, ...]:
+    """Registered losses that read only the student's output and the batch (no teacher, no taps),
+    in name order: the ones `single` mode and every width of a `csd` run may add to their L1."""
+    return tuple(n for n in LOSSES.names() if reads_of(LOSSES.get(n)).standalone)
 
 
 def csd_objective(
@@ -125,6 +133,7 @@ __all__ = [
     "TAPS",
     "ContrastiveLoss",
     "DistillBatch",
+    "EdgeDistillationLoss",
     "EdgeLoss",
     "FACDLoss",
     "FAKDLoss",
@@ -153,4 +162,5 @@ __all__ = [
     "output_losses",
     "reads_of",
     "spatial_affinity",
+    "standalone_losses",
 ]

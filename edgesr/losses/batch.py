@@ -20,7 +20,7 @@ class DistillBatch:
     lr: Tensor
     hr: Tensor
     student: Tensor  # N x 3 x sH x sW
-    teacher: Tensor  # N x 3 x sH x sW, no grad
+    teacher: Tensor | None  # N x 3 x sH x sW, no grad; None where no teacher runs (standalone losses)
     student_feats: dict[str, Tensor] = field(default_factory=dict)  # tap name -> N x Cs x H x W
     teacher_feats: dict[str, Tensor] = field(default_factory=dict)  # tap name -> N x Ct x H x W
     generator: torch.Generator | None = None
@@ -39,6 +39,10 @@ class DistillBatch:
             return [self.teacher_feats[t] for t in taps]
         if name not in FIELDS:
             raise KeyError(f"a DistillBatch has no field {name!r}; fields: {', '.join(FIELDS)}")
+        if name == "teacher" and self.teacher is None:
+            raise ValueError(
+                "this step runs no teacher: a loss that reads `teacher` needs a distill or qat stage"
+            )
         return getattr(self, name)
 
 

@@ -48,7 +48,6 @@ EDGE_FILTERS: dict[str, tuple[tuple[float, ...], ...]] = {
 }
 DEFAULT_EDGE_FILTERS = ("sobel_x", "sobel_y", "laplacian")  # EFDN's set (its Figure 1)
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # Rec.601
-EDGE_TARGETS = ("hr", "teacher")
 
 
 def _names(filters: Sequence[str]) -> tuple[str, ...]:
@@ -108,33 +107,35 @@ def edge_loss(
 
 
 class EdgeLoss(nn.Module):
-    """`forward(student_sr, teacher_sr, hr) -> weight * edge_loss(student_sr, target)`.
+    """`forward(student_sr, hr) -> weight * edge_loss(student_sr, hr)`: EFDN's loss, against HR.
 
-    target: "hr" (default, EFDN's) or "teacher" (the teacher's output, detached: an edge-space
-    output distillation). filters: any of sobel_x, sobel_y, laplacian (default all three).
-    luma: filter the Rec.601 luma instead of each RGB channel. It reads network outputs only (no
-    tapped features), so a `qat` stage may use it too.
+    filters: any of sobel_x, sobel_y, laplacian (default all three). luma: filter the Rec.601 luma
+    instead of each RGB channel. It reads the student's output and HR only, so every recipe may use
+    it: added to L1 in `single` mode, to every width of a `csd` run, or as a term of a `distill` or
+    `qat` stage.
     """
 
-    reads: ClassVar[Reads] = Reads(("student", "teacher", "hr"))
+    reads: ClassVar[Reads] = Reads(("student", "hr"))
 
     def __init__(
-        self,
-        weight: float = 1.0,
-        target: str = "hr",
-        filters: Sequence[str] = DEFAULT_EDGE_FILTERS,
-        luma: bool = False,
+        self, weight: float = 1.0, filters: Sequence[str] = DEFAULT_EDGE_FILTERS, luma: bool = False
     ) -> None:
         super().__init__()
-        if target not in EDGE_TARGETS:
-            raise ValueError(f"target must be one of {', '.join(EDGE_TARGETS)}, got {target!r}")
         self.weight = weight
-        self.target = target
         self.filters = _names(filters)
         self.luma = luma
         self.kernels: Tensor
         self.register_buffer("kernels", edge_kernels(self.filters), persistent=False)
 
-    def forward(self, student_sr: Tensor, teacher_sr: Tensor, hr: Tensor) -> Tensor:
-        target = teacher_sr.detach() if self.target == "teacher" else hr
-        return self.weight * _edge_l1(student_sr, target, self.kernels, self.luma)
+    def forward(self, student_sr: Tensor, hr: Tensor) -> Tensor:
+        return self.weight * _edge_l1(student_sr, hr, self.kernels, self.luma)
+
+
+class EdgeDistillationLoss(EdgeLoss):
+    """`forward(student_sr, teacher_sr) -> weight * edge_loss(student_sr, teacher_sr.detach())`: the
+    edge loss against the teacher's output, an edge-space output distillation (`distill`, `qat`)."""
+
+    reads: ClassVar[Reads] = Reads(("student", "teacher"))
+
+    def forward(self, student_sr: Tensor, teacher_sr: Tensor) -> Tensor:
+        return super().forward(student_sr, teacher_sr.detach())

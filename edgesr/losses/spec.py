@@ -5,7 +5,9 @@ A loss class sets `reads = Reads((...), channels=...)`, naming the `DistillBatch
 (`edgesr.losses.batch.call_loss`) and builds it as `cls(weight=w, **args)`, adding
 `student_channels` / `teacher_channels` (one count per tap, in the recipe's tap order) when
 `channels` is set. So adding a loss is one class and one `LOSSES.register` line; a loss that
-reads no tapped features may be used where taps cannot hook (an exported QAT graph).
+reads no tapped features may be used where taps cannot hook (an exported QAT graph), and one that
+reads only the student's output and the batch (`standalone`) also where there is no teacher
+(`single` mode, every width of a `csd` run).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from typing import Literal, get_args
 Field = Literal["lr", "hr", "student", "teacher", "student_feats", "teacher_feats", "generator", "negatives"]
 FIELDS: tuple[str, ...] = get_args(Field)
 FEATURE_FIELDS = ("student_feats", "teacher_feats")
+# What a network trained on its own offers (`single` mode, each width of a `csd` run): its output,
+# the batch and the step's generator. No teacher output, no tapped features, no negatives.
+STANDALONE_FIELDS = ("lr", "hr", "student", "generator")
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,12 @@ class Reads:
     def features(self) -> bool:
         """Whether the loss reads tapped (forward-hook) features, not only network outputs."""
         return any(f in FEATURE_FIELDS for f in self.inputs)
+
+    @property
+    def standalone(self) -> bool:
+        """Whether the loss reads only the student's output and the batch (no teacher, no taps),
+        so that it can be added to the objective of a network trained without a teacher."""
+        return all(f in STANDALONE_FIELDS for f in self.inputs)
 
 
 def reads_of(loss: object) -> Reads:

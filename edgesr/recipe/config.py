@@ -179,7 +179,7 @@ TAP_NAMES = ("stage1", "stage2", "stage3", "body")  # see edgesr.models.taps.def
 class LossCfg:
     """One weighted term of a `distill` objective (see docs/distillation.md)."""
 
-    name: str  # a registered loss: l1, output_kd, fitnet, fakd, lsfd, facd, csd
+    name: str  # a registered loss: l1, output_kd, fitnet, fakd, lsfd, facd, csd, edge, edge_kd
     weight: float = 1.0
     taps: tuple[str, ...] = ("stage1", "stage2", "stage3")  # feature losses: paired by tap name
     args: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments of the loss
@@ -204,6 +204,14 @@ def qat_losses() -> tuple[str, ...]:
     from edgesr.losses import output_losses  # pulls in torch: only when validating
 
     return output_losses()
+
+
+def own_objective_losses() -> tuple[str, ...]:
+    """The losses `single` and `csd` runs may add to their L1: those reading only the student's
+    output and the batch (no teacher output, no tapped features: such a run has no frozen teacher)."""
+    from edgesr.losses import standalone_losses  # pulls in torch: only when validating
+
+    return standalone_losses()
 
 
 ACTIVATION_RANGES = ("calibrate", "observe")
@@ -291,6 +299,7 @@ def _zoo_teacher(init: str) -> Any:
 class TrainCfg:
     # csd: the width-1 teacher and every student width train jointly on one set of weights.
     # single: exactly one width, trained alone (width 1 = a plain model, < 1 = a narrow student).
+    # Both train with L1 to HR plus any `losses` that read only the student's output and HR (`edge`).
     # distill: a frozen teacher (`init`) distilled into one stand-alone student width with `losses`.
     # qat: the trained student (`student_from`, a materialized student or a CSD checkpoint sliced at
     # `widths[0]`) fine-tuned with int8 fake quantization for `quant.backend`, distilled from the
@@ -351,14 +360,23 @@ class TrainCfg:
             # widths[0] < 1: a channel-split student of `init`; 1: the full net, distilled from its own
             # float checkpoint (`init` = `student_from`, e.g. recipes/plain_qat.yaml)
         if self.mode in ("csd", "single"):
-            # a list here would be silently ignored, so a recipe that asks for a loss gets it or an error
-            _check(
-                not self.losses,
-                "losses",
-                f"{self.mode} mode trains with its own objective (single: L1 to HR; csd: L1 on the teacher "
-                "and every student plus CSD's contrastive term, weighted by train.csd); losses apply to "
-                "distill and qat modes: remove it, or use mode: distill with a teacher in train.init",
-            )
+            # added to the mode's own L1 (every width's, in csd); a loss that needs a teacher is refused
+            # here rather than ignored
+            allowed = tuple(n for n in own_objective_losses() if n != "l1")
+            for i, loss in enumerate(self.losses):
+                _check(
+                    loss.name != "l1",
+                    f"losses[{i}].name",
+                    f"{self.mode} mode already trains with L1 to HR: list only the terms to add to it "
+                    f"({', '.join(allowed)})",
+                )
+                _check(
+                    loss.name in allowed,
+                    f"losses[{i}].name",
+                    f"{self.mode} mode adds losses that read only the student's output and HR "
+                    f"({', '.join(allowed)}) to its L1; {loss.name!r} needs a teacher or tapped features: "
+                    "use mode: distill with the teacher in train.init",
+                )
         if self.mode == "csd":
             _check(
                 all(w < 1 for w in self.widths),

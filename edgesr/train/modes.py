@@ -64,7 +64,7 @@ def _single_or_distill(
     teacher = load(t.init, model) if t.init is not None else None
     width = t.widths[0]
     if width == 1.0:
-        return SingleObjective(teacher or model), None
+        return SingleObjective(teacher or model, recipe), None
     source = load(t.student_from, model) if t.mode == "distill" and t.student_from else teacher
     student = materialize(source or model, width)
     if source is None or (t.mode == "distill" and t.student_init == "scratch"):
@@ -74,7 +74,7 @@ def _single_or_distill(
     if t.mode == "distill":
         assert teacher is not None  # the recipe requires train.init in distill mode
         return DistillObjective(student, teacher, recipe), width
-    return SingleObjective(student), width
+    return SingleObjective(student, recipe), width
 
 
 @MODES.register("csd")

@@ -5,9 +5,11 @@ trainable parameters are exactly what the optimizer updates (the network, plus e
 regressors); frozen teachers and embeddings have `requires_grad=False`. `objective.net` is the
 network that checkpoints, validation and export see.
 
-- `single`:  L = L1(net(LR), HR)
-- `csd`:     L = sum_w L1(S_w, HR) + lambda_T L1(T, HR) + lambda_CL sum_w CL(S_w, T, negatives)
+- `single`:  L = L1(net(LR), HR) + sum_i loss_i(net(LR), HR)
+- `csd`:     L = sum_w [L1(S_w, HR) + sum_i loss_i(S_w, HR)] + lambda_T [L1(T, HR) + sum_i loss_i(T, HR)]
+                 + lambda_CL sum_w CL(S_w, T, negatives)
              with teacher and students sharing one set of weights (CSD's CSSR-Net)
+             (loss_i: the recipe's `losses`, each weighted, reading only an output and the batch, e.g. `edge`)
 - `distill`: L = sum_i weight_i * loss_i(student, frozen teacher, HR, tapped features), each loss
              called with the inputs its class declares (`reads`, edgesr.losses.spec)
 """
@@ -38,14 +40,45 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+def _term_names(cfgs: tuple[LossCfg, ...]) -> list[str]:
+    """One name per recipe loss: its loss name, numbered where the recipe lists a name twice."""
+    counts = {n: [c.name for c in cfgs].count(n) for n in {c.name for c in cfgs}}
+    return [f"{c.name}{i}" if counts[c.name] > 1 else c.name for i, c in enumerate(cfgs)]
+
+
+class OwnLosses(nn.Module):
+    """The recipe's `losses` of a `single` or `csd` run, added to its L1: each reads only a network
+    output and the batch (`Reads.standalone`; the recipe refuses any other), weight included."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        super().__init__()
+        cfgs = tuple(recipe.train.losses)
+        self.seed = recipe.seed
+        self.names = _term_names(cfgs)
+        self.losses = nn.ModuleList(LOSSES.get(c.name)(weight=c.weight, **c.args) for c in cfgs)
+
+    def forward(self, lr: Tensor, hr: Tensor, sr: Tensor, step: int) -> list[Tensor]:
+        if not self.losses:
+            return []
+        batch = DistillBatch(lr, hr, sr, None, generator=_step_generator(self.seed, step))
+        return [call_loss(m, batch) for m in self.losses]
+
+
 class SingleObjective(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, recipe: Recipe) -> None:
         super().__init__()
         self.net = net
+        self.own = OwnLosses(recipe)
 
     def forward(self, lr: Tensor, hr: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:
-        loss = l1(self.net(lr), hr)
-        return loss, {"l1": loss.item()}
+        sr = self.net(lr)
+        loss = l1(sr, hr)
+        terms = self.own(lr, hr, sr, step)
+        if not terms:
+            return loss, {"l1": loss.item()}
+        total = torch.stack([loss, *terms]).sum()
+        values = torch.stack([loss, *terms, total]).detach().cpu().tolist()
+        return total, dict(zip(["l1", *self.own.names, "total"], values, strict=True))
 
 
 class CSDObjective(nn.Module):
@@ -56,6 +89,7 @@ class CSDObjective(nn.Module):
         self.net = net
         self.widths = tuple(recipe.train.widths)
         self.cfg, self.scale, self.seed = recipe.train.csd, recipe.scale, recipe.seed
+        self.own = OwnLosses(recipe)
         c = self.cfg
         # lambda_cl 0 ("joint training, no CL"): no VGG and no negatives, which were made and thrown
         # away on every step (recipes/ecbsr_csd_x2.yaml here: 8.2 it/s; an ECBSR 6x32 csd run at one
@@ -74,9 +108,21 @@ class CSDObjective(nn.Module):
             if self.cl is not None
             else None
         )
-        return csd_objective(
+        total, terms = csd_objective(
             students, teacher, hr, negatives, self.cfg.lambda_teacher, self.cfg.lambda_cl, self.cl
         )
+        if not self.own.losses:
+            return total, terms
+        # the recipe's own losses go with each width's L1, the teacher's weighted like its L1
+        names, values = [], []
+        for w, s in students.items():
+            names += [f"{n}_student_w{w:g}" for n in self.own.names]
+            values += self.own(lr, hr, s, step)
+        t_terms = self.own(lr, hr, teacher, step)
+        names += [f"{n}_teacher" for n in self.own.names]
+        total = total + torch.stack(values).sum() + self.cfg.lambda_teacher * torch.stack(t_terms).sum()
+        floats = torch.stack([*values, *t_terms, total]).detach().cpu().tolist()
+        return total, {**terms, **dict(zip([*names, "total"], floats, strict=True))}
 
 
 def _tap_paths(model: nn.Module, names: list[str], role: str) -> dict[str, str]:
@@ -107,8 +153,7 @@ class DistillObjective(nn.Module):
             cls(weight=c.weight, **self._channel_args(c, r, s_ch, t_ch), **c.args)
             for c, cls, r in zip(self.cfgs, classes, reads, strict=True)
         )
-        counts = {n: [c.name for c in self.cfgs].count(n) for n in {c.name for c in self.cfgs}}
-        self.names = [f"{c.name}{i}" if counts[c.name] > 1 else c.name for i, c in enumerate(self.cfgs)]
+        self.names = _term_names(self.cfgs)
 
     @staticmethod
     def _channel_args(
@@ -148,23 +193,27 @@ class DistillObjective(nn.Module):
         return total, dict(zip([*self.names, "total"], values, strict=True))
 
 
+def _loss_params(objective: nn.Module) -> dict[str, nn.Parameter]:
+    """Trainable parameters outside `objective.net`, keyed without the `losses.` prefix (so
+    checkpoints written when only `DistillObjective.losses` could hold any still resume)."""
+    return {
+        k.removeprefix("losses."): p
+        for k, p in objective.named_parameters()
+        if p.requires_grad and not k.startswith("net.")
+    }
+
+
 def extra_state(objective: nn.Module) -> dict[str, Tensor]:
     """Trainable parameters outside `objective.net` (e.g. FitNet regressors), saved for exact resume."""
-    losses = getattr(objective, "losses", None)
-    if losses is None:
-        return {}
-    return {k: p.detach().cpu().clone() for k, p in losses.named_parameters() if p.requires_grad}
+    return {k: p.detach().cpu().clone() for k, p in _loss_params(objective).items()}
 
 
 def load_extra_state(objective: nn.Module, state: dict[str, Tensor]) -> None:
-    expected = extra_state(objective)
-    if set(state) != set(expected):
+    params = _loss_params(objective)
+    if set(state) != set(params):
         raise CheckpointError(
-            f"loss parameters differ from the checkpoint's: {sorted(set(state) ^ set(expected))}"
+            f"loss parameters differ from the checkpoint's: {sorted(set(state) ^ set(params))}"
         )
-    if not state:
-        return
-    params = dict(objective.losses.named_parameters())
     with torch.no_grad():
         for k, v in state.items():
             params[k].copy_(v)

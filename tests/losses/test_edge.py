@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor
 
-from edgesr.losses import LOSSES, DistillBatch, EdgeLoss, build_loss, call_loss, edge_loss, output_losses
+from edgesr.errors import RecipeError
+from edgesr.losses import (
+    LOSSES,
+    DistillBatch,
+    EdgeDistillationLoss,
+    EdgeLoss,
+    build_loss,
+    call_loss,
+    edge_loss,
+    output_losses,
+    standalone_losses,
+)
 from edgesr.losses.edge import EDGE_FILTERS, edge_kernels, gradient_maps
 from edgesr.models import build_model
 from edgesr.recipe import load_recipe, qat_losses
@@ -33,7 +45,7 @@ def test_constant_images_have_zero_gradient_so_zero_loss():
     a, b = torch.full((2, 3, 9, 7), 0.25), torch.full((2, 3, 9, 7), 0.75)  # binary-exact: exact zeros
     assert gradient_maps(a, edge_kernels()).abs().max().item() == 0.0  # borders too (replicate padding)
     assert edge_loss(a, b).item() == 0.0
-    assert EdgeLoss()(a, b, b).item() == 0.0
+    assert EdgeLoss()(a, b).item() == 0.0 and EdgeDistillationLoss()(a, b).item() == 0.0
 
 
 def test_step_edge_known_values_per_filter():
@@ -87,8 +99,6 @@ def test_bad_arguments_raise():
         edge_kernels(["laplacian", "laplacian"])
     with pytest.raises(ValueError, match="at least one"):
         edge_kernels([])
-    with pytest.raises(ValueError, match="target"):
-        EdgeLoss(target="lr")
     with pytest.raises(ValueError, match="equal shapes"):
         edge_loss(rand(1, 3, 8, 8), rand(1, 3, 8, 9))
     with pytest.raises(ValueError, match="RGB"):
@@ -98,9 +108,11 @@ def test_bad_arguments_raise():
 # ---- the module: registry, state, targets ----
 
 
-def test_registered_as_an_output_loss_usable_in_qat():
-    assert LOSSES.get("edge") is EdgeLoss
-    assert "edge" in output_losses() and "edge" in qat_losses()
+def test_registered_edge_usable_everywhere_edge_kd_where_a_teacher_runs():
+    assert LOSSES.get("edge") is EdgeLoss and LOSSES.get("edge_kd") is EdgeDistillationLoss
+    assert {"edge", "edge_kd"} <= set(output_losses()) and {"edge", "edge_kd"} <= set(qat_losses())
+    # `edge` reads the student's output and HR only: a single or csd run may add it to its L1
+    assert "edge" in standalone_losses() and "edge_kd" not in standalone_losses()
     loss = build_loss("edge", weight=0.1, filters=["sobel_x", "sobel_y"])
     assert loss.filters == ("sobel_x", "sobel_y") and loss.kernels.shape == (2, 1, 3, 3)
     assert set(EDGE_FILTERS) == {"sobel_x", "sobel_y", "laplacian"}
@@ -111,28 +123,36 @@ def test_filters_are_a_non_persistent_buffer_that_follows_the_module():
     assert loss.state_dict() == {} and list(loss.parameters()) == []  # checkpoints unchanged
     assert loss.to(torch.float64).kernels.dtype == torch.float64
     a, b = rand(1, 3, 8, 8, seed=1).double(), rand(1, 3, 8, 8, seed=2).double()
-    assert loss(a, b, b).dtype == torch.float64
+    assert loss(a, b).dtype == torch.float64
 
 
-def test_weight_and_target_choose_what_is_compared():
+def test_weight_and_the_class_choose_what_is_compared():
     s, t, hr = rand(2, 3, 10, 10, seed=1), rand(2, 3, 10, 10, seed=2), rand(2, 3, 10, 10, seed=3)
-    assert EdgeLoss(weight=0.1)(s, t, hr).item() == pytest.approx(0.1 * edge_loss(s, hr).item(), rel=1e-6)
-    assert EdgeLoss(target="teacher")(s, t, hr).item() == pytest.approx(edge_loss(s, t).item(), rel=1e-6)
-    # Called the way the trainer calls it: from its `reads` declaration.
+    assert EdgeLoss(weight=0.1)(s, hr).item() == pytest.approx(0.1 * edge_loss(s, hr).item(), rel=1e-6)
+    kd = EdgeDistillationLoss(weight=0.5)(s, t)
+    assert kd.item() == pytest.approx(0.5 * edge_loss(s, t).item(), rel=1e-6)
+    # Called the way the trainers call them: from their `reads` declarations.
     batch = DistillBatch(torch.zeros(2, 3, 5, 5), hr, s, t, scale=2)
     assert call_loss(EdgeLoss(), batch).item() == pytest.approx(edge_loss(s, hr).item(), rel=1e-6)
+    assert call_loss(EdgeDistillationLoss(), batch).item() == pytest.approx(edge_loss(s, t).item(), rel=1e-6)
+    # a step without a teacher (single / csd) serves `edge`, and names the stage `edge_kd` needs
+    alone = DistillBatch(torch.zeros(2, 3, 5, 5), hr, s, None)
+    assert call_loss(EdgeLoss(), alone).item() == pytest.approx(edge_loss(s, hr).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="distill or qat"):
+        call_loss(EdgeDistillationLoss(), alone)
 
 
 # ---- gradient flow ----
 
 
-@pytest.mark.parametrize("target", ["hr", "teacher"])
-def test_gradient_reaches_every_trainable_student_parameter(target: str):
+@pytest.mark.parametrize("name", ["edge", "edge_kd"])
+def test_gradient_reaches_every_trainable_student_parameter(name: str):
     torch.manual_seed(0)
     student = build_model("plain", scale=2, n_convs=3, n_feats=8)
     teacher_sr = rand(2, 3, 16, 16, seed=5).requires_grad_(True)  # must get nothing back
     lr, hr = rand(2, 3, 8, 8, seed=1), rand(2, 3, 16, 16, seed=2)
-    loss = EdgeLoss(target=target)(student(lr), teacher_sr, hr)
+    batch = DistillBatch(lr, hr, student(lr), teacher_sr)
+    loss = call_loss(build_loss(name), batch)
     loss.backward()
     trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
     assert {n for n, _ in trainable} >= {"last.weight", "last.bias"}
@@ -151,7 +171,7 @@ def test_a_bias_that_only_shifts_the_whole_output_gets_no_edge_gradient():
     torch.manual_seed(0)
     net = build_model("edsr", scale=2, n_resblocks=1, n_feats=16)
     lr, hr = rand(2, 3, 8, 8, seed=1), rand(2, 3, 16, 16, seed=2)
-    EdgeLoss()(net(lr), hr, hr).backward()
+    EdgeLoss()(net(lr), hr).backward()
     assert net.tail.bias.grad.abs().max().item() < 1e-6
     assert net.head.weight.grad.abs().sum().item() > 1e-3
 
@@ -170,9 +190,7 @@ train:
   mode: {mode}
   widths: [{width}]
   init: {init}
-  losses:
-    - {{name: l1}}
-    - {{name: edge, weight: 0.1}}
+  losses: {losses}
   steps: 2
   checkpoint_every: 2
   val_every: 2
@@ -181,7 +199,12 @@ train:
 """
 
 
-def test_edge_loss_trains_a_student_from_a_recipe(tmp_path: Path):
+def _logged(run: Path, key: str) -> list[float]:
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [row[f"loss/{key}"] for row in rows if f"loss/{key}" in row]
+
+
+def test_edge_losses_train_in_every_mode_from_a_recipe(tmp_path: Path):
     from edgesr.train.trainer import train  # the trainer sits above the losses
 
     def recipe(name: str, **fields: object) -> Path:
@@ -189,17 +212,69 @@ def test_edge_loss_trains_a_student_from_a_recipe(tmp_path: Path):
         path.write_text(RECIPE.format(name=name, **fields), encoding="utf-8")
         return path
 
+    # single: the edge term is added to the mode's own L1
     teacher = tmp_path / "teacher"
-    # single mode trains with L1 alone and refuses a `losses` list (it would be ignored)
-    teacher_recipe = recipe("teacher", mode="single", width=1.0, init="null")
-    teacher_recipe.write_text(teacher_recipe.read_text().replace(
-        "  losses:\n    - {name: l1}\n    - {name: edge, weight: 0.1}\n", ""
-    ))  # fmt: skip
-    train(load_recipe(teacher_recipe), teacher)
-    r = load_recipe(recipe("edge", mode="distill", width=0.5, init=teacher))
-    assert [(c.name, c.weight) for c in r.train.losses] == [("l1", 1.0), ("edge", 0.1)]
-    result = train(r, tmp_path / "student")
-    assert result.state == "completed" and result.steps == 2
-    logged = [json.loads(line) for line in (tmp_path / "student" / "log.jsonl").read_text().splitlines()]
-    edge = [row["loss/edge"] for row in logged if "loss/edge" in row]
-    assert len(edge) == 2 and all(v > 0 for v in edge)
+    edge = "[{name: edge, weight: 0.1}]"
+    r = load_recipe(recipe("teacher", mode="single", width=1.0, init="null", losses=edge))
+    assert train(r, teacher).state == "completed"
+    assert len(_logged(teacher, "edge")) == 2 and all(v > 0 for v in _logged(teacher, "l1"))
+    # csd: on every width, the teacher's weighted like its L1
+    csd = tmp_path / "csd"
+    r = load_recipe(recipe("csd", mode="csd", width=0.5, init="null", losses=edge))
+    assert train(r, csd).state == "completed"
+    for key in ("edge_student_w0.5", "edge_teacher", "l1_student_w0.5", "l1_teacher"):
+        assert len(_logged(csd, key)) == 2 and all(v > 0 for v in _logged(csd, key)), key
+    # distill: to HR and to the teacher's output, beside a pixel loss
+    losses = "[{name: l1}, {name: edge, weight: 0.1}, {name: edge_kd, weight: 0.1}]"
+    r = load_recipe(recipe("edge", mode="distill", width=0.5, init=teacher, losses=losses))
+    assert [(c.name, c.weight) for c in r.train.losses] == [("l1", 1.0), ("edge", 0.1), ("edge_kd", 0.1)]
+    assert train(r, tmp_path / "student").state == "completed"
+    for key in ("edge", "edge_kd"):
+        values = _logged(tmp_path / "student", key)
+        assert len(values) == 2 and all(v > 0 for v in values), key
+
+
+@pytest.mark.parametrize(
+    ("mode", "losses", "message"),
+    [
+        ("single", "[{name: edge_kd}]", "needs a teacher or tapped features: use mode: distill"),
+        ("csd", "[{name: output_kd}]", "needs a teacher or tapped features: use mode: distill"),
+        ("csd", "[{name: fakd}]", "needs a teacher or tapped features"),
+        ("single", "[{name: edge}, {name: l1}]", "already trains with L1 to HR"),
+    ],
+)
+def test_single_and_csd_refuse_losses_that_need_a_teacher_or_repeat_l1(
+    tmp_path: Path, mode: str, losses: str, message: str
+):
+    path = tmp_path / "r.yaml"
+    width = 0.5 if mode == "csd" else 1.0
+    path.write_text(RECIPE.format(name="r", mode=mode, width=width, init="null", losses=losses))
+    with pytest.raises(RecipeError, match="train.losses") as err:
+        load_recipe(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_csd_adds_the_edge_term_to_every_width_the_teacher_weighted_like_its_l1(tmp_path: Path):
+    from edgesr.train.modes import build_objective  # the trainer sits above the losses
+
+    path = tmp_path / "csd.yaml"
+    path.write_text(
+        RECIPE.format(name="csd", mode="csd", width=0.5, init="null", losses="[{name: edge, weight: 0.3}]")
+    )
+    recipe = load_recipe(path)
+    csd = replace(recipe.train.csd, lambda_cl=0.0, lambda_teacher=2.0)
+    recipe = replace(recipe, train=replace(recipe.train, csd=csd))
+    objective, _ = build_objective(recipe)
+    lr, hr = rand(2, 3, 8, 8, seed=1), rand(2, 3, 16, 16, seed=2)
+    total, terms = objective(lr, hr, step=1)
+    net = objective.net
+    s, t = net(lr, width=0.5), net(lr, width=1.0)
+    expected = (
+        (s - hr).abs().mean()
+        + 2.0 * (t - hr).abs().mean()
+        + 0.3 * edge_loss(s, hr)
+        + 2.0 * 0.3 * edge_loss(t, hr)
+    )
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert terms["edge_teacher"] == pytest.approx(0.3 * edge_loss(t, hr).item(), rel=1e-5)
+    assert terms["total"] == pytest.approx(expected.item(), rel=1e-5)
