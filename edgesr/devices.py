@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from edgesr import schema
 from edgesr.errors import DeviceError, UnknownNameError, UsageError
+from edgesr.fingerprint import detect_machine
 from edgesr.registry import unknown_name_message
 from edgesr.schema import _check, _found, config_errors
 from edgesr.yamlfile import read_yaml_file
@@ -53,6 +54,7 @@ RUNTIME_OF_TARGET: dict[str, str] = {
 RuntimeName = Literal["pytorch", "onnxruntime", "executorch", "litert", "coreml"]
 FARM_SERVICES = ("aihub",)  # hosted device farms edgesr drives (`--via aihub`: Qualcomm AI Hub)
 _NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
+DETECT = "detect"  # `soc: detect` / `cpu: detect`: read from the running machine (the host device)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,16 @@ def load_device(name_or_path: str | os.PathLike[str], root: str | os.PathLike[st
             device = schema.from_dict(Device, data)
         except DeviceError as e:
             raise e.with_source(source) from None
+    if device.soc == DETECT or device.cpu == DETECT:
+        # the host is whatever machine runs edgesr: its CPU is read, not written down (edgesr.fingerprint)
+        m = detect_machine()
+        device = replace(
+            device,
+            soc=m.cpu if device.soc == DETECT else device.soc,
+            cpu=f"{m.arch}; {', '.join(m.isa) or 'no listed kernel features'}"
+            if device.cpu == DETECT
+            else device.cpu,
+        )
     if device.name != file.stem:
         raise DeviceError(
             f"name: {device.name!r} does not match the file name {file.name!r} (expected {file.stem!r})",

@@ -88,7 +88,8 @@ _declare(TargetSpec(
     name="onnx", suffix=".onnx", sdk_label="ONNX", extra="onnx",
     runtime="onnxruntime", runtime_package="onnxruntime",
     runtime_label="onnxruntime CPUExecutionProvider",
-    precisions=("fp32",), dynamic_shapes=True, host_delegate="cpu",
+    # int8: a QDQ model of edgesr's PT2E graph (S8S8, per-channel weights), fixed input shape
+    precisions=("fp32", "int8"), dynamic_shapes=True, host_delegate="cpu", quant_backend="onnxruntime",
 ))  # fmt: skip
 _declare(TargetSpec(
     name="tflite", suffix=".tflite", sdk_label="LiteRT (litert-torch + ai-edge-litert)", extra="tflite",
@@ -125,6 +126,14 @@ _declare(TargetSpec(
 def quant_backends() -> tuple[str, ...]:
     """Every int8 quantization backend a target uses (`train.quant.backend` values)."""
     return tuple(s.quant_backend for s in TARGETS.values() if s.quant_backend is not None)
+
+
+def target_of_runtime(runtime: str) -> str:
+    """The `--target` whose artifacts `runtime` runs (profiles name runtimes); "pytorch" for eager."""
+    for spec in TARGETS.values():
+        if spec.runtime == runtime:
+            return spec.name
+    return "pytorch" if runtime == "pytorch" else runtime
 
 
 def target_of_backend(backend: str) -> TargetSpec:

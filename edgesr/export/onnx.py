@@ -1,11 +1,28 @@
 """ONNX target: `torch.onnx.export` (TorchScript front end, opset 17) run on ONNX Runtime's CPU EP.
 
-fp32 only for now; fp16 and int8 ONNX graphs are not implemented yet and say so.
+| precision | what is exported | I/O |
+|---|---|---|
+| fp32 | the float model | float32 |
+| int8 | the converted PT2E graph (edgesr's PTQ or QAT; backend `onnxruntime`) as a QDQ model: each
+  quantize / dequantize op becomes `QuantizeLinear` / `DequantizeLinear`, int8 weights stay int8
+  initializers behind a per-channel `DequantizeLinear` (axis 0) | float32 |
+
+The QDQ form is what ONNX Runtime's own quantizer writes (S8S8: int8 activations per tensor, int8
+weights symmetric per output channel): its CPU EP fuses each DQ -> Conv -> Q into one int8 conv at
+load time, and ORT Mobile and ORT's QNN EP take the same file. With `float-ends` the convs reading
+the image stay float; ORT itself quantizes a float-weight conv that sits between a DequantizeLinear
+and a QuantizeLinear (the float-ends tail conv), so on ORT the tail runs int8 too: the verification
+measures the file as ORT runs it (plain net: 64 dB against the PT2E graph, against inf dB all-int8).
+fp16 is not implemented and says so.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import operator
 import re
+import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -13,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from edgesr.export.base import EXPORTERS, ImageOnly, UnsupportedOpError, float_io
-from edgesr.export.plan import ExportPlan
+from edgesr.export.plan import ExportPlan, UnsupportedOptionError
 from edgesr.sdk import import_sdk
 from edgesr.targets import TARGETS
 
@@ -38,11 +56,17 @@ class OnnxExporter:
         return {"onnx": onnx.__version__, "onnxruntime": ort.__version__}
 
     def export(self, model: nn.Module, example: Tensor, path: Path, plan: ExportPlan) -> None:
-        import torch
         from torch.onnx.errors import UnsupportedOperatorError
 
         self._sdk()
         axes = {INPUT: {2: "height", 3: "width"}, OUTPUT: {2: "out_height", 3: "out_width"}}
+        if plan.int8_activations:
+            if plan.dynamic:
+                raise UnsupportedOptionError(
+                    "target 'onnx' int8 exports have fixed input shapes (the quantized graph is traced at "
+                    "the example size); export int8 without --dynamic"
+                )
+            model = _qdq_module(model)
         try:
             with warnings.catch_warnings():
                 # dynamo=False is deliberate: the torch.export front end needs onnxscript, which the
@@ -57,6 +81,8 @@ class OnnxExporter:
                     input_names=[INPUT],
                     output_names=[OUTPUT],
                     dynamic_axes=axes if plan.dynamic else None,
+                    # folding would turn every DequantizeLinear(int8 weight) into a float weight
+                    do_constant_folding=not plan.int8_activations,
                 )
         except UnsupportedOperatorError as e:
             m = re.search(r"operator '([^']+)'", str(e))
@@ -90,20 +116,135 @@ class OnnxExporter:
     def delegation(self, path: Path) -> dict[str, Any]:
         """ONNX op histogram; with only the CPU EP registered, ORT runs every node on it.
 
-        The histogram is of the file; ORT's graph optimizations fuse some nodes at load time.
+        `ops` is the file's; `optimized_ops` is what ORT runs after its portable (EXTENDED) graph
+        optimizations, where a QDQ model's DQ -> Conv -> Q become QLinearConv (an int8 conv). An int8
+        file whose convs are still `Conv` there runs them in float.
         """
-        onnx, _ = self._sdk()
+        onnx, ort = self._sdk()
         proto = onnx.load(str(path))
-        ops = dict(sorted(Counter(n.op_type for n in proto.graph.node).items()))
+        ops = _histogram(proto)
         n = sum(ops.values())
         opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        with tempfile.TemporaryDirectory() as tmp:
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            ort.InferenceSession(str(path), sess_options=opts, providers=PROVIDERS)
+            optimized = _histogram(onnx.load(opts.optimized_model_filepath))
         return {
             "opset": opset,
             "nodes": n,
             "ops": ops,
+            "optimized_ops": optimized,
             "providers": {PROVIDERS[0]: {"nodes": n, "ops": ops}},
             "delegated_fraction": 1.0,
         }
+
+
+def _histogram(proto: Any) -> dict[str, int]:
+    return dict(sorted(Counter(n.op_type for n in proto.graph.node).items()))
+
+
+# ---- int8: the converted PT2E graph as a QDQ model ----
+
+_INT8_RANGES = {torch.int8: (-128, 127, torch.int8), torch.uint8: (0, 255, torch.uint8)}
+
+
+def _q_args(op: str, scale: Any, zero_point: Any, quant_min: Any, quant_max: Any, dtype: Any) -> tuple:
+    """(scale, zero point) constants of a per-tensor q/dq op, refusing what ONNX's 8-bit QuantizeLinear
+    cannot say (16-bit activations, a clamp range narrower than the type's)."""
+    from torch.onnx import symbolic_helper as sh
+
+    dt = _SCALAR_TYPES.get(sh._parse_arg(dtype, "i"))
+    lo, hi = sh._parse_arg(quant_min, "i"), sh._parse_arg(quant_max, "i")
+    if dt not in _INT8_RANGES or (lo, hi) != _INT8_RANGES[dt][:2]:
+        raise UnsupportedOpError(
+            "onnx", f"quantized_decomposed::{op}",
+            f"8-bit activations over the full type range only (got {dt}, [{lo}, {hi}]): ONNX int8 takes "
+            "activations int8 or float-ends, not int16",
+        )  # fmt: skip
+    s = torch.tensor(sh._parse_arg(scale, "f"), dtype=torch.float32)
+    return s, torch.tensor(sh._parse_arg(zero_point, "i"), dtype=_INT8_RANGES[dt][2])
+
+
+_SCALAR_TYPES = {1: torch.int8, 0: torch.uint8, 2: torch.int16}  # c10::ScalarType codes
+
+
+def _quantize_per_tensor(g: Any, x: Any, scale: Any, zp: Any, lo: Any, hi: Any, dtype: Any, *_: Any) -> Any:
+    s, z = _q_args("quantize_per_tensor", scale, zp, lo, hi, dtype)
+    return g.op("QuantizeLinear", x, g.op("Constant", value_t=s), g.op("Constant", value_t=z))
+
+
+def _dequantize_per_tensor(g: Any, x: Any, scale: Any, zp: Any, lo: Any, hi: Any, dtype: Any, *_: Any) -> Any:
+    s, z = _q_args("dequantize_per_tensor", scale, zp, lo, hi, dtype)
+    return g.op("DequantizeLinear", x, g.op("Constant", value_t=s), g.op("Constant", value_t=z))
+
+
+def _dequantize_per_channel(g: Any, w: Any, scales: Any, zps: Any, axis: Any, *_: Any) -> Any:
+    from torch.onnx import symbolic_helper as sh
+
+    # zero points are int8 buffers (see _qdq_module): DequantizeLinear wants them of the weight's type
+    return g.op("DequantizeLinear", w, scales, zps, axis_i=sh._parse_arg(axis, "i"))
+
+
+@functools.cache
+def _register_qdq_symbolics() -> None:
+    """Teach the TorchScript exporter the PT2E q/dq ops (torch.ops.quantized_decomposed)."""
+    for op, fn in (
+        ("quantize_per_tensor", _quantize_per_tensor),
+        ("dequantize_per_tensor", _dequantize_per_tensor),
+        ("dequantize_per_channel", _dequantize_per_channel),
+    ):
+        torch.onnx.register_custom_op_symbolic(f"quantized_decomposed::{op}", fn, OPSET)
+
+
+class _QDQGraph(nn.Module):
+    """A converted PT2E graph, traceable by the TorchScript exporter: its tensors are buffers (so the
+    tracer records ops on them instead of folding them into float constants) and `train()` is a no-op
+    (a converted graph refuses train/eval switches, which the exporter makes)."""
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def train(self, mode: bool = True) -> _QDQGraph:
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.graph(x)
+        return out[0] if isinstance(out, tuple | list) else out
+
+
+def _qdq_module(converted: nn.Module) -> nn.Module:
+    """A copy of `converted` ready for the QDQ export; the caller's graph (the verification
+    reference) is left as it was."""
+    _register_qdq_symbolics()
+    graph = copy.deepcopy(converted)
+    known = {n for n, _ in graph.named_parameters()} | {n for n, _ in graph.named_buffers()}
+    per_channel_zps = {
+        n.args[2].target
+        for n in graph.graph.nodes
+        if n.target is torch.ops.quantized_decomposed.dequantize_per_channel.default
+    }
+    for node in graph.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        value = operator.attrgetter(node.target)(graph)
+        if not isinstance(value, Tensor):
+            continue
+        value = value.detach()
+        if node.target in per_channel_zps:
+            value = value.to(torch.int8)  # all zeros (symmetric weights); int64 in the PT2E graph
+        elif node.target in known:
+            value.requires_grad_(False)
+            continue
+        *parents, name = node.target.split(".")
+        owner = operator.attrgetter(".".join(parents))(graph) if parents else graph
+        delattr(owner, name)
+        owner.register_buffer(name, value)
+    for p in graph.parameters():
+        p.requires_grad_(False)  # the tracer stores them as initializers; grad-requiring ones it refuses
+    return _QDQGraph(graph)
 
 
 EXPORTERS.register(OnnxExporter.spec.name)(OnnxExporter())

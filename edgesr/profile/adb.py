@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgesr.errors import EdgesrError, NotFoundError, UsageError
+from edgesr.fingerprint import Machine, parse_cpuinfo
 from edgesr.profile.importers import Parsed, parse_benchmark_model, parse_executor_runner
 from edgesr.profile.store import Record
 from edgesr.profile.timing import now_utc
@@ -140,6 +141,7 @@ def profile_android(
     remote = f"{REMOTE_ROOT}/edgesr-{uuid.uuid4().hex[:8]}"
     model, exe = f"{remote}/{artifact.name}", f"{remote}/{binary.name}"
     adb.check_connected()
+    machine = phone_machine(adb)
     try:
         adb.run("shell", "mkdir", "-p", remote, step="creating the work folder")
         adb.run("push", str(artifact), model, step="pushing the artifact")
@@ -173,12 +175,31 @@ def profile_android(
         peak_mem_mb=parsed.peak_mem_mb,
         ops=parsed.ops,
         notes=parsed.notes,
+        machine=machine,
     )
     if runtime == "executorch" and parsed.stats.warmup is not None:
         rec = replace(
             rec, notes=(rec.notes + "; " if rec.notes else "") + "executor_runner has no warm-up flag"
         )
     return rec, out
+
+
+def phone_machine(adb: Adb) -> Machine | None:
+    """The phone's fingerprint: its SoC (`ro.soc.model`, Android 12+; else cpuinfo's `Hardware`),
+    ABI, Arm kernel features from /proc/cpuinfo, Android version. None when the phone does not say
+    (the timing is still recorded; selection then says the record has no fingerprint)."""
+    try:
+        cpuinfo = adb.run("shell", "cat", "/proc/cpuinfo", step="reading the CPU features")
+        soc = adb.run("shell", "getprop", "ro.soc.model", step="reading the SoC").strip()
+        abi = adb.run("shell", "getprop", "ro.product.cpu.abi", step="reading the ABI").strip()
+        release = adb.run("shell", "getprop", "ro.build.version.release", step="reading the OS").strip()
+    except AdbError:
+        return None
+    model, isa = parse_cpuinfo(cpuinfo)
+    arch = {"arm64-v8a": "aarch64", "x86_64": "x86_64"}.get(abi, abi or "unknown")
+    if not (soc or model):
+        return None
+    return Machine(cpu=soc or model, arch=arch, isa=isa, os=f"Android {release}".strip())
 
 
 def _cleanup(adb: Adb, remote: str, error: BaseException | None) -> None:

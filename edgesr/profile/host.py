@@ -32,6 +32,7 @@ from edgesr.export import EXPORTERS, ExportOptions, get_exporter, plan_export
 from edgesr.export import manifest as export_manifest
 from edgesr.export.manifest import artifact_sha256, manifest_path
 from edgesr.export.run import deployable
+from edgesr.fingerprint import detect_machine
 from edgesr.models import arch_channels, build_model, count_macs, count_params, students_at
 from edgesr.profile.store import LayerKey, ModelInfo, Record
 from edgesr.profile.timing import PeakRSS, now_utc, time_fn
@@ -211,6 +212,7 @@ def profile_module(
         model=model_meta,
         layer=layer,
         notes=busy,
+        machine=detect_machine(),
     )
 
 
@@ -277,6 +279,7 @@ def profile_artifact(
         peak_mem_mb=peak,
         model=info,
         notes=busy,
+        machine=detect_machine(),
     )
 
 

@@ -23,10 +23,16 @@ A profile file `devices/profiles/<device>/<name>.yaml` holds one device's measur
         measured_at: '2026-11-22T15:02:11Z'
         method: host        # host | adb:<binary> | import:<format> | aihub:profile
         notes: ''
+        machine:            # the CPU it ran on (edgesr.fingerprint); host and adb records have one
+          cpu: AMD EPYC (family 26, model 2)
+          arch: x86_64
+          isa: [avx2, avx512_bf16, avx512_vnni, avx512bw, avx512f, avx_vnni, f16c, fma]
+          os: Linux
 
 Every value is in milliseconds unless its name says otherwise. Saving merges by identity key
-(artifact hash or name, runtime, delegate, precision, threads, resolution, layer): a new
-measurement replaces the old one of the same key, others are kept.
+(artifact hash or name, runtime, delegate, precision, threads, resolution, layer, machine): a new
+measurement replaces the old one of the same key, others are kept (so measurements of one artifact on
+two machine kinds sit side by side, and selection takes the one that matches).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from edgesr import schema
 from edgesr.devices import DEVICES_DIR
 from edgesr.errors import ProfileError
 from edgesr.files import atomic_write_text
+from edgesr.fingerprint import Machine
 from edgesr.schema import _check, _found, _plain, config_errors
 from edgesr.yamlfile import read_yaml_file
 
@@ -195,6 +202,7 @@ class Record:
     layer: LayerKey | None = None
     ops: tuple[OpTime, ...] = ()
     notes: str = ""
+    machine: Machine | None = None  # None: not recorded (imports, files written before fingerprints)
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -202,7 +210,17 @@ class Record:
         # A layer-table entry is identified by its layer (its one-op network's weights are random).
         what = self.layer.text if self.layer is not None else (self.sha256 or self.artifact)
         farm = self.method.split(":")[0] == "aihub"  # the farm's phone is not the one on your desk
-        return (what, self.runtime, self.delegate, self.precision, self.threads or 0, self.resolution, farm)
+        machine = self.machine.key if self.machine is not None else ()
+        return (
+            what,
+            self.runtime,
+            self.delegate,
+            self.precision,
+            self.threads or 0,
+            self.resolution,
+            farm,
+            machine,
+        )
 
 
 @dataclass(frozen=True)

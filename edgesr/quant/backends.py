@@ -6,8 +6,10 @@
 | litert | tflite | litert-torch `PT2EQuantizer` (QAT shim below) | tflite |
 | coreml | coreml | `edgesr.quant.annotate.W8A8Quantizer` (coremltools' `CoreMLQuantizer` needs the
   `torch.ao.quantization.quantizer` module that torch 2.13 removed) | coreml |
+| onnxruntime | onnx | `edgesr.quant.annotate.W8A8Quantizer` (ONNX Runtime quantizes ONNX files, not
+  PT2E graphs; this is its S8S8 QDQ scheme) | onnx |
 
-All three: int8 weights per output channel (symmetric), int8 activations per tensor.
+All four: int8 weights per output channel (symmetric), int8 activations per tensor.
 `fully_integer=True` adds `annotate_float_islands` (int8 I/O; add, clamp and depth-to-space
 quantized too). Every SDK is imported inside `get_quantizer`, through `import_sdk`, so that
 `import edgesr.quant` works on machines without any of them.
@@ -38,6 +40,7 @@ _QUANTIZER_MODULE = {  # backend -> the SDK module its quantizer comes from
     "xnnpack": "executorch.backends.xnnpack.quantizer.xnnpack_quantizer",
     "litert": "litert_torch.quantize.pt2e_quantizer",
     "coreml": "coremltools",
+    "onnxruntime": "onnxruntime",
 }
 
 

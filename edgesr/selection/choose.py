@@ -11,6 +11,11 @@ latency model's prediction (the per-layer sum times the scale fitted on this dev
 widths), but only when the model is trusted on this device (at least 90% of the measured widths
 predicted within +-10% leave-one-out, edgesr.profile.latency_model); otherwise it has none and
 cannot be chosen. Budgets are compared with the typical figure (median, where the source has one).
+
+Only measurements valid for the machine are used (edgesr.fingerprint): on `host` the running
+machine is detected, and records made on another CPU model or ISA are left out with a note naming
+the re-measure command; records without a fingerprint (imports, profiles written before edgesr
+recorded one) are used with a note saying so, and lose to a fingerprinted record of the same width.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ import torch
 
 from edgesr.devices import Device, Resolution
 from edgesr.errors import NotFoundError, UsageError
+from edgesr.fingerprint import Machine, detect_machine
 from edgesr.models import arch_channels, build_model, candidate_widths, count_macs, count_params, students_at
 from edgesr.profile.latency_model import Accuracy, Check, LayerTable, MissingLayerError, table_from_records
 from edgesr.profile.layers import UnsupportedLayerError, model_layers
 from edgesr.profile.store import ProfileRoot, Record, device_records
+from edgesr.targets import target_of_runtime
 
 
 @dataclass(frozen=True)
@@ -75,9 +82,38 @@ def _matches(r: Record, runtime: str, delegate: str, precision: str, res: str, t
     )
 
 
-def measured_archs(
-    device: str, runtime: str, resolution: str, root: ProfileRoot = None
-) -> list[dict]:
+def _valid_on(
+    machine: Machine | None,
+    records: list[Record],
+    device: str,
+    runtime: str,
+    notes: list[str],
+    what: str = "whole-model",
+) -> list[Record]:
+    """The records valid on `machine` (all when None): same fingerprint, or none recorded. Adds a
+    note for those left out (made on another machine) and for those used without a fingerprint."""
+    if machine is None:
+        return records
+    other = [r for r in records if r.machine is not None and not machine.matches(r.machine)]
+    unknown = [r for r in records if r.machine is None]
+    target = target_of_runtime(runtime)
+    remeasure = f"re-measure here: `edgesr profile sweep CHECKPOINT --device {device} --target {target}`"
+    if other:
+        kinds = sorted({machine.differences(r.machine) for r in other if r.machine is not None})
+        notes.append(
+            f"{len(other)} {what} measurement(s) on {device} were made on another machine "
+            f"({'; '.join(kinds)}) and are not used; {remeasure}"
+        )
+    if unknown:
+        notes.append(
+            f"{len(unknown)} {what} measurement(s) on {device} record no machine fingerprint (made "
+            f"before edgesr recorded one, or imported): used as they are, they may come from another "
+            f"CPU; {remeasure}"
+        )
+    return [r for r in records if r not in other]
+
+
+def measured_archs(device: str, runtime: str, resolution: str, root: ProfileRoot = None) -> list[dict]:
     """Distinct architectures with whole-model measurements on `device` at `resolution`."""
     out: list[dict] = []
     for r in device_records(device, root):
@@ -130,31 +166,53 @@ def select_width(
     root: ProfileRoot = None,
     clock: str = "wall",
     device_threads: bool = True,
+    machine: Machine | None = None,
 ) -> Selection:
     """Candidates at `resolution` (default: the device's) on `runtime`; `clock`: compare wall-clock
     medians (default) or process CPU-time medians (host timings on a shared machine, 1 thread).
     `threads` None is the device file's threads, or with `device_threads=False` measurements that do
-    not state a thread count (an AI Hub profile)."""
+    not state a thread count (an AI Hub profile). `machine`: use only records measured on it (or
+    with no fingerprint); default: the running machine on a `host` device, else any."""
     if budget_ms <= 0:
         raise UsageError(f"budget must be > 0 ms, got {budget_ms}")
     res = resolution or device.resolution
     delegate = delegate or device.runtime(runtime).delegates[0]
     threads = threads if threads is not None or not device_threads else device.threads
+    if machine is None and device.transport == "host":
+        machine = detect_machine()
     cond = (runtime, delegate, precision, res.text, threads)
+    notes: list[str] = []
+    records = [
+        r
+        for r in device_records(device.name, root)
+        if r.model is not None
+        and r.model.arch == arch
+        and _matches(r, *cond)
+        and r.stats.value(clock) is not None
+    ]
+    records = _valid_on(machine, records, device.name, runtime, notes)
     measured: dict[int, Record] = {}
-    for r in device_records(device.name, root):
-        if r.model is None or r.model.arch != arch or not _matches(r, *cond) or r.stats.value(clock) is None:
-            continue
-        if r.model.channels not in measured or r.measured_at > measured[r.model.channels].measured_at:
+    for r in records:
+        assert r.model is not None
+        # a fingerprinted record beats one without; then the newest
+        rank = (r.machine is not None, r.measured_at)
+        old = measured.get(r.model.channels)
+        if old is None or rank > (old.machine is not None, old.measured_at):
             measured[r.model.channels] = r
     # Layer records carry their own input size in `layer`: any entry may serve this resolution.
-    layer_recs = [
-        r
-        for r in device_records(device.name, root, "layers")
-        if _matches(r, runtime, delegate, precision, r.resolution, threads)
-    ]
+    layer_recs = _valid_on(
+        machine,
+        [
+            r
+            for r in device_records(device.name, root, "layers")
+            if _matches(r, runtime, delegate, precision, r.resolution, threads)
+        ],
+        device.name,
+        runtime,
+        notes,
+        "latency-model layer",
+    )
     table: LayerTable = table_from_records(layer_recs, runtime, delegate, precision, threads, clock)
-    notes: list[str] = []
     rows = []
     for w, model in _models(arch, candidate_widths(arch)).items():
         ch = arch_channels(model.arch, w)

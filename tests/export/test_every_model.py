@@ -1,10 +1,10 @@
 """Every registered architecture exports to every target and verifies on the target's runtime.
 
 One model per class (presets such as `edsr_baseline` or `quicksrnet_small` build the same class), at
-its tiny test size (test_graphs.TINY), fp32 to all four targets, and int8 to the three with an int8
-path: TFLite and ExecuTorch (PTQ, int8 activations, checked on their runtimes against the q/dq graph)
-and Core ML (int8 weights, checked by edgesr's MIL reference evaluator on Linux). Re-parameterisable models are collapsed before export
-and their manifests say how many blocks were.
+its tiny test size (test_graphs.TINY), fp32 and int8 to all four targets: ONNX, TFLite and ExecuTorch
+int8 (PTQ, int8 activations) checked on their runtimes against the q/dq graph, and Core ML (int8
+weights, checked by edgesr's MIL reference evaluator on Linux). Re-parameterisable models are
+collapsed before export and their manifests say how many blocks were.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ def test_fp32_export_verifies(tmp_path, name, target):
     assert r.manifest["model"]["name"] == name
 
 
-@pytest.mark.parametrize("target", ["tflite", "executorch", "coreml"])
-@pytest.mark.parametrize("name", ["ecbsr", "quicksrnet", "xlsr"])
-def test_int8_export_of_the_mobile_families_verifies(tmp_path, name, target):
+@pytest.mark.parametrize("target", ["onnx", "tflite", "executorch", "coreml"])
+@pytest.mark.parametrize("name", CLASSES)
+def test_int8_export_verifies(tmp_path, name, target):
     student, blocks = _student(tmp_path, name)
     options = ExportOptions(
         precision="int8", input_shape=SHAPE, out_dir=tmp_path / "out", accept_int8_loss=True

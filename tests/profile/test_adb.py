@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgesr.cli import main
+from edgesr.fingerprint import Machine
 from edgesr.profile.adb import Adb, AdbError, DeviceDisconnectedError, profile_android
 from edgesr.profile.store import load_profile
 
@@ -38,6 +39,12 @@ if args[0] == "push":
     print(f"{{args[1]}}: 1 file pushed, 0 skipped."); sys.exit(0)
 if args[0] == "shell" and args[1] in ("mkdir", "chmod", "rm"):
     sys.exit(0)
+if args[1:] == ["cat", "/proc/cpuinfo"]:
+    print("processor\t: 0\nFeatures\t: fp asimd fphp asimdhp asimddp i8mm bf16 sve\n"
+          "CPU implementer\t: 0x41\nCPU part\t: 0xd4d\n"); sys.exit(0)
+if args[1:2] == ["getprop"]:
+    print({{"ro.soc.model": "Tensor G3", "ro.product.cpu.abi": "arm64-v8a",
+           "ro.build.version.release": "14"}}[args[2]]); sys.exit(0)
 if args[0] == "shell":
     reply = open(os.environ["FAKE_ADB_REPLY"]).read()
     if mode == "disconnect":
@@ -110,6 +117,9 @@ def test_litert_run_pushes_runs_parses_and_cleans_up(fake_adb, files, monkeypatc
     assert f"--graph={remote}/{art.name}" in run and "--num_threads=4" in run and "--use_gpu=true" in run
     assert "--num_runs=50" in run and "--warmup_runs=5" in run and "--enable_op_profiling=true" in run
     assert calls[-1][2:] == ["shell", "rm", "-rf", remote]  # cleaned up last
+    # the phone's fingerprint, read before anything is pushed (edgesr.fingerprint)
+    isa = ("asimd", "asimddp", "asimdhp", "bf16", "i8mm", "sve")
+    assert rec.machine == Machine("Tensor G3", "aarch64", isa, "Android 14")
     assert rec.stats.median_ms == pytest.approx(44.19) and rec.method == "adb:benchmark_model"
     assert rec.runtime == "litert" and rec.threads == 4 and rec.resolution == "320x180"
     assert "count=50" in out

@@ -20,8 +20,9 @@ _SDK_MODULE = {
     "xnnpack": "executorch.backends.xnnpack.quantizer.xnnpack_quantizer",
     "litert": "litert_torch.quantize.pt2e_quantizer",
     "coreml": "coremltools",
+    "onnxruntime": "onnxruntime",
 }
-_EXTRA = {"xnnpack": "executorch", "litert": "tflite", "coreml": "coreml"}
+_EXTRA = {"xnnpack": "executorch", "litert": "tflite", "coreml": "coreml", "onnxruntime": "onnx"}
 
 
 def _installed(backend: str) -> bool:
