@@ -1,7 +1,7 @@
 """Host latency of exported students on every runtime installed here, next to eager PyTorch.
 
     python -m benchmarks export-latency [--runs 10] [--threads 2] [--targets onnx executorch ...]
-        [--precisions fp32 int8 int8-all] [--models quickstart edsr16] [--out table.md|table.csv]
+        [--precisions fp32 int8 int8-all] [--models quickstart edsr16 peak] [--out table.md|table.csv]
 
 `int8` is what `edgesr export --precision int8` builds by default (PTQ; float image-facing ends on
 ExecuTorch and TFLite), `int8-all` the same student with every activation int8 (`--activations
@@ -16,6 +16,13 @@ artifact is loaded on its runtime with a fixed thread count, run `--warmup` time
 `--runs` times timed; median and p90 wall ms are printed. A target whose exporter is not
 registered, whose SDK is missing, or whose artifact cannot run on this machine (Core ML off macOS)
 is listed with the reason.
+
+Roofline: the `peak` model (a plain net of 64-channel 3x3 convs, 97% of its MACs in 64->64 convs,
+the densest layer these students have) is exported and timed the same way, in the same run, and its
+GMAC/s on each runtime and precision is taken as that runtime's conv peak on this machine. Every
+other row gets `% peak`: its GMAC/s over the peak of its runtime and precision, so a slow artifact
+shows whether its runtime is slow here (low peak) or the graph is (low % of peak). The header names
+the machine (edgesr.fingerprint: CPU model and family, the ISA features kernels dispatch on).
 """
 
 from __future__ import annotations
@@ -25,10 +32,9 @@ import copy
 import csv
 import io
 import os
-import platform
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,7 +58,12 @@ VARIANTS: dict[str, dict[str, object]] = {
     "int8": {"precision": "int8"},
     "int8-all": {"precision": "int8", "activations": "int8", "accept_int8_loss": True},
 }
-MODELS = {"quickstart": "quickstart student (EDSR 4x64 w0.25, x2)", "edsr16": "EDSR 16x16, x4"}
+MODELS = {
+    "quickstart": "quickstart student (EDSR 4x64 w0.25, x2)",
+    "edsr16": "EDSR 16x16, x4",
+    "peak": "peak probe (plain 6x64, x2)",
+}
+PEAK = MODELS["peak"]
 FAILED = "FAILED"
 
 
@@ -67,6 +78,7 @@ class Row:
     gmac_per_s: float | None
     vs_eager: float | None  # eager median / this median
     note: str
+    pct_peak: float | None = None  # gmac_per_s / the peak probe's on this runtime and precision
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -95,14 +107,11 @@ def quickstart_student(tmp: Path) -> tuple[Path, str]:
 
 
 def cpu_name() -> str:
-    """The CPU model (Linux /proc/cpuinfo), else the platform's machine name."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The machine for benchmark headers: CPU model and family, and the ISA features kernels
+    dispatch on (edgesr.fingerprint), e.g. "AMD EPYC (family 26, model 2) (x86_64; avx2, ...)"."""
+    from edgesr.fingerprint import detect_machine
+
+    return detect_machine().text
 
 
 def save(path: Path, model: nn.Module, scale: int, width: float | None) -> Path:
@@ -227,16 +236,19 @@ def run(args: argparse.Namespace) -> int:
         qs_ckpt, qs_source = quickstart_student(tmp)
         torch.manual_seed(0)
         edsr = build_model("edsr", scale=4, n_resblocks=16, n_feats=16)
+        peak = build_model("plain", scale=2, n_convs=6, n_feats=64)
         cases = {
             "quickstart": (MODELS["quickstart"], qs_ckpt),
             "edsr16": (MODELS["edsr16"], save(tmp / "edsr16x16", edsr, 4, None)),
+            "peak": (PEAK, save(tmp / "peak", peak, 2, None)),
         }
         for label, ckpt in (cases[m] for m in args.models):
             rows += bench_model(label, ckpt, args, tmp / "exports")
+    rows = with_peaks(rows)
     header = (
         f"input {'x'.join(map(str, INPUT))}, threads {args.threads}, warmup {args.warmup}, runs {args.runs}, "
-        f"torch {torch.__version__}, {cpu_name()}, load average {os.getloadavg()[0]:.1f}; "
-        f"quickstart student: {qs_source}"
+        f"torch {torch.__version__}, machine {cpu_name()}, load average "
+        f"{os.getloadavg()[0]:.1f}; quickstart student: {qs_source}"
     )
     print_table(rows, header)
     print(
@@ -252,7 +264,19 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any(r.note.startswith(FAILED) for r in rows) else 0
 
 
-COLUMNS = ("model", "runtime", "precision", "export s", "median ms", "p90 ms", "GMAC/s", "vs eager", "note")
+def with_peaks(rows: list[Row]) -> list[Row]:
+    """Each row with `pct_peak`: its GMAC/s over the peak probe's on the same runtime and precision
+    (rows without a probe row to compare with keep None)."""
+    peaks = {(r.runtime, r.precision): r.gmac_per_s for r in rows if r.model == PEAK and r.gmac_per_s}
+    out = []
+    for r in rows:
+        peak = peaks.get((r.runtime, r.precision))
+        out.append(replace(r, pct_peak=100 * r.gmac_per_s / peak) if peak and r.gmac_per_s else r)
+    return out
+
+
+COLUMNS = ("model", "runtime", "precision", "export s", "median ms", "p90 ms", "GMAC/s", "% peak", "vs eager",
+           "note")  # fmt: skip
 
 
 def _cells(r: Row) -> list[str]:
@@ -261,7 +285,8 @@ def _cells(r: Row) -> list[str]:
 
     return [
         r.model, r.runtime, r.precision, f(r.export_s, ".1f"), f(r.median_ms, ".1f"), f(r.p90_ms, ".1f"),
-        f(r.gmac_per_s, ".1f"), f(r.vs_eager, ".2f") + ("x" if r.vs_eager else ""), r.note,
+        f(r.gmac_per_s, ".1f"), f(r.pct_peak, ".0f"), f(r.vs_eager, ".2f") + ("x" if r.vs_eager else ""),
+        r.note,
     ]  # fmt: skip
 
 
@@ -285,8 +310,8 @@ def to_csv(rows: list[Row]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["model", "runtime", "precision", "export_s", "median_ms", "p90_ms", "gmac_per_s",
-                     "vs_eager", "note"])  # fmt: skip
+                     "pct_peak", "vs_eager", "note"])  # fmt: skip
     for r in rows:
         writer.writerow([r.model, r.runtime, r.precision, r.export_s, r.median_ms, r.p90_ms, r.gmac_per_s,
-                         r.vs_eager, r.note])  # fmt: skip
+                         r.pct_peak, r.vs_eager, r.note])  # fmt: skip
     return buf.getvalue()
