@@ -110,7 +110,8 @@ def time_interleaved(rows: list[Row], threads: int, runs: int, warmup: int = 3) 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pareto", help="PSNR vs host latency of every student family, trained alike")
-    p.add_argument("--scale", type=int, default=2, choices=(2, 4), help="recipes/pareto_xSCALE.yaml")
+    scales = sorted(int(f.stem.removeprefix("pareto_x")) for f in RECIPES.glob("pareto_x*.yaml"))
+    p.add_argument("--scale", type=int, default=2, choices=scales, help="recipes/pareto_xSCALE.yaml")
     p.add_argument("--steps", type=int, default=400, help="training steps of every family")
     p.add_argument("--families", nargs="+", choices=list(FAMILIES), help="default: all")
     p.add_argument("--smoke", action="store_true", help=f"{', '.join(SMOKE)} only, 20 steps, 2 photos")

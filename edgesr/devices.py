@@ -25,6 +25,7 @@ from edgesr.errors import DeviceError, UnknownNameError, UsageError
 from edgesr.fingerprint import detect_machine
 from edgesr.registry import unknown_name_message
 from edgesr.schema import _check, _found, config_errors
+from edgesr.targets import TARGETS
 from edgesr.yamlfile import read_yaml_file
 
 __all__ = [
@@ -43,14 +44,9 @@ __all__ = [
 
 DEVICES_DIR = Path(__file__).resolve().parents[1] / "devices"
 
-# Runtime that runs each export target's artifact ("pytorch" = eager PyTorch, no export).
-RUNTIME_OF_TARGET: dict[str, str] = {
-    "pytorch": "pytorch",
-    "onnx": "onnxruntime",
-    "executorch": "executorch",
-    "tflite": "litert",
-    "coreml": "coreml",
-}
+# Runtime that runs each export target's artifact ("pytorch" = eager PyTorch, no export): a view of
+# the target facts (edgesr.targets).
+RUNTIME_OF_TARGET: dict[str, str] = {"pytorch": "pytorch", **{t.name: t.runtime for t in TARGETS.values()}}
 RuntimeName = Literal["pytorch", "onnxruntime", "executorch", "litert", "coreml"]
 FARM_SERVICES = ("aihub",)  # hosted device farms edgesr drives (`--via aihub`: Qualcomm AI Hub)
 _NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
@@ -174,7 +170,14 @@ def load_device(name_or_path: str | os.PathLike[str], root: str | os.PathLike[st
             device = schema.from_dict(Device, data)
         except DeviceError as e:
             raise e.with_source(source) from None
-    if device.soc == DETECT or device.cpu == DETECT:
+    if DETECT in (device.soc, device.cpu) and device.transport != "host":
+        raise DeviceError(
+            f"soc/cpu: {DETECT!r} reads the machine edgesr runs on, which only a `transport: host` device "
+            f"is; write what this {device.transport} device is (e.g. soc: Google Tensor G3)",
+            key="soc" if device.soc == DETECT else "cpu",
+            source=source,
+        )
+    if DETECT in (device.soc, device.cpu):
         # the host is whatever machine runs edgesr: its CPU is read, not written down (edgesr.fingerprint)
         m = detect_machine()
         device = replace(

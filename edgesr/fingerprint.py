@@ -87,10 +87,12 @@ def kernel_features(flags: str | list[str]) -> tuple[str, ...]:
 
 
 def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...]]:
-    """(CPU model, kernel features) from /proc/cpuinfo text (the first processor's block).
+    """(CPU model, kernel features) from /proc/cpuinfo text (each key's first occurrence, i.e. the
+    first processor's block for per-processor keys).
 
     x86 has `model name` and `flags`; Arm Linux/Android has `Features` and, depending on the kernel,
-    `Hardware`, `Model` or only `CPU implementer`/`CPU part` (then the model is those numbers).
+    `Hardware` (the SoC), a generic `model name` ("AArch64 Processor rev 4"), `Model` (a board, e.g.
+    "Raspberry Pi 5 Model B") or only `CPU implementer`/`CPU part` (then the model is those numbers).
     """
     fields: dict[str, str] = {}
     for line in text.splitlines():
@@ -99,7 +101,7 @@ def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...]]:
         if sep and key and key not in fields:
             fields[key] = value.strip()
     features = fields.get("flags") or fields.get("Features") or ""
-    model = fields.get("model name") or fields.get("Hardware") or fields.get("Model") or ""
+    model = fields.get("Hardware") or fields.get("model name") or fields.get("Model") or ""
     if "cpu family" in fields and "model" in fields:
         # a VM may show only "AMD EPYC": family 25 (Zen 3, AVX2) and 26 (Zen 5, AVX-512/VNNI) both
         # answer to it, and their int8/fp32 speed ratio differs 4x; family and model tell them apart

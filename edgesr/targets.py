@@ -129,11 +129,14 @@ def quant_backends() -> tuple[str, ...]:
 
 
 def target_of_runtime(runtime: str) -> str:
-    """The `--target` whose artifacts `runtime` runs (profiles name runtimes); "pytorch" for eager."""
+    """The `--target` whose artifacts `runtime` runs (profiles name runtimes); "pytorch" for eager.
+    KeyError for a runtime no target uses."""
+    if runtime == "pytorch":
+        return "pytorch"
     for spec in TARGETS.values():
         if spec.runtime == runtime:
             return spec.name
-    return "pytorch" if runtime == "pytorch" else runtime
+    raise KeyError(runtime)
 
 
 def target_of_backend(backend: str) -> TargetSpec:

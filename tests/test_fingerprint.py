@@ -4,14 +4,13 @@ measurements made on a machine like the one it selects for."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from test_selection import ARCH, RES, _model_rec
 
 from edgesr.cli import main
-from edgesr.devices import load_device, parse_resolution
-from edgesr.errors import ProfileError
+from edgesr.devices import DEVICES_DIR, load_device, parse_resolution
+from edgesr.errors import ConfigError, DeviceError
 from edgesr.fingerprint import Machine, detect_machine, kernel_features, parse_cpuinfo
 from edgesr.models import build_model
 from edgesr.profile.host import profile_module
@@ -55,7 +54,10 @@ def test_cpuinfo_gives_model_family_and_the_kernel_features_only():
         "Arm implementer 0x41 part 0xd4d",
         ("asimd", "asimddp", "asimdhp", "bf16", "i8mm", "sve"),
     )
-    assert parse_cpuinfo("Hardware\t: Qualcomm SM8650\nFeatures\t: asimd asimddp\n")[0] == "Qualcomm SM8650"
+    arm_linux = (
+        "model name\t: AArch64 Processor rev 4\nHardware\t: Qualcomm SM8650\nFeatures\t: asimd asimddp\n"
+    )
+    assert parse_cpuinfo(arm_linux)[0] == "Qualcomm SM8650"  # the SoC, not the generic core name
     assert kernel_features("sse2 avx2 made_up") == ("avx2",)
 
 
@@ -64,7 +66,7 @@ def test_machines_match_on_cpu_arch_and_isa_and_say_how_they_differ():
     assert a.matches(replace(a, os="Linux 6.8")) and not a.matches(b) and not a.matches(None)
     diff = a.differences(b)
     assert "family 26" in diff and "+avx512_vnni" in diff and "-" not in diff.split("isa")[1]
-    with pytest.raises(ProfileError.__mro__[1], match="isa: must be sorted"):  # a config error, key named
+    with pytest.raises(ConfigError, match="isa: must be sorted"):
         Machine(cpu="x", arch="x86_64", isa=("fma", "avx2"))
 
 
@@ -76,7 +78,13 @@ def test_detect_reads_cpuinfo_and_the_host_device_is_detected_not_written_down(t
     here = detect_machine()
     host = load_device("host")
     assert host.soc == here.cpu and all(f in host.cpu for f in here.isa)
-    assert "detect" in Path("devices/host.yaml").read_text()
+    assert "soc: detect" in (DEVICES_DIR / "host.yaml").read_text()
+    # only the host is the machine edgesr runs on
+    phone = tmp_path / "phone.yaml"
+    phone.write_text((DEVICES_DIR / "pixel8.yaml").read_text().replace("name: pixel8", "name: phone")
+                     .replace("\nsoc: ", "\nsoc: detect\n# was: "))  # fmt: skip
+    with pytest.raises(DeviceError, match="only a `transport: host` device is"):
+        load_device(phone)
 
 
 def test_host_records_carry_the_machine_and_it_round_trips(tmp_path):

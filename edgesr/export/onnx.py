@@ -9,7 +9,7 @@
 
 The QDQ form is what ONNX Runtime's own quantizer writes (S8S8: int8 activations per tensor, int8
 weights symmetric per output channel): its CPU EP fuses each DQ -> Conv -> Q into one int8 conv at
-load time, and ORT Mobile and ORT's QNN EP take the same file. With `float-ends` the convs reading
+load time, and ORT Mobile takes the same file. With `float-ends` the convs reading
 the image stay float; ORT itself quantizes a float-weight conv that sits between a DequantizeLinear
 and a QuantizeLinear (the float-ends tail conv), so on ORT the tail runs int8 too: the verification
 measures the file as ORT runs it (plain net: 64 dB against the PT2E graph, against inf dB all-int8).
@@ -147,27 +147,25 @@ def _histogram(proto: Any) -> dict[str, int]:
 
 # ---- int8: the converted PT2E graph as a QDQ model ----
 
-_INT8_RANGES = {torch.int8: (-128, 127, torch.int8), torch.uint8: (0, 255, torch.uint8)}
+_SCALAR_TYPES = {0: torch.uint8, 1: torch.int8}  # c10::ScalarType codes of the 8-bit types
+_FULL_RANGE = {torch.uint8: (0, 255), torch.int8: (-128, 127)}
 
 
 def _q_args(op: str, scale: Any, zero_point: Any, quant_min: Any, quant_max: Any, dtype: Any) -> tuple:
     """(scale, zero point) constants of a per-tensor q/dq op, refusing what ONNX's 8-bit QuantizeLinear
-    cannot say (16-bit activations, a clamp range narrower than the type's)."""
+    cannot say: another type, or a clamp range narrower than the type's (QuantizeLinear saturates to
+    the full range). The backend refuses 16-bit activations before this."""
     from torch.onnx import symbolic_helper as sh
 
     dt = _SCALAR_TYPES.get(sh._parse_arg(dtype, "i"))
     lo, hi = sh._parse_arg(quant_min, "i"), sh._parse_arg(quant_max, "i")
-    if dt not in _INT8_RANGES or (lo, hi) != _INT8_RANGES[dt][:2]:
+    if dt is None or (lo, hi) != _FULL_RANGE[dt]:
         raise UnsupportedOpError(
             "onnx", f"quantized_decomposed::{op}",
-            f"8-bit activations over the full type range only (got {dt}, [{lo}, {hi}]): ONNX int8 takes "
-            "activations int8 or float-ends, not int16",
+            f"ONNX int8 takes 8-bit q/dq over the type's full range, got {dt} in [{lo}, {hi}]",
         )  # fmt: skip
     s = torch.tensor(sh._parse_arg(scale, "f"), dtype=torch.float32)
-    return s, torch.tensor(sh._parse_arg(zero_point, "i"), dtype=_INT8_RANGES[dt][2])
-
-
-_SCALAR_TYPES = {1: torch.int8, 0: torch.uint8, 2: torch.int16}  # c10::ScalarType codes
+    return s, torch.tensor(sh._parse_arg(zero_point, "i"), dtype=dt)
 
 
 def _quantize_per_tensor(g: Any, x: Any, scale: Any, zp: Any, lo: Any, hi: Any, dtype: Any, *_: Any) -> Any:
@@ -232,12 +230,11 @@ def _qdq_module(converted: nn.Module) -> nn.Module:
         value = operator.attrgetter(node.target)(graph)
         if not isinstance(value, Tensor):
             continue
+        if node.target in known and node.target not in per_channel_zps:
+            continue  # parameters and buffers: the tracer already records ops on them
         value = value.detach()
         if node.target in per_channel_zps:
             value = value.to(torch.int8)  # all zeros (symmetric weights); int64 in the PT2E graph
-        elif node.target in known:
-            value.requires_grad_(False)
-            continue
         *parents, name = node.target.split(".")
         owner = operator.attrgetter(".".join(parents))(graph) if parents else graph
         delattr(owner, name)

@@ -215,13 +215,13 @@ def _activations(spec: TargetSpec, options: ExportOptions, trained: str | None) 
         return trained
     if options.activations is None:
         return default_activations(spec.quant_backend or "", options.fully_integer)
+    check_activations(spec.quant_backend or "", options.activations, options.fully_integer)
     if options.activations.startswith("int16"):
         # measured with litert-torch 0.10: its TFLite file matches the 16-bit q/dq graph at 17 dB only
         raise UnsupportedOptionError(
             f"activations {options.activations!r} cannot be exported yet: litert-torch 0.10 lowers 16-bit "
             "activations wrongly (the artifact matches its q/dq graph at 17 dB); use 'float-ends'"
         )
-    check_activations(spec.quant_backend or "", options.activations, options.fully_integer)
     return options.activations
 
 

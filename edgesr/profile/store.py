@@ -31,8 +31,9 @@ A profile file `devices/profiles/<device>/<name>.yaml` holds one device's measur
 
 Every value is in milliseconds unless its name says otherwise. Saving merges by identity key
 (artifact hash or name, runtime, delegate, precision, threads, resolution, layer, machine): a new
-measurement replaces the old one of the same key, others are kept (so measurements of one artifact on
-two machine kinds sit side by side, and selection takes the one that matches).
+measurement replaces the old one of the same key and one of the same key without a fingerprint,
+others are kept (so measurements of one artifact on two machine kinds sit side by side, and
+selection takes the one that matches the machine).
 """
 
 from __future__ import annotations
@@ -250,6 +251,7 @@ def _sort_key(r: Record) -> tuple[Any, ...]:
         r.layer.text if r.layer else "",
         m.channels if m else 0,
         r.artifact,
+        r.machine.key if r.machine else (),
     )
 
 
@@ -316,6 +318,8 @@ def save_records(
             )
         old = {r.key: r for r in prev.records}
     for r in records:
+        if r.machine is not None:  # a fingerprinted re-measurement replaces one made before fingerprints
+            old.pop((*r.key[:-1], ()), None)
         old[r.key] = r
     atomic_write_text(path, dump_profile(Profile(device, kind, FORMAT, tuple(old.values()))))
     return path

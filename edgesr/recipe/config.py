@@ -177,9 +177,9 @@ TAP_NAMES = ("stage1", "stage2", "stage3", "body")  # see edgesr.models.taps.def
 
 @dataclass(frozen=True)
 class LossCfg:
-    """One weighted term of a `distill` objective (see docs/distillation.md)."""
+    """One weighted term of a recipe's `train.losses` (see docs/distillation.md)."""
 
-    name: str  # a registered loss: l1, output_kd, fitnet, fakd, lsfd, facd, csd, edge, edge_kd
+    name: str  # a registered loss (edgesr.losses.LOSSES)
     weight: float = 1.0
     taps: tuple[str, ...] = ("stage1", "stage2", "stage3")  # feature losses: paired by tap name
     args: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments of the loss
@@ -189,11 +189,24 @@ class LossCfg:
 
         if self.name not in LOSSES:
             raise _fail("name", unknown_name_message("loss", self.name, LOSSES.names()))
+        # checked here, not when the trainer builds the loss (a traceback after the data loaded)
+        reserved = {**_LOSS_ARGS_SET_ELSEWHERE, **_LOSS_ARGS_MOVED.get(self.name, {})}
+        sig = inspect.signature(LOSSES.get(self.name))
+        object.__setattr__(self, "args", check_kwargs(f"loss {self.name!r}", sig, self.args, reserved))
         _check(self.weight >= 0, "weight", f"must be >= 0, got {self.weight}")
         for i, tap in enumerate(self.taps):
             if tap not in TAP_NAMES:
                 raise _fail(f"taps[{i}]", unknown_name_message("tap", tap, TAP_NAMES))
 
+
+_LOSS_ARGS_SET_ELSEWHERE = {
+    "weight": "set it with the loss's own `weight` key, next to `name`",
+    "student_channels": "set by the trainer from the taps' channel counts",
+    "teacher_channels": "set by the trainer from the taps' channel counts",
+}
+_LOSS_ARGS_MOVED = {  # arguments a loss had before, with what replaced them
+    "edge": {"target": "`target: teacher` is now its own loss, `name: edge_kd`; `target: hr` is `edge`"},
+}
 
 QUANT_BACKENDS = quant_backends()  # each target's int8 backend (edgesr.targets), as edgesr.quant uses them
 

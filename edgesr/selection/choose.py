@@ -90,27 +90,32 @@ def _valid_on(
     notes: list[str],
     what: str = "whole-model",
 ) -> list[Record]:
-    """The records valid on `machine` (all when None): same fingerprint, or none recorded. Adds a
-    note for those left out (made on another machine) and for those used without a fingerprint."""
+    """The records valid on `machine` (all when None): same fingerprint, or none recorded where no
+    fingerprinted record of the same key matches. Adds a note for those left out (made on another
+    machine) and for those used without a fingerprint."""
     if machine is None:
         return records
-    other = [r for r in records if r.machine is not None and not machine.matches(r.machine)]
-    unknown = [r for r in records if r.machine is None]
-    target = target_of_runtime(runtime)
-    remeasure = f"re-measure here: `edgesr profile sweep CHECKPOINT --device {device} --target {target}`"
+    other = {id(r) for r in records if r.machine is not None and not machine.matches(r.machine)}
+    fingerprinted = {r.key[:-1] for r in records if machine.matches(r.machine)}
+    # a record with no fingerprint loses to this machine's own measurement of the same thing
+    stale = {id(r) for r in records if r.machine is None and r.key[:-1] in fingerprinted}
+    used = [r for r in records if id(r) not in other and id(r) not in stale]
+    unknown = [r for r in used if r.machine is None]
+    flag = " --layers" if what != "whole-model" else ""
+    command = f"edgesr profile sweep CHECKPOINT --device {device} --target {target_of_runtime(runtime)}{flag}"
     if other:
-        kinds = sorted({machine.differences(r.machine) for r in other if r.machine is not None})
+        kinds = sorted({machine.differences(r.machine) for r in records if id(r) in other and r.machine})
         notes.append(
             f"{len(other)} {what} measurement(s) on {device} were made on another machine "
-            f"({'; '.join(kinds)}) and are not used; {remeasure}"
+            f"({'; '.join(kinds)}) and are not used; re-measure here: `{command}`"
         )
     if unknown:
         notes.append(
             f"{len(unknown)} {what} measurement(s) on {device} record no machine fingerprint (made "
             f"before edgesr recorded one, or imported): used as they are, they may come from another "
-            f"CPU; {remeasure}"
+            f"CPU; re-measure here: `{command}`"
         )
-    return [r for r in records if r not in other]
+    return used
 
 
 def measured_archs(device: str, runtime: str, resolution: str, root: ProfileRoot = None) -> list[dict]:
@@ -214,6 +219,7 @@ def select_width(
     )
     table: LayerTable = table_from_records(layer_recs, runtime, delegate, precision, threads, clock)
     rows = []
+    unpredictable = False
     for w, model in _models(arch, candidate_widths(arch)).items():
         ch = arch_channels(model.arch, w)
         pred = None
@@ -221,8 +227,9 @@ def select_width(
             try:
                 pred = table.predict(model_layers(model, res.hw))
             except (MissingLayerError, UnsupportedLayerError) as e:
-                if not notes:
+                if not unpredictable:
                     notes.append(f"latency model cannot predict every width: {e}")
+                unpredictable = True
         rec = measured.get(ch)
         rows.append((w, ch, count_params(model), count_macs(model, res.hw), pred, rec))
     checks = tuple(

@@ -278,3 +278,16 @@ def test_csd_adds_the_edge_term_to_every_width_the_teacher_weighted_like_its_l1(
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert terms["edge_teacher"] == pytest.approx(0.3 * edge_loss(t, hr).item(), rel=1e-5)
     assert terms["total"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_a_recipe_with_the_old_target_argument_gets_one_line_naming_edge_kd(tmp_path: Path):
+    # `edge` took `target: teacher|hr` before `edge_kd` existed; such a recipe fails at load, not as a
+    # traceback when the trainer builds the loss
+    path = tmp_path / "old.yaml"
+    losses = "[{name: l1}, {name: edge, args: {target: teacher}}]"
+    path.write_text(RECIPE.format(name="old", mode="distill", width=0.5, init=tmp_path, losses=losses))
+    with pytest.raises(RecipeError, match=r"train\.losses\[1\]\.args\.target: .*name: edge_kd"):
+        load_recipe(path)
+    path.write_text(path.read_text().replace("target: teacher", "filterz: [sobel_x]"))
+    with pytest.raises(RecipeError, match=r"unknown key 'train\.losses\[1\]\.args\.filterz'.*filters"):
+        load_recipe(path)
