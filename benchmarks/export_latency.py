@@ -17,7 +17,7 @@ artifact is loaded on its runtime with a fixed thread count, run `--warmup` time
 registered, whose SDK is missing, or whose artifact cannot run on this machine (Core ML off macOS)
 is listed with the reason.
 
-Roofline: the `peak` model (a plain net of 64-channel 3x3 convs, 97% of its MACs in 64->64 convs,
+Roofline: the `peak` model (a plain net of 64-channel 3x3 convs, 94% of its MACs in 64->64 convs,
 the densest layer these students have) is exported and timed the same way, in the same run, and its
 GMAC/s on each runtime and precision is taken as that runtime's conv peak on this machine. Every
 other row gets `% peak`: its GMAC/s over the peak of its runtime and precision, so a slow artifact

@@ -1,6 +1,6 @@
 """The `qat` training stage: a trained student, fake-quantized for a backend, distilled from its teacher.
 
-    L = sum_i weight_i * loss_i(FQ(student)(LR), teacher(LR), HR)      (output losses: l1, output_kd, csd)
+    L = sum_i weight_i * loss_i(FQ(student)(LR), teacher(LR), HR)   (losses on outputs: output_losses())
 
 The student is materialized from `train.student_from` at `train.widths[0]` (or taken as it is when
 that checkpoint already is a materialized student), exported and prepared with fake quantization

@@ -9,7 +9,8 @@ network that checkpoints, validation and export see.
 - `csd`:     L = sum_w [L1(S_w, HR) + sum_i loss_i(S_w, HR)] + lambda_T [L1(T, HR) + sum_i loss_i(T, HR)]
                  + lambda_CL sum_w CL(S_w, T, negatives)
              with teacher and students sharing one set of weights (CSD's CSSR-Net)
-             (loss_i: the recipe's `losses`, each weighted, reading only an output and the batch, e.g. `edge`)
+             (loss_i: the recipe's `losses`, each weighted, reading only an output and the batch, e.g. `edge`;
+             logged with their weight, unlike csd_objective's unweighted terms)
 - `distill`: L = sum_i weight_i * loss_i(student, frozen teacher, HR, tapped features), each loss
              called with the inputs its class declares (`reads`, edgesr.losses.spec)
 """

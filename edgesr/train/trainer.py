@@ -5,6 +5,7 @@ module with one optimizer:
 
     L = sum_w L1(S_w, HR) + lambda_T * L1(T, HR) + lambda_CL * sum_w CL(S_w, T, negatives)
 
+plus, on every width, the recipe's `losses` that read only an output and HR (edgesr.train.objectives).
 Single mode trains one network: the teacher itself (width 1), or a stand-alone student of width
 w < 1, from scratch or initialised with the leading channels of a teacher checkpoint.
 
