@@ -6,14 +6,19 @@ table states exactly what ran. Three baselines are always included: the student 
 the student initialised from the teacher's leading channels with plain L1 (which matched CSD in
 CSD's issue #9), and output distillation.
 
-Outputs in `--out`: `results.csv` (one row per method x seed x data set), `table.md` (mean and
-spread over seeds), `psnr.png`, and `teacher/` (the teacher run, unless `--teacher` was given).
+Outputs in `--out`: `results.csv` (one row per method x seed x data set), `per_image.csv` (one row
+per method x seed x data set x image), `table.md` (mean and spread over seeds, seconds per training
+step, then every method against every baseline: the mean per-image Y-PSNR and SSIM difference over
+images x seeds with a 95% two-way bootstrap interval, edgesr.stats; a difference is marked resolved
+only when its interval excludes zero), `psnr.png`, `paired.png` (the differences with their
+intervals), and `teacher/` (the teacher run, unless `--teacher` was given).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +29,7 @@ from rich.console import Console
 from edgesr.errors import UnknownNameError
 from edgesr.files import atomic_path, atomic_write_text
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, resolve_recipe
+from edgesr.stats import PairedDiff, paired_bootstrap
 from edgesr.train.trainer import train_or_continue
 
 
@@ -60,6 +66,9 @@ class BenchRow:
     dataset: str
     psnr: float
     ssim: float
+    image_psnr: tuple[float, ...] = ()  # per validation image, the data set's order
+    image_ssim: tuple[float, ...] = ()
+    step_s: float | None = None  # wall seconds per training step of this run
 
 
 def method_recipe(base: Recipe, base_path: Path, method: str, seed: int, teacher: Path | None) -> Recipe:
@@ -107,9 +116,13 @@ def run_bench(
             run_dir = out / "runs" / f"{method}-s{seed}"
             console.print(f"[bold]{method}[/] seed {seed}: {METHODS[method][0]}")
             result_rows = train_or_continue(recipe, run_dir, console)
+            speed = json.loads((run_dir / "results.json").read_text()).get("throughput", {}).get("it_per_s")
+            step_s = 1 / speed if speed else None
             student = [r for r in result_rows if r.width is not None and r.width < 1.0]
-            rows += [BenchRow(method, seed, r.dataset, r.psnr, r.ssim or float("nan")) for r in student]
-            rows += [BenchRow("bicubic", seed, r.dataset, r.psnr, r.ssim or float("nan"))
+            rows += [BenchRow(method, seed, r.dataset, r.psnr, r.ssim or float("nan"), r.image_psnr,
+                              r.image_ssim, step_s) for r in student]  # fmt: skip
+            rows += [BenchRow("bicubic", seed, r.dataset, r.psnr, r.ssim or float("nan"), r.image_psnr,
+                              r.image_ssim)
                      for r in result_rows if r.method == "bicubic" and method == methods[0]]  # fmt: skip
     write_outputs(rows, out, base, list(seeds))
     return rows
@@ -141,8 +154,8 @@ def table_markdown(rows: Sequence[BenchRow], recipe: Recipe, seeds: list[int]) -
         f"{recipe.train.steps} steps, batch {recipe.data.batch_size}, LR patch {recipe.data.patch_size}; "
         f"seeds {seeds}; Y-PSNR (dB) / SSIM, mean ± std over seeds.",
         "",
-        "| method | what | " + " | ".join(datasets) + " |",
-        "|---|---|" + "---|" * len(datasets),
+        "| method | what | s/step | " + " | ".join(datasets) + " |",
+        "|---|---|---|" + "---|" * len(datasets),
     ]
     for m in methods:
         cells = []
@@ -150,7 +163,65 @@ def table_markdown(rows: Sequence[BenchRow], recipe: Recipe, seeds: list[int]) -
             p, ps, s, ss, _ = summary[(m, d)]
             cells.append(f"{p:.2f} ± {ps:.2f} / {s:.4f}")
         what = METHODS[m][0] if m in METHODS else "MATLAB bicubic upsampling"
-        lines.append(f"| {m} | {what} | " + " | ".join(cells) + " |")
+        times = [r.step_s for r in rows if r.method == m and r.step_s]
+        step = f"{statistics.mean(times):.3f}" if times else "-"
+        lines.append(f"| {m} | {what} | {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" + paired_markdown(rows)
+
+
+def _matrix(
+    rows: Sequence[BenchRow], method: str, dataset: str, seeds: list[int], ssim: bool
+) -> list[list[float]]:
+    """images x seeds of one method's per-image metric on one data set."""
+    by_seed = {
+        r.seed: (r.image_ssim if ssim else r.image_psnr)
+        for r in rows
+        if (r.method, r.dataset) == (method, dataset)
+    }
+    return [list(col) for col in zip(*(by_seed[s] for s in seeds), strict=True)]
+
+
+def paired(rows: Sequence[BenchRow]) -> dict[tuple[str, str, str], tuple[PairedDiff, PairedDiff]]:
+    """(dataset, method, baseline) -> (Y-PSNR difference, SSIM difference) of method - baseline over
+    images x the seeds both ran, for every method against every baseline it is not."""
+    out = {}
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    methods = [m for m in dict.fromkeys(r.method for r in rows) if m != "bicubic"]
+    for d in datasets:
+        for m in methods:
+            for base in BASELINES:
+                if base == m:
+                    continue
+                have = {(r.method, r.seed) for r in rows if r.dataset == d and len(r.image_psnr) > 1}
+                seeds = sorted({s for (mm, s) in have if mm == m} & {s for (mm, s) in have if mm == base})
+                if not seeds:
+                    continue
+                out[(d, m, base)] = (
+                    paired_bootstrap(_matrix(rows, m, d, seeds, False), _matrix(rows, base, d, seeds, False)),
+                    paired_bootstrap(_matrix(rows, m, d, seeds, True), _matrix(rows, base, d, seeds, True)),
+                )
+    return out
+
+
+def paired_markdown(rows: Sequence[BenchRow]) -> str:
+    diffs = paired(rows)
+    if not diffs:
+        return (
+            "\nPaired differences: no per-image results (runs written before edgesr kept them: delete "
+            "their run folders to train them again).\n"
+        )
+    lines = [
+        "",
+        "Paired differences, method - baseline: mean over images x seeds of the per-image Y-PSNR (dB) "
+        'and SSIM difference, [95% two-way bootstrap interval] (edgesr.stats); "unresolved": the '
+        "interval includes 0.",
+        "",
+        "| data set | method | baseline | images x seeds | Y-PSNR diff | SSIM diff |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (d, m, base), (p, s) in diffs.items():
+        ssim = f"{s.mean:+.4f} [{s.low:+.4f}, {s.high:+.4f}]{'' if s.resolved else ' (unresolved)'}"
+        lines.append(f"| {d} | {m} | {base} | {p.images} x {p.seeds} | {p.text} | {ssim} |")
     return "\n".join(lines) + "\n"
 
 
@@ -158,11 +229,20 @@ def write_outputs(rows: Sequence[BenchRow], out: Path, recipe: Recipe, seeds: li
     out.mkdir(parents=True, exist_ok=True)
     table = io.StringIO()
     w = csv.writer(table)  # rows end in CRLF, as the csv module writes them
-    w.writerow(["method", "seed", "dataset", "psnr_y", "ssim_y"])
-    w.writerows([r.method, r.seed, r.dataset, f"{r.psnr:.4f}", f"{r.ssim:.6f}"] for r in rows)
+    w.writerow(["method", "seed", "dataset", "psnr_y", "ssim_y", "s_per_step"])
+    w.writerows([r.method, r.seed, r.dataset, f"{r.psnr:.4f}", f"{r.ssim:.6f}", r.step_s or ""] for r in rows)
     atomic_write_text(out / "results.csv", table.getvalue())
+    images = io.StringIO()
+    w = csv.writer(images)
+    w.writerow(["method", "seed", "dataset", "image", "psnr_y", "ssim_y"])
+    for r in rows:
+        ssims = r.image_ssim or (float("nan"),) * len(r.image_psnr)
+        w.writerows([r.method, r.seed, r.dataset, i, f"{p:.4f}", f"{q:.6f}"]
+                    for i, (p, q) in enumerate(zip(r.image_psnr, ssims, strict=True)))  # fmt: skip
+    atomic_write_text(out / "per_image.csv", images.getvalue())
     atomic_write_text(out / "table.md", table_markdown(rows, recipe, seeds))
     plot(rows, out / "psnr.png")
+    plot_paired(rows, out / "paired.png")
 
 
 def plot(rows: Sequence[BenchRow], path: Path) -> None:
@@ -191,6 +271,38 @@ def plot(rows: Sequence[BenchRow], path: Path) -> None:
         ax.set_title(d)
         ax.set_ylabel("Y-PSNR (dB)")
         ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def plot_paired(rows: Sequence[BenchRow], path: Path) -> None:
+    """One panel per (data set, baseline): each method's Y-PSNR difference with its interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    diffs = paired(rows)
+    if not diffs:
+        return
+    datasets = list(dict.fromkeys(d for d, _, _ in diffs))
+    size = (4.5 * len(BASELINES), 0.5 + 2.8 * len(datasets))
+    fig, axes = plt.subplots(len(datasets), len(BASELINES), figsize=size, squeeze=False)
+    for i, d in enumerate(datasets):
+        for j, base in enumerate(BASELINES):
+            ax = axes[i][j]
+            got = [(m, p) for (dd, m, b), (p, _) in diffs.items() if (dd, b) == (d, base)]
+            for k, (_, p) in enumerate(got):
+                colour = "tab:blue" if p.resolved else "tab:gray"
+                ax.errorbar(
+                    p.mean, k, xerr=[[p.mean - p.low], [p.high - p.mean]], fmt="o", color=colour, capsize=3
+                )
+            ax.set_yticks(range(len(got)), [m for m, _ in got])
+            ax.axvline(0, color="black", lw=0.8)
+            ax.set_title(f"{d}: method - {base}", fontsize=9)
+            ax.set_xlabel("Y-PSNR difference (dB), 95% CI")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

@@ -27,6 +27,14 @@ class EvalRow:
     psnr: float  # dB, Y channel, mean over images
     ssim: float | None
     images: int
+    # per image, in the data set's order (paired statistics across methods: edgesr.stats); () in
+    # results written before edgesr kept them
+    image_psnr: tuple[float, ...] = ()
+    image_ssim: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:  # results.json gives lists
+        object.__setattr__(self, "image_psnr", tuple(self.image_psnr))
+        object.__setattr__(self, "image_ssim", tuple(self.image_ssim))
 
 
 def method_name(width: float) -> str:
@@ -135,7 +143,7 @@ def _row(name: str, method: str, width: float | None, psnrs: list[float], ssims:
     if not psnrs:
         raise DataError(f"data set {name!r} has no images")
     ssim = sum(ssims) / len(ssims) if ssims else None
-    return EvalRow(name, method, width, sum(psnrs) / len(psnrs), ssim, len(psnrs))
+    return EvalRow(name, method, width, sum(psnrs) / len(psnrs), ssim, len(psnrs), tuple(psnrs), tuple(ssims))
 
 
 def reported_rows(source: str | None, datasets: Sequence[str], self_ensemble: bool = False) -> list[EvalRow]:

@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from edgesr.cli import main
-from edgesr.distill_bench import BASELINES, METHODS, BenchRow, run_bench, summarise
+from edgesr.distill_bench import BASELINES, METHODS, BenchRow, paired, run_bench, summarise
 
 BASE = """\
 name: bench_tiny
@@ -41,11 +41,36 @@ def test_bench_runs_baselines_and_chosen_methods(tiny_photos, tmp_path, capsys):
     assert all(f"| {m} |" in table for m in [*BASELINES, "fakd", "bicubic"]) and "±" in table
     assert (out / "psnr.png").stat().st_size > 1000
     assert (out / "teacher" / "checkpoints" / "latest").is_file()
+    # paired statistics: every method against every baseline it is not, over images x both seeds
+    with open(out / "per_image.csv") as f:
+        per_image = list(csv.DictReader(f))
+    n_img = len({r["image"] for r in per_image})
+    assert n_img >= 2 and len(per_image) == len(rows) * n_img
+    pairs = [line for line in table.splitlines() if line.startswith("| val") or line.count("|") == 7]
+    assert "Paired differences" in table and "95% two-way bootstrap" in table
+    assert f"| fakd | slice_l1 | {n_img} x 2 |" in table and f"| scratch | output_kd | {n_img} x 2 |" in table
+    assert "| slice_l1 | slice_l1 |" not in table and len(pairs) >= 1
+    assert (out / "paired.png").stat().st_size > 1000
+    assert all(r["s_per_step"] for r in rows if r["method"] != "bicubic")
     # runs again without retraining anything: finished runs resume at their last step
     rows2 = run_bench(str(base), out, ["fakd"], [0, 1], teacher_steps=2)
     assert {(r.method, r.seed, f"{r.psnr:.4f}") for r in rows2} == {
         (r["method"], int(r["seed"]), r["psnr_y"]) for r in rows
     }
+
+
+def test_paired_differences_are_per_image_and_resolve_a_real_gap():
+    imgs = [30.0, 31.5, 29.0, 33.0, 28.5, 32.0]
+    rows = []
+    for seed in (0, 1, 2):
+        for m, shift in (("scratch", 0.0), ("slice_l1", 0.0), ("output_kd", 0.01 * seed), ("fakd", 0.2)):
+            per = tuple(p + shift + 0.01 * ((i * 7 + seed) % 3) for i, p in enumerate(imgs))
+            rows.append(BenchRow(m, seed, "val", sum(per) / len(per), 0.9, per, (0.9,) * len(per)))
+    diffs = paired(rows)
+    fakd, _ = diffs[("val", "fakd", "slice_l1")]
+    assert fakd.resolved and fakd.mean == pytest.approx(0.2, abs=1e-9) and (fakd.images, fakd.seeds) == (6, 3)
+    assert not diffs[("val", "slice_l1", "scratch")][0].resolved  # identical per image: 0 [0, 0]
+    assert ("val", "scratch", "scratch") not in diffs and len(diffs) == 3 * 4 - 3
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():
