@@ -52,6 +52,8 @@ METHODS: dict[str, tuple[str, list[str]]] = {
              _distill("[{name: l1}, {name: lsfd, weight: 1.0}]")),
     "facd": ("L1 + FACD (edgesr's interpretation, docs/distillation.md)",
              _distill("[{name: l1}, {name: facd, weight: 0.1}]")),
+    "meta_kd": ("L1 + meta-KD (KRNet texture kernels, meta-learned; edgesr's interpretation)",
+                _distill("[{name: l1}, {name: meta_kd, weight: 1.0}]")),
     "csd": ("CSD joint training from the teacher, CL on",
             ["train.mode=csd", "train.init={teacher}", "train.losses=[]"]),
 }  # fmt: skip

@@ -99,7 +99,7 @@ def test_unknown_method_lists_valid_ones(tmp_path):
         run_bench("cpu", tmp_path, ["fakdd"], [0], teacher=tmp_path)
 
 
-@pytest.mark.parametrize("method", ["output_kd", "fitnet", "fakd", "lsfd", "facd"])
+@pytest.mark.parametrize("method", ["output_kd", "fitnet", "fakd", "lsfd", "facd", "meta_kd"])
 @pytest.mark.parametrize("size", ["quickstart", "paper"])
 def test_shipped_method_recipes_match_the_bench_definitions(method, size):
     """recipes/distill/<method>_<size>.yaml is METHODS[method] applied to its base: they cannot drift."""

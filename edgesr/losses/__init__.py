@@ -35,6 +35,7 @@ from edgesr.losses.edge import EdgeDistillationLoss, EdgeLoss, edge_loss
 from edgesr.losses.facd import FACDLoss, facd_loss
 from edgesr.losses.feature import FAKDLoss, FitNetLoss, fakd_loss, fitnet_loss, spatial_affinity
 from edgesr.losses.lsfd import LSFDLoss, lsfd_loss
+from edgesr.losses.meta_kd import KRNet, MetaKDLoss
 from edgesr.losses.pixel import L1Loss, OutputDistillationLoss, l1, output_distillation
 from edgesr.losses.spec import Reads, reads_of
 from edgesr.losses.vgg import TAPS, VGG19Features, load_vgg19_weights
@@ -50,6 +51,7 @@ LOSSES.register("lsfd")(LSFDLoss)
 LOSSES.register("facd")(FACDLoss)
 LOSSES.register("edge")(EdgeLoss)
 LOSSES.register("edge_kd")(EdgeDistillationLoss)
+LOSSES.register("meta_kd")(MetaKDLoss)
 
 
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
@@ -138,8 +140,10 @@ __all__ = [
     "FACDLoss",
     "FAKDLoss",
     "FitNetLoss",
+    "KRNet",
     "L1Loss",
     "LSFDLoss",
+    "MetaKDLoss",
     "OutputDistillationLoss",
     "Reads",
     "VGG19Features",
