@@ -7,7 +7,8 @@
 `python -m benchmarks quant-layers STUDENT [--backend B] [--images ...]` (per-tensor int8 sensitivity),
 `python -m benchmarks loader [--images N] [--folder DIR]` (loader patches/s: 2K vs sub-images),
 `python -m benchmarks pareto [--steps N] [--families ...]` (PSNR vs latency of every student family),
-`python -m benchmarks reparam-qat STUDENT [--steps N]` (collapse-then-QAT vs QAT-then-collapse)."""
+`python -m benchmarks reparam-qat STUDENT [--steps N]` (collapse-then-QAT vs QAT-then-collapse),
+`python -m benchmarks distill-protocol [--scale S] [--preset cpu|smoke]` (distillation on real photos)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import argparse
 import sys
 
 from benchmarks import (
+    distill_protocol,
     export_latency,
     latency_model,
     loader,
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     loader.add_parser(sub)
     pareto.add_parser(sub)
     reparam_qat.add_parser(sub)
+    distill_protocol.add_parser(sub)
     args = p.parse_args(argv)
     return args.run(args)
 

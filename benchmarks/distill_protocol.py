@@ -1,0 +1,177 @@
+"""The real-photo distillation protocol: can a method be told apart from the baselines on photos?
+
+    python -m benchmarks distill-protocol [--scale 2|4] [--preset cpu|smoke] [--seeds 0 1 2]
+        [--widths 0.25 0.5] [--methods fakd csd ...] [--photos DIR] [--out runs/distill_protocol_x2]
+
+1. Data (`prepare`): training = the built-in train photos + the 9 `calib` real photos of
+   `python -m benchmarks real-photos` (1280 px wide); validation = its 14 `quant-eval` photos
+   (640x360 crops), never trained on. `--photos DIR` uses another folder with `calib/` and
+   `quant-eval/` sub-folders instead (tests do). Both sets are copied under OUT/data.
+2. Refuses to run when a validation photo is also a training photo (`check_disjoint`): the same
+   pixels, or the same picture at another size (grey 16x16 thumbnails correlated above 0.98).
+3. Teacher to a plateau (`plateau_teacher`): the preset's teacher recipe trained in stages of the same
+   steps, each stage continuing the previous one's weights, until a stage raises the validation
+   Y-PSNR by less than `--plateau-db` (0.05 dB) or `--max-stages` is reached; the stages and their
+   PSNR are printed and kept (OUT/teacher/stage-K). Reused when run again.
+4. For each student width, `edgesr bench distill` on that teacher (every method, `--seeds`), into
+   OUT/wW: tables with the paired bootstrap intervals against the three baselines (edgesr.stats).
+
+Presets: `cpu` is recipes/bench_distill_cpu.yaml (EDSR 6x32 teacher -> widths 0.25 / 0.5, i.e. 8 /
+16 channels) on this data; `smoke` is the same at 2 steps, 1 stage, one extra method (CI time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+PRESETS = {"cpu": "bench_distill_cpu", "smoke": "bench_distill_cpu"}
+SMOKE_OVERRIDES = ["train.steps=2", "train.checkpoint_every=2", "data.patch_size=16", "data.batch_size=2",
+                   "data.workers=0", "train.log_every=1"]  # fmt: skip
+THUMB = 16
+SAME_PICTURE = 0.98  # thumbnail correlation above which two photos are one picture
+
+
+class OverlapError(SystemExit):
+    """A validation photo is also a training photo: the protocol's numbers would be meaningless."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill-protocol", help="distillation methods vs baselines on real photos, paired CIs"
+    )
+    p.add_argument("--scale", type=int, default=2, choices=(2, 3, 4))
+    p.add_argument("--preset", default="cpu", choices=list(PRESETS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5])
+    p.add_argument("--methods", nargs="+", help="default: every method (the baselines always run)")
+    p.add_argument("--photos", type=Path, help="folder with calib/ and quant-eval/ (default: fetched)")
+    p.add_argument("--plateau-db", type=float, default=0.05, help="teacher stops when a stage gains less")
+    p.add_argument("--max-stages", type=int, default=6)
+    p.add_argument("--out", type=Path, help="default: runs/distill_protocol_xSCALE[_smoke]")
+    p.set_defaults(run=run)
+
+
+def _pixels(path: Path) -> np.ndarray:
+    from edgesr.data.images import read_image
+
+    return read_image(path)
+
+
+def _thumb(img: np.ndarray) -> np.ndarray:
+    from edgesr.data.bicubic import imresize
+
+    grey = img.astype(np.float64).mean(axis=2)
+    t = imresize(grey, output_shape=(THUMB, THUMB)).ravel()
+    return (t - t.mean()) / (t.std() + 1e-9)
+
+
+def check_disjoint(train: list[Path], val: list[Path]) -> None:
+    """OverlapError naming the first validation photo that is also a training photo: identical
+    pixels, or the same picture at another size (16x16 grey thumbnails correlated above 0.98)."""
+
+    def key(img: np.ndarray) -> str:
+        return hashlib.sha256(img.tobytes() + str(img.shape).encode()).hexdigest()
+
+    seen = {}
+    for path in train:
+        img = _pixels(path)
+        seen[key(img)] = (path, _thumb(img))
+    for v in val:
+        img = _pixels(v)
+        if key(img) in seen:
+            raise OverlapError(f"validation photo {v} is training photo {seen[key(img)][0]} (same pixels): "
+                               "remove it from one of the two sets")  # fmt: skip
+        tv = _thumb(img)
+        for path, tt in seen.values():
+            corr = float(tv @ tt) / tv.size
+            if corr > SAME_PICTURE:
+                raise OverlapError(
+                    f"validation photo {v} looks like training photo {path} (thumbnail correlation "
+                    f"{corr:.3f} > {SAME_PICTURE}: the same picture at another size?): remove it from one set"
+                )
+
+
+def prepare(out: Path, photos: Path | None) -> tuple[Path, Path]:
+    """OUT/data/train (built-in train + calib photos) and OUT/data/val (quant-eval), disjoint."""
+    from benchmarks.real_photos import fetch
+    from edgesr.data.samples import builtin_pairs
+
+    src = photos or fetch(verbose=False)
+    train, val = out / "data" / "train", out / "data" / "val"
+    calib, evals = sorted((src / "calib").glob("*.png")), sorted((src / "quant-eval").glob("*.png"))
+    if len(evals) < 2 or not calib:
+        raise SystemExit(f"{src}: needs calib/*.png and at least 2 quant-eval/*.png")
+    builtin = [p.hr_path for p in builtin_pairs("train")]
+    check_disjoint([*builtin, *calib], evals)
+    for folder, files in ((train, [*builtin, *calib]), (val, evals)):
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            if not (folder / f.name).is_file():
+                shutil.copyfile(f, folder / f.name)
+    return train, val
+
+
+def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> Path:
+    """The last stage of the staged teacher training (module docstring, step 3)."""
+    from edgesr.recipe import load_recipe, resolve_recipe
+    from edgesr.train.trainer import train_or_continue
+
+    path = resolve_recipe(PRESETS[args.preset])
+    steps = load_recipe(path, base).train.steps * 2
+    prev, best, log = None, None, []
+    stages = 1 if args.preset == "smoke" else args.max_stages
+    for k in range(1, stages + 1):
+        run_dir = out / "teacher" / f"stage-{k}"
+        overrides = [*base, "train.mode=single", "train.widths=[1.0]", f"train.steps={steps}",
+                     f"train.init={prev if prev else 'null'}", f"name=protocol-teacher-{k}"]  # fmt: skip
+        t0 = time.perf_counter()
+        rows = train_or_continue(load_recipe(path, overrides), run_dir)
+        psnr = float(np.mean([r.psnr for r in rows if r.width == 1.0]))
+        log.append(
+            {"stage": k, "steps": steps, "val_psnr": psnr, "seconds": round(time.perf_counter() - t0, 1)}
+        )
+        print(f"teacher stage {k}: val Y-PSNR {psnr:.3f} dB", flush=True)
+        gain = None if best is None else psnr - best
+        prev, best = run_dir, psnr if best is None else max(best, psnr)
+        if gain is not None and gain < args.plateau_db:
+            print(f"teacher plateau: stage {k} gained {gain:+.3f} dB < {args.plateau_db} dB", flush=True)
+            break
+    (out / "teacher" / "stages.json").write_text(json.dumps(log, indent=2))
+    assert prev is not None
+    return prev
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesr.distill_bench import METHODS, run_bench
+
+    smoke = args.preset == "smoke"
+    out = args.out or Path(f"runs/distill_protocol_x{args.scale}{'_smoke' if smoke else ''}")
+    train, val = prepare(out, args.photos)
+    base = [
+        f"scale={args.scale}",
+        f"data.train={train}",
+        f"data.val=[{val}]",
+        *(SMOKE_OVERRIDES if smoke else []),
+    ]
+    t0 = time.perf_counter()
+    teacher = plateau_teacher(base, args, out)
+    methods = args.methods or (["fakd"] if smoke else list(METHODS))
+    for w in args.widths:
+        t1 = time.perf_counter()
+        run_bench(PRESETS[args.preset], out / f"w{w:g}", methods, args.seeds, teacher=teacher,
+                  overrides=[*base, f"train.widths=[{w}]"])  # fmt: skip
+        print(
+            f"width {w:g}: {time.perf_counter() - t1:.0f} s; table in {out / f'w{w:g}' / 'table.md'}",
+            flush=True,
+        )
+    print(
+        f"protocol done in {time.perf_counter() - t0:.0f} s (teacher stages: {out}/teacher/stages.json)"
+    )
+    return 0

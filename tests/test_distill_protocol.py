@@ -1,0 +1,63 @@
+"""The real-photo distillation protocol: refuses overlapping sets, and its smoke preset runs end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.__main__ import main as bench_main
+from benchmarks.distill_protocol import OverlapError, check_disjoint
+from edgesr.data.bicubic import imresize
+from edgesr.data.images import write_image
+
+
+def _photo(path: Path, seed: int, size: tuple[int, int] = (48, 64)) -> Path:
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
+    img = 120 + 60 * np.sin(xx / (3 + seed)) + 40 * np.cos(yy / (5 + seed)) + g.normal(0, 4, size)
+    write_image(path, np.clip(np.repeat(img[..., None], 3, axis=2), 0, 255).astype(np.uint8))
+    return path
+
+
+def test_overlap_is_refused_by_pixels_and_by_picture(tmp_path: Path):
+    train = [_photo(tmp_path / f"t{i}.png", i) for i in range(3)]
+    val = [_photo(tmp_path / f"v{i}.png", 10 + i) for i in range(2)]
+    check_disjoint(train, val)  # disjoint: fine
+    with pytest.raises(OverlapError, match=r"v_copy.png is training photo .*t1.png \(same pixels\)"):
+        check_disjoint(train, [*val, Path(_copy(train[1], tmp_path / "v_copy.png"))])
+    small = tmp_path / "v_small.png"
+    from edgesr.data.images import read_image
+
+    write_image(small, imresize(read_image(train[2]), scale=0.5))
+    with pytest.raises(OverlapError, match=r"v_small.png looks like training photo .*t2.png"):
+        check_disjoint(train, [small])
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def test_smoke_preset_runs_teacher_and_paired_tables(tmp_path: Path):
+    photos = tmp_path / "photos"
+    (photos / "calib").mkdir(parents=True)
+    (photos / "quant-eval").mkdir()
+    _photo(photos / "calib" / "c0.png", 1, (96, 128))
+    for i in range(3):
+        _photo(photos / "quant-eval" / f"q{i}.png", 20 + i)
+    out = tmp_path / "out"
+    argv = ["distill-protocol", "--preset", "smoke", "--photos", str(photos), "--seeds", "0", "1",
+            "--widths", "0.5", "--out", str(out)]  # fmt: skip
+    assert bench_main(argv) == 0
+    stages = json.loads((out / "teacher" / "stages.json").read_text())
+    assert [s["stage"] for s in stages] == [1] and stages[0]["val_psnr"] > 0
+    table = (out / "w0.5" / "table.md").read_text()
+    assert "| fakd | slice_l1 | 3 x 2 |" in table  # 3 held-back photos x 2 seeds, paired
+    assert sorted(p.name for p in (out / "data" / "val").iterdir()) == ["q0.png", "q1.png", "q2.png"]
+    # the protocol refuses to start when a validation photo is a training one
+    _copy(photos / "calib" / "c0.png", photos / "quant-eval" / "c0_again.png")
+    with pytest.raises(OverlapError):
+        bench_main([*argv[:-1], str(tmp_path / "out2")])
