@@ -18,6 +18,7 @@ examples:
   edgesr export runs/quickstart/student --target onnx            # -> exports/*.onnx + .onnx.json
   edgesr export runs/quickstart/csd --target onnx --width 0.25 --input 1x3x360x640 --force
   edgesr export runs/quickstart/student --target all --dynamic --out exports/dyn
+  edgesr export runs/quickstart/student --target tflite --precision int8 --tune --force  # fastest here
   edgesr inspect exports/edsr_x2_w0.25_180x320_fp32.onnx
 """
 
@@ -79,6 +80,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--out", type=Path, default=Path("exports"), help="output folder")
     x.add_argument("--force", action="store_true", help="replace existing artifacts")
     x.add_argument(
+        "--tune", action="store_true",
+        help="try the target's graph variants here (upsampler forms; int8: float-ends and int8 activations), "
+        "keep the fastest within --tune-tolerance-db of the most accurate, with every trial in the manifest",
+    )  # fmt: skip
+    x.add_argument("--tune-tolerance-db", type=float, default=0.05, help="--tune: allowed extra int8 drop")
+    x.add_argument("--threads", type=int, help="--tune: runtime threads while timing (default: runtime's)")
+    x.add_argument(
         "--verbose", action="store_true",
         help="show the converters' own messages here (default: appended to OUT/export.log)",
     )  # fmt: skip
@@ -96,8 +104,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace, console: Console) -> int:
 
+    from edgesr.errors import UsageError
     from edgesr.export import TARGETS, ExportOptions, export_all, export_student, parse_input_shape
     from edgesr.export.verify import verification_table
+    from edgesr.profile.tune import Trial, tune_export
     from edgesr.sdk import SDKLog, sdk_output_to
     from edgesr.student import load_student
 
@@ -123,7 +133,17 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     captured = SDKLog(None)
     try:
         with sdk_output_to(log) as captured:
-            if args.target == "all":
+            if args.tune:
+                if args.target == "all":
+                    raise UsageError("--tune times one target's variants: pass --target NAME, not all")
+                result, trials = tune_export(
+                    student, args.target, options, args.tune_tolerance_db, args.threads,
+                    log=lambda m: console.print(m, highlight=False, markup=False),
+                )  # fmt: skip
+                results, skipped = [result], {}
+                kept = Trial(**result.manifest["tuning"]["chosen"]).label
+                console.print(f"--tune: kept {kept} of {len(trials)} variants (manifest: tuning)")
+            elif args.target == "all":
                 report = export_all(student, options, targets, target_defaults=precision is None)
                 results, skipped = report.results, report.skipped
             else:
