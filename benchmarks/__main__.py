@@ -8,7 +8,8 @@
 `python -m benchmarks loader [--images N] [--folder DIR]` (loader patches/s: 2K vs sub-images),
 `python -m benchmarks pareto [--steps N] [--families ...]` (PSNR vs latency of every student family),
 `python -m benchmarks reparam-qat STUDENT [--steps N]` (collapse-then-QAT vs QAT-then-collapse),
-`python -m benchmarks distill-protocol [--scale S] [--preset cpu|smoke]` (distillation on real photos)."""
+`python -m benchmarks distill-protocol [--scale S] [--preset cpu|smoke]` (distillation on real photos),
+`python -m benchmarks csd-throughput --csd-code PATH` (CSD steps/s: edgesr vs the official code)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import argparse
 import sys
 
 from benchmarks import (
+    csd_throughput,
     distill_protocol,
     export_latency,
     latency_model,
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     pareto.add_parser(sub)
     reparam_qat.add_parser(sub)
     distill_protocol.add_parser(sub)
+    csd_throughput.add_parser(sub)
     args = p.parse_args(argv)
     return args.run(args)
 
