@@ -61,6 +61,9 @@ class TargetSpec:
     # converts (2 fp16 convs, 10 int8 ones) and passes its structural checks (numerics need macOS)
     float_ends: bool = True
     dynamic_shapes: bool = False  # free H and W at run time
+    # int8 with int8 activations and free H/W: False where the converter bakes the traced example
+    # size into the quantized graph (checked by plan_export before any calibration)
+    dynamic_int8: bool = True
     fully_integer: bool = False  # int8 I/O and no float op (NPU targets)
     weight_only: bool = False  # int8 weights, float activations
     platforms: tuple[str, ...] = ()  # sys.platform values whose runtime runs the artifact; () = any
@@ -89,7 +92,8 @@ _declare(TargetSpec(
     runtime="onnxruntime", runtime_package="onnxruntime",
     runtime_label="onnxruntime CPUExecutionProvider",
     # int8: a QDQ model of edgesr's PT2E graph (S8S8, per-channel weights), fixed input shape
-    precisions=("fp32", "int8"), dynamic_shapes=True, host_delegate="cpu", quant_backend="onnxruntime",
+    precisions=("fp32", "int8"), dynamic_shapes=True, dynamic_int8=False, host_delegate="cpu",
+    quant_backend="onnxruntime",
 ))  # fmt: skip
 _declare(TargetSpec(
     name="tflite", suffix=".tflite", sdk_label="LiteRT (litert-torch + ai-edge-litert)", extra="tflite",
@@ -102,6 +106,7 @@ _declare(TargetSpec(
     default_upsampler="transposed_conv", float_fixed_upsampler="depth_to_space",
     host_delegate="xnnpack", quant_backend="litert",
     dynamic_shapes=True,  # with upsampler "transposed_conv" and some models (edgesr/export/tflite.py)
+    dynamic_int8=False,
     fully_integer=True, weight_only=True,
 ))  # fmt: skip
 _declare(TargetSpec(

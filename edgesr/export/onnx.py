@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from edgesr.export.base import EXPORTERS, ImageOnly, UnsupportedOpError, float_io
-from edgesr.export.plan import ExportPlan, UnsupportedOptionError
+from edgesr.export.plan import ExportPlan
 from edgesr.sdk import import_sdk
 from edgesr.targets import TARGETS
 
@@ -60,12 +60,7 @@ class OnnxExporter:
 
         self._sdk()
         axes = {INPUT: {2: "height", 3: "width"}, OUTPUT: {2: "out_height", 3: "out_width"}}
-        if plan.int8_activations:
-            if plan.dynamic:
-                raise UnsupportedOptionError(
-                    "target 'onnx' int8 exports have fixed input shapes (the quantized graph is traced at "
-                    "the example size); export int8 without --dynamic"
-                )
+        if plan.int8_activations:  # fixed shapes: plan_export refuses --dynamic (TargetSpec.dynamic_int8)
             model = _qdq_module(model)
         try:
             with warnings.catch_warnings():

@@ -169,6 +169,12 @@ def plan_export(
         )
     if options.dynamic and not spec.dynamic_shapes:
         raise UnsupportedOptionError(f"target {spec.name!r} does not support dynamic input shapes")
+    int8_activations = options.precision == "int8" and not options.weight_only
+    if options.dynamic and int8_activations and not spec.dynamic_int8:
+        raise UnsupportedOptionError(
+            f"target {spec.name!r} int8 exports have fixed input shapes (the quantized graph is traced at "
+            "the example size); export int8 without --dynamic"
+        )
     if options.upsampler not in (None, "pixelshuffle") and qat:
         raise UnsupportedOptionError(
             f"this is a QAT checkpoint: its fake-quant graph was trained with PixelShuffle and cannot be "

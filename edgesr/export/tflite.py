@@ -99,11 +99,7 @@ class TfliteExporter:
         import torch
 
         upsampler = plan.upsampler
-        if int8_graph:
-            raise UnsupportedOptionError(
-                "target 'tflite' int8 exports have fixed input shapes (the quantized graph is traced at "
-                "the example size); export int8 without --dynamic"
-            )
+        assert not int8_graph, "plan_export refuses int8 with dynamic shapes here (TargetSpec.dynamic_int8)"
         if upsampler != "transposed_conv":
             raise UnsupportedOptionError(
                 f"target 'tflite' has dynamic H/W only with upsampler 'transposed_conv' (the default), not "
