@@ -9,7 +9,8 @@
 `python -m benchmarks pareto [--steps N] [--families ...]` (PSNR vs latency of every student family),
 `python -m benchmarks reparam-qat STUDENT [--steps N]` (collapse-then-QAT vs QAT-then-collapse),
 `python -m benchmarks distill-protocol [--scale S] [--preset cpu|smoke]` (distillation on real photos),
-`python -m benchmarks csd-throughput --csd-code PATH` (CSD steps/s: edgesr vs the official code)."""
+`python -m benchmarks csd-throughput --csd-code PATH` (CSD steps/s: edgesr vs the official code),
+`python -m benchmarks variant-defaults [--targets ...]` (default export variants vs the fastest)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from benchmarks import (
     real_photos,
     reparam_qat,
     train_throughput,
+    variant_defaults,
 )
 
 
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     reparam_qat.add_parser(sub)
     distill_protocol.add_parser(sub)
     csd_throughput.add_parser(sub)
+    variant_defaults.add_parser(sub)
     args = p.parse_args(argv)
     return args.run(args)
 
