@@ -13,6 +13,7 @@ from typing import Any
 
 from edgesr.cli.common import TRUST_HELP, make_console
 from edgesr.errors import OutputExistsError, UsageError
+from edgesr.targets import PRECISIONS
 
 PROFILE_EXAMPLES = """\
 examples:
@@ -91,6 +92,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _farm_args(s)
     s.add_argument("--trust-artifact", action="store_true", help=TRUST_HELP)
     s.add_argument("--target", default="onnx", help="pytorch or a registered export target (default onnx)")
+    s.add_argument(
+        "--precision", default="fp32", choices=PRECISIONS,
+        help="int8: each width post-training quantized for the target, as `edgesr export` does",
+    )  # fmt: skip
     s.add_argument("--widths", type=float, nargs="+", help="default: every width on the channel grid")
     s.add_argument("--resolution", metavar="WxH", help="LR input size (default: the device's)")
     s.add_argument("--threads", type=int)
@@ -349,6 +354,7 @@ def _sweep(args: argparse.Namespace, device: Any, res: Any, root: Any, console: 
         args.layers,
         log=console.print,
         clock=args.clock,
+        precision=args.precision,
     )
     runtime = result.models[0].runtime
     path = save_records(device.name, result.models, f"models_{runtime}", root)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgesr import quant
 from edgesr.devices import Resolution
 from edgesr.errors import NotFoundError, NotRunnableHere, UsageError
 from edgesr.export import EXPORTERS, ExportOptions, get_exporter, plan_export
@@ -154,18 +155,30 @@ def model_info(arch: dict[str, Any], width: float, model: nn.Module, hw: tuple[i
     return ModelInfo(dict(arch), float(width), channels, count_params(model), macs_at(model, hw))
 
 
-def _export(model: nn.Module, target: str, shape: tuple[int, int, int, int], folder: Path, stem: str) -> Path:
+def _export(
+    model: nn.Module, target: str, shape: tuple[int, int, int, int], folder: Path, stem: str,
+    precision: str = "fp32", scale: int | None = None,
+) -> Path:  # fmt: skip
     """Write `model` as `target`'s artifact for timing: the graph the target ships (its default
-    upsampler, e.g. TFLite float: DEPTH_TO_SPACE), not verified (profiling times, it does not ship)."""
+    upsampler, e.g. TFLite float: DEPTH_TO_SPACE; int8: PTQ on 8 built-in train crops with the
+    target's default activations), not verified (profiling times, it does not ship)."""
     exporter = get_exporter(target)
     path = folder / f"{stem}{exporter.spec.suffix}"
     # The options' shape must be RGB; single-layer models of the latency table take other channel
     # counts, and exporters trace with `example`, so only H and W are passed through here.
-    plan = plan_export(target, ExportOptions(input_shape=(1, 3, *shape[2:])))
+    plan = plan_export(target, ExportOptions(precision=precision, input_shape=(1, 3, *shape[2:])))
     if any(isinstance(m, nn.PixelShuffle) for m in model.modules()):
         model = deployable(model.eval(), plan.upsampler)
+    example = torch.from_numpy(real_input(shape))
+    model = model.eval()
+    if plan.int8_activations:
+        if scale is None:
+            raise UsageError("an int8 sweep needs the model's scale (whole models only, not layer tables)")
+        images = quant.calibration_images(scale, n=plan.options.calibration_images, size=min(64, *shape[2:]))
+        model = quant.ptq(model, plan.spec.quant_backend or "", example, images,
+                          activations=plan.activations, estimator=plan.estimator)  # fmt: skip
     with torch.no_grad():
-        exporter.export(model.eval(), torch.from_numpy(real_input(shape)), path, plan)
+        exporter.export(model, example, path, plan)
     return path
 
 
@@ -184,14 +197,19 @@ def profile_module(
     model_meta: ModelInfo | None = None,
     layer: LayerKey | None = None,
     workdir: Path | None = None,
+    precision: str = "fp32",
+    scale: int | None = None,
 ) -> Record:
-    """Export `model` for `target` (none for pytorch), time it on input `shape`, return its Record."""
+    """Export `model` for `target` (none for pytorch) at `precision` (int8: PTQ, needs the model's
+    `scale` for calibration crops), time it on input `shape`, return its Record."""
     runtime, version, delegate = runtime_info(target)
+    if target == PYTORCH and precision != "fp32":
+        raise UsageError(f"eager PyTorch is timed in fp32 only, not {precision}; pick an export target")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         if target == PYTORCH:
             load, sha, artifact = pytorch_loader(model), weights_sha256(model), f"{name}.pt (eager)"
         else:
-            path = _export(model, target, shape, Path(tmp), name)
+            path = _export(model, target, shape, Path(tmp), name, precision, scale)
             exp = get_exporter(target)
             load, sha, artifact = (lambda t: exp.load(path, t)), artifact_sha(path), path.name
         busy = machine_load()
@@ -200,7 +218,7 @@ def profile_module(
         artifact=artifact,
         runtime=runtime,
         delegate=delegate,
-        precision="fp32",
+        precision=precision,
         resolution=f"{shape[3]}x{shape[2]}",
         stats=stats,
         measured_at=now_utc(),
@@ -293,10 +311,11 @@ def sweep(
     runs: int = 20,
     weights: nn.Module | None = None,
     log: Callable[[str], None] | None = None,
+    precision: str = "fp32",
 ) -> list[Record]:
-    """Export and time the architecture at each width. `weights`: a full-width model to slice
-    (e.g. a CSD checkpoint); by default a seeded fresh model of `arch` (latency is weight-independent).
-    """
+    """Export and time the architecture at each width and `precision`. `weights`: a full-width model
+    to slice (e.g. a CSD checkpoint); by default a seeded fresh model of `arch` (latency is
+    weight-independent)."""
     if weights is None:
         torch.manual_seed(0)
         weights = build_model(arch["name"], **arch["args"])
@@ -305,8 +324,9 @@ def sweep(
     for w, model in students_at(weights, widths):
         info = model_info(arch, w, model, resolution.hw)
         size = f"{resolution.height}x{resolution.width}"
-        name = f"{arch['name']}_x{arch['args'].get('scale', '')}_w{w:g}_{size}_fp32"
-        rec = profile_module(model, target, shape, name, threads, warmup, runs, info)
+        name = f"{arch['name']}_x{arch['args'].get('scale', '')}_w{w:g}_{size}_{precision}"
+        rec = profile_module(model, target, shape, name, threads, warmup, runs, info, precision=precision,
+                             scale=arch["args"].get("scale"))  # fmt: skip
         if log:
             log(
                 f"  width {w:<6g} {info.channels:>3} ch  {rec.stats.typical_ms:8.2f} ms median "

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from edgesr.devices import Resolution
+from edgesr.errors import UsageError
 from edgesr.models import build_model, candidate_widths, students_at
 from edgesr.profile.host import profile_module, sweep
 from edgesr.profile.latency_model import Accuracy, accuracy, measure_table, needed_keys, table_from_records
@@ -55,16 +56,21 @@ def run_sweep(
     with_layers: bool = False,
     log: Callable[[str], None] | None = None,
     clock: str = "wall",
+    precision: str = "fp32",
 ) -> SweepResult:
-    """Time the source's architecture at `widths` (default: the whole channel grid) with `target`;
+    """Time the source's architecture at `widths` (default: the whole channel grid) with `target` at
+    `precision` (int8: each width post-training quantized for the target, as `edgesr export` does);
     with `with_layers` also measure the per-layer table and check the latency model against the sweep."""
-
+    if with_layers and precision != "fp32":
+        raise UsageError(f"--layers measures the fp32 latency model; sweep {precision} without --layers")
     arch = resolve_arch(source)
     widths = list(widths or candidate_widths(arch))
     if log:
         name = f"{arch['name']} x{arch['args']['scale']}"
-        log(f"sweep {name} on {target}, LR {resolution.text}, threads {threads}")
-    models = sweep(arch, widths, target, resolution, threads, warmup, runs, _full_weights(source), log)
+        log(f"sweep {name} on {target} {precision}, LR {resolution.text}, threads {threads}")
+    models = sweep(
+        arch, widths, target, resolution, threads, warmup, runs, _full_weights(source), log, precision
+    )
     if not with_layers:
         return SweepResult(models)
     metas = _metas(arch, widths)

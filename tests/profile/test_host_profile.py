@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgesr.devices import Resolution
-from edgesr.errors import ProfileError
+from edgesr.errors import ProfileError, UsageError
 from edgesr.models import build_model, count_macs, materialize
 from edgesr.profile.host import PYTORCH, profile_module, sweep
 from edgesr.profile.layers import UnsupportedLayerError, layer_module, model_layers
@@ -88,6 +88,28 @@ def test_sweep_exports_each_width():
     assert [r.model.channels for r in recs] == [8, 16]
     assert recs[0].model.macs < recs[1].model.macs and recs[0].model.params < recs[1].model.params
     assert recs[0].sha256 != recs[1].sha256 and all(r.artifact.endswith(".onnx") for r in recs)
+
+
+def test_int8_sweep_times_the_ptq_graph_and_select_width_chooses_at_int8(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from edgesr.devices import load_device
+    from edgesr.selection import select_width
+
+    recs = sweep(ARCH, [0.5, 1.0], "onnx", Resolution(16, 12), threads=1, warmup=1, runs=2, precision="int8")
+    assert [r.precision for r in recs] == ["int8", "int8"] and all(
+        r.artifact.endswith("_int8.onnx") for r in recs
+    )
+    fp32 = sweep(ARCH, [0.5], "onnx", Resolution(16, 12), threads=1, warmup=1, runs=2)
+    assert fp32[0].sha256 != recs[0].sha256  # another graph: the QDQ one
+    save_records("host", [*recs, *fp32], "m", tmp_path)
+    budget = max(r.stats.typical_ms for r in recs) * 1.01
+    dev = load_device("host")
+    sel = select_width(dev, budget, ARCH, "onnxruntime", Resolution(16, 12), "int8", threads=1, root=tmp_path)
+    assert sel.precision == "int8" and sel.chosen is not None and sel.chosen.width == 1.0
+    assert {c.width for c in sel.candidates if c.measured_ms} == {0.5, 1.0}  # the fp32 record is not used
+    with pytest.raises(UsageError, match="fp32 only"):
+        profile_module(build_model("plain", scale=2, n_convs=2, n_feats=4), "pytorch", (1, 3, 8, 8), "x",
+                       precision="int8")  # fmt: skip
 
 
 def test_layer_list_accounts_for_every_mac():
