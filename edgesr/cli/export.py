@@ -136,13 +136,9 @@ def _export(args: argparse.Namespace, console: Console) -> int:
             if args.tune:
                 if args.target == "all":
                     raise UsageError("--tune times one target's variants: pass --target NAME, not all")
-                result, trials = tune_export(
-                    student, args.target, options, args.tune_tolerance_db, args.threads,
-                    log=lambda m: console.print(m, highlight=False, markup=False),
-                )  # fmt: skip
-                results, skipped = [result], {}
-                kept = Trial(**result.manifest["tuning"]["chosen"]).label
-                console.print(f"--tune: kept {kept} of {len(trials)} variants (manifest: tuning)")
+                tolerance = args.tune_tolerance_db
+                tuned, trials = tune_export(student, args.target, options, tolerance, args.threads)
+                results, skipped = [tuned], {}
             elif args.target == "all":
                 report = export_all(student, options, targets, target_defaults=precision is None)
                 results, skipped = report.results, report.skipped
@@ -154,6 +150,12 @@ def _export(args: argparse.Namespace, console: Console) -> int:
             console.print(f"the SDKs' last messages ({log}):\n{tail}", highlight=False, markup=False)
         raise
     make_console().print(verification_table(results))  # stdout, so it can be piped
+    if args.tune:  # printed here: inside the block above the SDKs' output goes to the log
+        for t in trials:
+            timed = f"{t.median_ms:.2f} ms, int8 drop {t.mean_drop_db:.3f} dB" if t.median_ms else t.error
+            console.print(f"  tried {t.label}: {timed}", highlight=False, markup=False)
+        kept = Trial(**results[0].manifest["tuning"]["chosen"]).label
+        console.print(f"--tune: kept {kept} of {len(trials)} variants (manifest: tuning)")
     if captured.lines:
         console.print(f"SDK messages: {captured.lines} lines in {log} (--verbose shows them here)")
     for target, reason in skipped.items():
