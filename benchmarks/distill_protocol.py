@@ -14,7 +14,7 @@
    Y-PSNR by less than `--plateau-db` (0.05 dB) or `--max-stages` is reached; the stages and their
    PSNR are printed and kept (OUT/teacher/stage-K). Reused when run again.
 4. For each student width, `edgesr bench distill` on that teacher (every method, `--seeds`), into
-   OUT/wW: tables with the paired bootstrap intervals against the three baselines (edgesr.stats).
+   OUT/wW: tables with the paired intervals against the three baselines (edgesr.stats).
 
 Presets: `cpu` is recipes/bench_distill_cpu.yaml (EDSR 6x32 teacher -> widths 0.25 / 0.5, i.e. 8 /
 16 channels) on this data; `smoke` is the same at 2 steps, 1 stage, one extra method (CI time).

@@ -9,8 +9,8 @@ CSD's issue #9), and output distillation.
 Outputs in `--out`: `results.csv` (one row per method x seed x data set), `per_image.csv` (one row
 per method x seed x data set x image), `table.md` (mean and spread over seeds, seconds per training
 step, then every method against every baseline: the mean per-image Y-PSNR and SSIM difference over
-images x seeds with a 95% two-way bootstrap interval, edgesr.stats; a difference is marked resolved
-only when its interval excludes zero), `psnr.png`, `paired.png` (the differences with their
+images x seeds with a 95% interval counting image and seed variation, edgesr.stats; a difference
+is marked resolved only when its interval excludes zero), `psnr.png`, `paired.png` (the differences with their
 intervals), and `teacher/` (the teacher run, unless `--teacher` was given).
 """
 
@@ -29,7 +29,7 @@ from rich.console import Console
 from edgesr.errors import UnknownNameError
 from edgesr.files import atomic_path, atomic_write_text
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, resolve_recipe
-from edgesr.stats import PairedDiff, paired_bootstrap
+from edgesr.stats import PairedDiff, paired_difference
 from edgesr.train.trainer import train_or_continue
 
 
@@ -198,9 +198,9 @@ def paired(rows: Sequence[BenchRow]) -> dict[tuple[str, str, str], tuple[PairedD
                 seeds = sorted({s for (mm, s) in have if mm == m} & {s for (mm, s) in have if mm == base})
                 if not seeds:
                     continue
-                out[(d, m, base)] = (
-                    paired_bootstrap(_matrix(rows, m, d, seeds, False), _matrix(rows, base, d, seeds, False)),
-                    paired_bootstrap(_matrix(rows, m, d, seeds, True), _matrix(rows, base, d, seeds, True)),
+                out[(d, m, base)] = tuple(  # type: ignore[assignment]
+                    paired_difference(_matrix(rows, m, d, seeds, ssim), _matrix(rows, base, d, seeds, ssim))
+                    for ssim in (False, True)
                 )
     return out
 
@@ -215,7 +215,7 @@ def paired_markdown(rows: Sequence[BenchRow]) -> str:
     lines = [
         "",
         "Paired differences, method - baseline: mean over images x seeds of the per-image Y-PSNR (dB) "
-        'and SSIM difference, [95% two-way bootstrap interval] (edgesr.stats); "unresolved": the '
+        'and SSIM difference, [95% interval over images and seeds] (edgesr.stats); "unresolved": the '
         "interval includes 0.",
         "",
         "| data set | method | baseline | images x seeds | Y-PSNR diff | SSIM diff |",
