@@ -5,7 +5,8 @@
 
 PATH is a checkout of github.com/Booooooooooo/CSD (the folder holding `PyTorch version/`). One CSD
 configuration (EDSR at width 1 and `--width`, L1 on both, the contrastive loss on the 5 VGG19 ReLU
-layers with weights 1/32 .. 1 and `--negatives` bicubic negatives, Adam) is trained by each code
+layers with the recipe's weights 1/32 .. 1, the teacher detached in it as the official README's
+`--contrast_t_detach` does, and `--negatives` bicubic negatives, Adam) is trained by each code
 base on the same random batches, alternating blocks of `--steps` steps for `--rounds` rounds (the
 order flips every round), and the median steps/s of each and their ratio are printed.
 
@@ -40,8 +41,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-VGG_WEIGHTS = [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +104,8 @@ def official_step(args: argparse.Namespace) -> Callable[[torch.Tensor, torch.Ten
                                    scale=[args.scale], rgb_range=255, res_scale=1.0)  # fmt: skip
         torch.manual_seed(0)
         model = EDSR(ns)
-        contrast = ContrastLoss(VGG_WEIGHTS, "L1", False)
+        # --contrast_t_detach, as the official README's training command passes it (and as edgesr does)
+        contrast = ContrastLoss(list(_recipe(args).train.csd.layer_weights), "L1", True)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     up = nn.Upsample(scale_factor=args.scale, mode="bicubic")
 
@@ -124,17 +124,22 @@ def official_step(args: argparse.Namespace) -> Callable[[torch.Tensor, torch.Ten
     return step
 
 
-def edgesr_step(args: argparse.Namespace) -> Callable[[torch.Tensor, torch.Tensor], float]:
+def _recipe(args: argparse.Namespace):  # -> Recipe: the one configuration both sides run
     from edgesr.recipe import load_recipe, resolve_recipe
-    from edgesr.train.modes import build_objective
 
     overrides = [
         f"scale={args.scale}", f"model.args.n_resblocks={args.n_resblocks}",
         f"model.args.n_feats={args.n_feats}", f"train.widths=[{args.width}]", "train.init=null",
         f"train.csd.negatives={args.negatives}", "train.csd.lambda_cl=1.0", "train.csd.lambda_teacher=1.0",
     ]  # fmt: skip
+    return load_recipe(resolve_recipe("csd_edsr_x2_w025"), overrides)
+
+
+def edgesr_step(args: argparse.Namespace) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    from edgesr.train.modes import build_objective
+
     torch.manual_seed(0)
-    objective, _ = build_objective(load_recipe(resolve_recipe("csd_edsr_x2_w025"), overrides))
+    objective, _ = build_objective(_recipe(args))
     objective.train()
     opt = torch.optim.Adam([p for p in objective.parameters() if p.requires_grad], lr=1e-4)
     count = [0]

@@ -10,9 +10,11 @@
 2. Refuses to run when a validation photo is also a training photo (`check_disjoint`): the same
    pixels, or the same picture at another size (grey 16x16 thumbnails correlated above 0.98).
 3. Teacher to a plateau (`plateau_teacher`): the preset's teacher recipe trained in stages of the same
-   steps, each stage continuing the previous one's weights, until a stage raises the validation
-   Y-PSNR by less than `--plateau-db` (0.05 dB) or `--max-stages` is reached; the stages and their
-   PSNR are printed and kept (OUT/teacher/stage-K). Reused when run again.
+   steps, each stage continuing the previous one's weights, until a stage raises the Y-PSNR on the
+   built-in val photos (not the real validation photos, which stay unseen until the students are
+   scored) by less than `--plateau-db` (0.05 dB) or `--max-stages` is reached; the best stage is the
+   teacher. The stages and their PSNR are printed and kept (OUT/teacher/stage-K). Reused when run
+   again. The overlap check compares whole photos; it does not detect a crop of a training photo.
 4. For each student width, `edgesr bench distill` on that teacher (every method, `--seeds`), into
    OUT/wW: tables with the paired intervals against the three baselines (edgesr.stats).
 
@@ -129,8 +131,10 @@ def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> Pat
     stages = 1 if args.preset == "smoke" else args.max_stages
     for k in range(1, stages + 1):
         run_dir = out / "teacher" / f"stage-{k}"
+        # the plateau is judged on the built-in val photos: the real validation photos stay unseen
         overrides = [*base, "train.mode=single", "train.widths=[1.0]", f"train.steps={steps}",
-                     f"train.init={prev if prev else 'null'}", f"name=protocol-teacher-{k}"]  # fmt: skip
+                     "data.val=[builtin:val]", f"train.init={prev if prev else 'null'}",
+                     f"name=protocol-teacher-{k}"]  # fmt: skip
         t0 = time.perf_counter()
         rows = train_or_continue(load_recipe(path, overrides), run_dir)
         psnr = float(np.mean([r.psnr for r in rows if r.width == 1.0]))
@@ -139,13 +143,15 @@ def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> Pat
         )
         print(f"teacher stage {k}: val Y-PSNR {psnr:.3f} dB", flush=True)
         gain = None if best is None else psnr - best
-        prev, best = run_dir, psnr if best is None else max(best, psnr)
+        prev = run_dir
+        if best is None or psnr > best:
+            best, best_dir = psnr, run_dir
         if gain is not None and gain < args.plateau_db:
             print(f"teacher plateau: stage {k} gained {gain:+.3f} dB < {args.plateau_db} dB", flush=True)
             break
     (out / "teacher" / "stages.json").write_text(json.dumps(log, indent=2))
-    assert prev is not None
-    return prev
+    print(f"teacher: {best_dir} ({best:.3f} dB on built-in val)", flush=True)
+    return best_dir
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,7 +177,5 @@ def run(args: argparse.Namespace) -> int:
             f"width {w:g}: {time.perf_counter() - t1:.0f} s; table in {out / f'w{w:g}' / 'table.md'}",
             flush=True,
         )
-    print(
-        f"protocol done in {time.perf_counter() - t0:.0f} s (teacher stages: {out}/teacher/stages.json)"
-    )
+    print(f"protocol done in {time.perf_counter() - t0:.0f} s (teacher stages: {out}/teacher/stages.json)")
     return 0

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from edgesr.errors import UnknownNameError
+from edgesr.errors import DataError, UnknownNameError
 from edgesr.files import atomic_path, atomic_write_text
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, resolve_recipe
 from edgesr.stats import PairedDiff, paired_difference
@@ -180,6 +180,12 @@ def _matrix(
         for r in rows
         if (r.method, r.dataset) == (method, dataset)
     }
+    counts = {s: len(by_seed[s]) for s in seeds}
+    if len(set(counts.values())) != 1:
+        raise DataError(
+            f"bench distill: {method} on {dataset} has {counts} images per seed: a run was validated on "
+            "another set of images; delete the runs of this out folder that differ and run again"
+        )
     return [list(col) for col in zip(*(by_seed[s] for s in seeds), strict=True)]
 
 
@@ -198,10 +204,16 @@ def paired(rows: Sequence[BenchRow]) -> dict[tuple[str, str, str], tuple[PairedD
                 seeds = sorted({s for (mm, s) in have if mm == m} & {s for (mm, s) in have if mm == base})
                 if not seeds:
                     continue
-                out[(d, m, base)] = tuple(  # type: ignore[assignment]
-                    paired_difference(_matrix(rows, m, d, seeds, ssim), _matrix(rows, base, d, seeds, ssim))
-                    for ssim in (False, True)
-                )
+                pairs = [
+                    (_matrix(rows, m, d, seeds, ssim), _matrix(rows, base, d, seeds, ssim)) for ssim in (0, 1)
+                ]
+                if len(pairs[0][0]) != len(pairs[0][1]):
+                    raise DataError(
+                        f"bench distill: {m} and {base} were validated on {len(pairs[0][0])} and "
+                        f"{len(pairs[0][1])} images of {d}: delete the runs that differ and run again"
+                    )
+                psnr, ssim = (paired_difference(a, b) for a, b in pairs)
+                out[(d, m, base)] = (psnr, ssim)
     return out
 
 

@@ -23,7 +23,6 @@ examples:
 """
 
 
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser(
         "export",
@@ -111,6 +110,10 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     from edgesr.sdk import SDKLog, sdk_output_to
     from edgesr.student import load_student
 
+    if args.tune and args.target == "all":
+        raise UsageError("--tune times one target's variants: pass --target NAME, not all")
+    if not args.tune and (args.threads is not None or args.tune_tolerance_db != 0.05):
+        raise UsageError("--threads and --tune-tolerance-db apply to --tune only")
     precision = args.precision or ("int8" if args.fully_integer or args.weight_only else None)
     targets = TARGETS.names() if args.target == "all" else [args.target]
     options = ExportOptions(
@@ -134,8 +137,6 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     try:
         with sdk_output_to(log) as captured:
             if args.tune:
-                if args.target == "all":
-                    raise UsageError("--tune times one target's variants: pass --target NAME, not all")
                 tolerance = args.tune_tolerance_db
                 tuned, trials = tune_export(student, args.target, options, tolerance, args.threads)
                 results, skipped = [tuned], {}

@@ -167,13 +167,19 @@ def quantized_graph(student: Student, model: nn.Module, example: Tensor, plan: E
                 f"the request asks for fully_integer={plan.fully_integer}"
             )
         return converted
+    return ptq_graph(model, student.scale, example, plan)
+
+
+def ptq_graph(model: nn.Module, scale: int, example: Tensor, plan: ExportPlan) -> Any:
+    """`model` post-training quantized for `plan`'s target as every edgesr export does it: calibrated
+    on `plan.options.calibration_images` crops (at most 64 px, within the input) of
+    `plan.options.calibration`, with the plan's activations policy and range estimator."""
     _, _, h, w = plan.input_shape
     o = plan.options
-    size = min(h, w, 64)
-    images = quant.calibration_images(student.scale, n=o.calibration_images, size=size, source=o.calibration)
+    images = quant.calibration_images(scale, n=o.calibration_images, size=min(h, w, 64), source=o.calibration)
     return quant.ptq(
-        model, backend, example, images, fully_integer=plan.fully_integer, activations=plan.activations,
-        estimator=plan.estimator,
+        model, plan.spec.quant_backend or "", example, images, fully_integer=plan.fully_integer,
+        activations=plan.activations, estimator=plan.estimator,
     )  # fmt: skip
 
 

@@ -99,7 +99,8 @@ class TfliteExporter:
         import torch
 
         upsampler = plan.upsampler
-        assert not int8_graph, "plan_export refuses int8 with dynamic shapes here (TargetSpec.dynamic_int8)"
+        if int8_graph:  # plan_export refuses this first (TargetSpec.dynamic_int8); kept for direct callers
+            raise UnsupportedOptionError("target 'tflite' int8 exports have fixed input shapes")
         if upsampler != "transposed_conv":
             raise UnsupportedOptionError(
                 f"target 'tflite' has dynamic H/W only with upsampler 'transposed_conv' (the default), not "

@@ -26,13 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgesr import quant
 from edgesr.devices import Resolution
 from edgesr.errors import NotFoundError, NotRunnableHere, UsageError
 from edgesr.export import EXPORTERS, ExportOptions, get_exporter, plan_export
 from edgesr.export import manifest as export_manifest
 from edgesr.export.manifest import artifact_sha256, manifest_path
-from edgesr.export.run import deployable
+from edgesr.export.run import deployable, ptq_graph
 from edgesr.fingerprint import detect_machine
 from edgesr.models import arch_channels, build_model, count_macs, count_params, students_at
 from edgesr.profile.store import LayerKey, ModelInfo, Record
@@ -174,9 +173,7 @@ def _export(
     if plan.int8_activations:
         if scale is None:
             raise UsageError("an int8 sweep needs the model's scale (whole models only, not layer tables)")
-        images = quant.calibration_images(scale, n=plan.options.calibration_images, size=min(64, *shape[2:]))
-        model = quant.ptq(model, plan.spec.quant_backend or "", example, images,
-                          activations=plan.activations, estimator=plan.estimator)  # fmt: skip
+        model = ptq_graph(model, scale, example, plan)
     with torch.no_grad():
         exporter.export(model, example, path, plan)
     return path

@@ -3,9 +3,10 @@ machine and keep the fastest one whose quality is within a tolerance of the best
 
 The variants are the target's upsampler forms (edgesr.targets.UPSAMPLERS: every one is numerically
 the same function in float) and, for int8 with int8 activations, the activations policy
-(`float-ends` / `int8`, which changes accuracy as well as speed). Each is exported and verified
-exactly as `edgesr export` does (edgesr.export.export_student), into a staging folder, then timed on
-its runtime here (median wall ms of `runs` calls after `warmup`, at `threads`). Quality is the int8
+(those its backend accepts: `float-ends` / `int8`, which change accuracy as well as speed). Each is
+exported and verified exactly as `edgesr export` does (edgesr.export.export_student), into a
+staging folder, then all are timed on their runtimes here in interleaved rounds (median wall ms of
+`runs` calls, median over the rounds, at `threads`). Quality is the int8
 quality gate's mean Y-PSNR drop against the float student (0 for float variants). The winner is the
 fastest variant whose drop is at most `tolerance_db` above the smallest drop; it is moved to the
 output folder under the name a plain export would give it, with every trial (variant, median ms,
@@ -18,6 +19,7 @@ read the trials as this host's.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -27,15 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from edgesr.errors import EdgesrError, OutputExistsError, UsageError
+from edgesr.errors import OutputExistsError, UsageError
 from edgesr.export import ExportOptions, ExportResult, export_student, get_exporter, manifest_path
 from edgesr.export.manifest import write_manifest
 from edgesr.export.plan import artifact_name
 from edgesr.export.run import plan_for
 from edgesr.fingerprint import detect_machine
 from edgesr.profile.timing import time_fn
+from edgesr.quant.backends import check_activations
 from edgesr.student import Student
-from edgesr.targets import TARGETS
+from edgesr.targets import ACTIVATIONS, TARGETS
 
 # (run, x, warmup, runs) -> median ms; tests pass a fake one
 Timer = Callable[[Callable[[np.ndarray], np.ndarray], np.ndarray, int, int], float]
@@ -58,15 +61,28 @@ class Trial:
         return self.upsampler + (f", activations {self.activations}" if self.activations else "")
 
 
-def variants(target: str, options: ExportOptions) -> list[tuple[str, str | None]]:
-    """(upsampler, activations) pairs to try: the given upsampler/activations if fixed, else all."""
+def variants(target: str, options: ExportOptions, qat: bool = False) -> list[tuple[str, str | None]]:
+    """(upsampler, activations) pairs to try: the given upsampler/activations if fixed, else every
+    upsampler the target takes and, for int8 with int8 activations, every activations policy its
+    backend accepts here (edgesr.quant.backends.check_activations). A QAT student is exported as it
+    was trained, so it has one variant."""
     spec = TARGETS.get(target)
+    if qat:
+        return [(options.upsampler or "pixelshuffle", options.activations)]
     ups = [options.upsampler] if options.upsampler else list(spec.upsamplers)
-    int8_acts = options.precision == "int8" and not options.weight_only and not options.fully_integer
-    acts: list[str | None] = (
-        [options.activations] if options.activations or not int8_acts else ["float-ends", "int8"]
-    )
+    int8_acts = options.precision == "int8" and not options.weight_only
+    if options.activations or not int8_acts:
+        return [(u, options.activations) for u in ups]
+    acts = [a for a in ACTIVATIONS if _accepted(spec.quant_backend or "", a, options.fully_integer)]
     return [(u, a) for u in ups for a in acts]
+
+
+def _accepted(backend: str, activations: str, fully_integer: bool) -> bool:
+    try:
+        check_activations(backend, activations, fully_integer)
+    except UsageError:
+        return False
+    return not activations.startswith("int16")  # refused at export (edgesr.export.plan: not verified)
 
 
 def tune_export(
@@ -79,8 +95,13 @@ def tune_export(
     runs: int = 10,
     timer: Timer = wall_median_ms,
     log: Callable[[str], None] | None = None,
+    rounds: int = 3,
 ) -> tuple[ExportResult, list[Trial]]:
-    """Export every variant, time it here, keep the fastest within `tolerance_db` (module docstring)."""
+    """Export every variant, time it here, keep the fastest within `tolerance_db` (module docstring).
+
+    Timing is interleaved: `rounds` rounds, each timing every variant once (`runs` calls), the order
+    reversed every other round; a variant's figure is its median over the rounds, so a load that
+    comes and goes on the machine falls on every variant alike."""
     if tolerance_db < 0:
         raise UsageError(f"--tune-tolerance-db must be >= 0, got {tolerance_db}")
     exporter = get_exporter(target)
@@ -90,38 +111,67 @@ def tune_export(
         raise OutputExistsError(f"{final} exists; pass --force to replace it")
     trials: list[Trial] = []
     results: dict[int, ExportResult] = {}
+    loaded: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
     x = np.random.default_rng(0).random(options.input_shape, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix=".tune-", dir=_parent(out_dir)) as tmp:
-        for k, (up, acts) in enumerate(variants(target, options)):
+        for k, (up, acts) in enumerate(variants(target, options, student.is_qat)):
             opts = replace(options, upsampler=up, activations=acts, out_dir=Path(tmp) / str(k), force=True)
             try:
                 r = export_student(student, target, opts)
                 reason = exporter.runs_here(r.artifact)
                 if reason:
                     raise UsageError(f"cannot time it here: {reason}")
-                ms = timer(exporter.load(r.artifact, threads), x, warmup, runs)
-            except (EdgesrError, ValueError, RuntimeError) as e:  # a variant that fails is a trial result
-                trials.append(Trial(up, acts, error=f"{type(e).__name__}: {str(e).splitlines()[0]}"[:200]))
+                run = exporter.load(r.artifact, threads)
+                run(x)  # it runs here (a runtime's own exception types vary: any failure is this trial's)
+            except Exception as e:  # noqa: BLE001  a variant that fails is a trial result, not the end
+                trials.append(
+                    Trial(up, acts, error=f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"[:200])
+                )
                 continue
             quality = (r.manifest.get("quantization") or {}).get("quality") or {}
-            trials.append(Trial(up, acts, ms, float(quality.get("mean_drop_db", 0.0))))
-            results[len(trials) - 1] = r
-            if log:
-                log(f"  {trials[-1].label}: {ms:.2f} ms, drop {trials[-1].mean_drop_db:.3f} dB")
+            trials.append(Trial(up, acts, None, float(quality.get("mean_drop_db", 0.0))))
+            results[len(trials) - 1], loaded[len(trials) - 1] = r, run
         if not results:
             raise UsageError(
-                f"--tune: no variant of {target} {options.precision} could be exported and timed here: "
+                f"--tune: no variant of {target} {options.precision} could be exported and run here: "
                 + "; ".join(f"{t.label}: {t.error}" for t in trials)
             )
+        times: dict[int, list[float]] = {i: [] for i in loaded}
+        for rnd in range(rounds):
+            for i in sorted(loaded, reverse=bool(rnd % 2)):
+                times[i].append(timer(loaded[i], x, warmup if rnd == 0 else 1, runs))
+        for i, ts in times.items():
+            trials[i] = replace(trials[i], median_ms=float(np.median(ts)))
+            if log:
+                log(
+                    f"  {trials[i].label}: {trials[i].median_ms:.2f} ms, drop {trials[i].mean_drop_db:.3f} dB"
+                )
         chosen = _choose(trials, tolerance_db)
         r = results[chosen]
         out_dir.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # --force: the old artifact goes only now that a new one is verified
-            shutil.rmtree(final) if final.is_dir() else final.unlink()
-        manifest = {**r.manifest, "tuning": _record(trials, chosen, tolerance_db, threads, warmup, runs)}
-        shutil.move(r.artifact, final)  # same file system: the staging folder sits next to out_dir
-        write_manifest(final, manifest)
+        manifest = {
+            **r.manifest,
+            "tuning": _record(trials, chosen, tolerance_db, threads, warmup, runs, rounds),
+        }
+        write_manifest(r.artifact, manifest)  # staged next to its artifact, then both moved in
+        _replace(r.artifact, final)
+        _replace(manifest_path(r.artifact), manifest_path(final))
     return replace(r, artifact=final, manifest_path=manifest_path(final), manifest=manifest), trials
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """`src` onto `dst`: one atomic rename for a file; a folder (Core ML .mlpackage) replaces the old
+    one only after it is in place beside it."""
+    if src.is_dir():
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old")
+            os.replace(dst, old)
+            os.replace(src, dst)
+            shutil.rmtree(old)
+        else:
+            os.replace(src, dst)
+    else:
+        os.replace(src, dst)
 
 
 def _parent(out_dir: Path) -> Path:
@@ -139,11 +189,12 @@ def _choose(trials: Sequence[Trial], tolerance_db: float) -> int:
 
 
 def _record(trials: Sequence[Trial], chosen: int, tolerance_db: float, threads: int | None, warmup: int,
-            runs: int) -> dict[str, Any]:  # fmt: skip
+            runs: int, rounds: int) -> dict[str, Any]:  # fmt: skip
     return {
         "chosen": asdict(trials[chosen]),
         "rule": f"fastest variant whose int8 mean drop is within {tolerance_db:g} dB of the smallest",
-        "timing": f"median wall ms of {runs} calls after {warmup} warm-up, threads {threads or 'default'}",
+        "timing": f"median over {rounds} interleaved rounds of the median wall ms of {runs} calls "
+        f"({warmup} warm-up first), threads {threads or 'default'}",
         "machine": asdict(detect_machine()),
         "trials": [asdict(t) for t in trials],
     }

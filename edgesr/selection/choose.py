@@ -89,6 +89,8 @@ def _valid_on(
     runtime: str,
     notes: list[str],
     what: str = "whole-model",
+    precision: str = "fp32",
+    threads: int | None = None,
 ) -> list[Record]:
     """The records valid on `machine` (all when None): same fingerprint, or none recorded where no
     fingerprinted record of the same key matches. Adds a note for those left out (made on another
@@ -101,8 +103,12 @@ def _valid_on(
     stale = {id(r) for r in records if r.machine is None and r.key[:-1] in fingerprinted}
     used = [r for r in records if id(r) not in other and id(r) not in stale]
     unknown = [r for r in used if r.machine is None]
-    flag = " --layers" if what != "whole-model" else ""
-    command = f"edgesr profile sweep CHECKPOINT --device {device} --target {target_of_runtime(runtime)}{flag}"
+    flags = " --layers" if what != "whole-model" else ""
+    flags += f" --precision {precision}" if precision != "fp32" else ""
+    flags += f" --threads {threads}" if threads is not None else ""
+    command = (
+        f"edgesr profile sweep CHECKPOINT --device {device} --target {target_of_runtime(runtime)}{flags}"
+    )
     if other:
         kinds = sorted({machine.differences(r.machine) for r in records if id(r) in other and r.machine})
         notes.append(
@@ -195,7 +201,7 @@ def select_width(
         and _matches(r, *cond)
         and r.stats.value(clock) is not None
     ]
-    records = _valid_on(machine, records, device.name, runtime, notes)
+    records = _valid_on(machine, records, device.name, runtime, notes, "whole-model", precision, threads)
     measured: dict[int, Record] = {}
     for r in records:
         assert r.model is not None
@@ -216,6 +222,8 @@ def select_width(
         runtime,
         notes,
         "latency-model layer",
+        precision,
+        threads,
     )
     table: LayerTable = table_from_records(layer_recs, runtime, delegate, precision, threads, clock)
     rows = []

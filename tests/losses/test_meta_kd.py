@@ -94,13 +94,11 @@ def test_the_meta_objective_can_be_lowered_by_training_the_krnet():
     opt = torch.optim.Adam(loss.parameters(), lr=1e-2)
     values = []
     for _ in range(30):
-        s_sr = batch.student
         v = call_loss(loss, batch, TAPS)
         opt.zero_grad()
         v.backward(retain_graph=True)
         opt.step()
         values.append(v.item())
-        assert s_sr is batch.student
     assert values[-1] < values[0] - 0.05, values
 
 

@@ -39,7 +39,9 @@ def test_tune_keeps_the_fastest_variant_and_records_every_trial(tmp_path):
     student = load_student(checkpoint(tmp_path, "plain", (1.0,), n_convs=3, n_feats=8))
     options = ExportOptions(precision="fp32", input_shape=SHAPE, out_dir=tmp_path / "out")
     assert [u for u, _ in variants("onnx", options)] == ["pixelshuffle", "depth_to_space", "transposed_conv"]
-    result, trials = tune_export(student, "onnx", options, timer=fake_timer([9.0, 5.0, 7.0]))
+    # 2 interleaved rounds, the order reversed in the second: medians 9, 5, 7
+    timer = fake_timer([9.0, 5.0, 7.0, 7.0, 5.0, 9.0])
+    result, trials = tune_export(student, "onnx", options, timer=timer, rounds=2)
     assert [(t.upsampler, t.median_ms) for t in trials] == [
         ("pixelshuffle", 9.0),
         ("depth_to_space", 5.0),
@@ -56,7 +58,7 @@ def test_tune_keeps_the_fastest_variant_and_records_every_trial(tmp_path):
     assert main(["inspect", str(result.artifact)]) == 0
     # again without --force: refused before anything is exported
     with pytest.raises(OutputExistsError, match="pass --force"):
-        tune_export(student, "onnx", options, timer=fake_timer([]))
+        tune_export(student, "onnx", options, timer=fake_timer([]), rounds=1)
 
 
 def test_the_fastest_is_kept_only_within_the_quality_tolerance():
@@ -75,14 +77,16 @@ def test_int8_tries_both_activation_policies_unless_one_is_asked_for(tmp_path):
     assert {a for _, a in variants("tflite", ExportOptions(precision="int8"))} == {"float-ends", "int8"}
     assert {a for _, a in variants("tflite", ExportOptions(precision="int8", activations="int8"))} == {"int8"}
     assert {a for _, a in variants("tflite", ExportOptions(precision="int8", weight_only=True))} == {None}
+    fully = ExportOptions(precision="int8", fully_integer=True)
+    assert {a for _, a in variants("tflite", fully)} == {"int8"}  # float ends are not fully integer
+    assert variants("tflite", ExportOptions(precision="int8"), qat=True) == [("pixelshuffle", None)]
     assert variants("onnx", ExportOptions(upsampler="transposed_conv")) == [("transposed_conv", None)]
 
 
 def test_cli_tune_and_its_refusal_for_all_targets(tmp_path, capsys, monkeypatch):
     ckpt = checkpoint(tmp_path, "plain", (1.0,), n_convs=3, n_feats=8)
-    monkeypatch.setattr(
-        tune, "tune_export", functools.partial(tune_export, timer=fake_timer([3.0, 1.0, 2.0]))
-    )
+    fake = functools.partial(tune_export, timer=fake_timer([3.0, 1.0, 2.0]), rounds=1)
+    monkeypatch.setattr(tune, "tune_export", fake)
     argv = [
         "export",
         str(ckpt),
