@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from edgesr.export.base import EXPORTERS, ImageOnly, UnsupportedOpError
+from edgesr.export.base import EXPORTERS, ImageOnly, UnsupportedOpError, VerificationError
 from edgesr.export.plan import ExportPlan, UnsupportedOptionError
 from edgesr.sdk import import_sdk
 from edgesr.targets import TARGETS
@@ -153,7 +153,14 @@ class ExecutorchExporter:
             raise RuntimeError(f"{path}: cannot run here: {reason}")
         if threads is not None:
             portable_lib._unsafe_reset_threadpool(int(threads))
-        method = Runtime.get().load_program(Path(path)).load_method(METHOD)
+        try:
+            method = Runtime.get().load_program(Path(path)).load_method(METHOD)
+        except RuntimeError as e:  # the runtime refuses the program: a property of this graph variant
+            raise VerificationError(
+                f"{Path(path).name}: the ExecuTorch runtime cannot load it ({e}); nothing was written. This "
+                "graph form does not run on this runtime build: export another --upsampler or "
+                "--activations (edgesr export --tune tries them all)"
+            ) from None
         dtype = _DTYPES[method.metadata.input_tensor_meta(0).dtype()]
 
         def run(x: np.ndarray) -> np.ndarray:

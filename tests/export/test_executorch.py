@@ -251,3 +251,20 @@ def test_cli_force_and_threads(tmp_path, capsys, et):
         assert portable_lib._threadpool_get_thread_count() == 1
     finally:
         portable_lib._unsafe_reset_threadpool(default)
+
+
+def test_a_variant_the_runtime_cannot_load_is_one_line_and_writes_nothing(tmp_path, capsys):
+    # ExecuTorch 1.5.1 converts int8 depth-to-space with float ends, then its XNNPACK backend refuses
+    # the program at load time (measured 2026-12-02); whatever a runtime build does with it, the
+    # export verifies, or fails in one line naming what to try, and leaves no artifact
+    ckpt = checkpoint(tmp_path, "edsr", (1.0, 0.25), n_resblocks=2, n_feats=32)
+    out = tmp_path / "out"
+    argv = ["export", str(ckpt), "--target", "executorch", "--precision", "int8", "--upsampler",
+            "depth_to_space", "--accept-int8-loss", "--input", "1x3x24x32", "--out", str(out)]  # fmt: skip
+    code = main(argv)
+    err = capsys.readouterr().err
+    if code == 0:
+        assert list(out.glob("*.pte"))
+    else:
+        assert "Traceback" not in err and "edgesr export --tune tries them all" in err
+        assert not list(out.glob("*.pte")) and not list(out.glob("*.json"))
