@@ -196,11 +196,11 @@ def paired(rows: Sequence[BenchRow]) -> dict[tuple[str, str, str], tuple[PairedD
     datasets = list(dict.fromkeys(r.dataset for r in rows))
     methods = [m for m in dict.fromkeys(r.method for r in rows) if m != "bicubic"]
     for d in datasets:
+        have = {(r.method, r.seed) for r in rows if r.dataset == d and len(r.image_psnr) > 1}
         for m in methods:
             for base in BASELINES:
                 if base == m:
                     continue
-                have = {(r.method, r.seed) for r in rows if r.dataset == d and len(r.image_psnr) > 1}
                 seeds = sorted({s for (mm, s) in have if mm == m} & {s for (mm, s) in have if mm == base})
                 if not seeds:
                     continue

@@ -66,6 +66,19 @@ def fitnet_loss(
     return torch.stack(terms).mean()
 
 
+def tap_channel_pairs(
+    student_channels: Sequence[int], teacher_channels: Sequence[int]
+) -> list[tuple[int, int]]:
+    """(student, teacher) channel counts per tap, as feature losses are built with them; ValueError
+    unless there is exactly one teacher count per student tap (and at least one tap)."""
+    if len(student_channels) != len(teacher_channels) or not student_channels:
+        raise ValueError(
+            f"need one teacher channel count per student tap, got {list(student_channels)} "
+            f"and {list(teacher_channels)}"
+        )
+    return list(zip(student_channels, teacher_channels, strict=True))
+
+
 def regressors(
     student_channels: int | Sequence[int], teacher_channels: int | Sequence[int], bias: bool
 ) -> nn.ModuleList:
@@ -112,18 +125,14 @@ class FitNetLoss(nn.Module):
         identity_when_equal: bool = False,
     ) -> None:
         super().__init__()
-        if len(student_channels) != len(teacher_channels) or not student_channels:
-            raise ValueError(
-                f"need one teacher channel count per student tap, got {list(student_channels)} "
-                f"and {list(teacher_channels)}"
-            )
+        pairs = tap_channel_pairs(student_channels, teacher_channels)
         if p not in (1, 2):
             raise ValueError(f"p must be 1 (L1) or 2 (L2), got {p}")
         self.p = p
         self.weight = weight
         self.regressors = regressors(student_channels, teacher_channels, bias=True)
         if identity_when_equal:
-            for i, (cs, ct) in enumerate(zip(student_channels, teacher_channels, strict=True)):
+            for i, (cs, ct) in enumerate(pairs):
                 if cs == ct:
                     self.regressors[i] = nn.Identity()
 

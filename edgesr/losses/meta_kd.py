@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgesr.losses.feature import tap_channel_pairs
 from edgesr.losses.spec import Reads
 
 EPS = 1e-12
@@ -120,15 +121,10 @@ class MetaKDLoss(nn.Module):
         hidden: int = 32,
     ) -> None:
         super().__init__()
-        if len(student_channels) != len(teacher_channels) or not student_channels:
-            raise ValueError(
-                f"need one teacher channel count per student tap, got {list(student_channels)} "
-                f"and {list(teacher_channels)}"
-            )
         self.weight, self.meta_weight = weight, meta_weight
         self.krnets = nn.ModuleList(
             KRNet(cs, ct, kernels, size, hidden)
-            for cs, ct in zip(student_channels, teacher_channels, strict=True)
+            for cs, ct in tap_channel_pairs(student_channels, teacher_channels)
         )
 
     def forward(

@@ -207,11 +207,16 @@ class Record:
 
     @property
     def key(self) -> tuple[Any, ...]:
-        """Identity: a re-measurement of the same thing under the same conditions replaces this."""
+        """Identity: a re-measurement of the same thing under the same conditions on the same machine
+        replaces this."""
+        return (*self.condition, self.machine.key if self.machine is not None else ())
+
+    @property
+    def condition(self) -> tuple[Any, ...]:
+        """The key without the machine: what was measured and how, whichever machine measured it."""
         # A layer-table entry is identified by its layer (its one-op network's weights are random).
         what = self.layer.text if self.layer is not None else (self.sha256 or self.artifact)
         farm = self.method.split(":")[0] == "aihub"  # the farm's phone is not the one on your desk
-        machine = self.machine.key if self.machine is not None else ()
         return (
             what,
             self.runtime,
@@ -220,7 +225,6 @@ class Record:
             self.threads or 0,
             self.resolution,
             farm,
-            machine,
         )
 
 
@@ -319,7 +323,7 @@ def save_records(
         old = {r.key: r for r in prev.records}
     for r in records:
         if r.machine is not None:  # a fingerprinted re-measurement replaces one made before fingerprints
-            old.pop((*r.key[:-1], ()), None)
+            old.pop((*r.condition, ()), None)
         old[r.key] = r
     atomic_write_text(path, dump_profile(Profile(device, kind, FORMAT, tuple(old.values()))))
     return path

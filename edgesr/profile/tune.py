@@ -32,11 +32,10 @@ import numpy as np
 from edgesr.errors import OutputExistsError, UsageError
 from edgesr.export import ExportOptions, ExportResult, export_student, get_exporter, manifest_path
 from edgesr.export.manifest import write_manifest
-from edgesr.export.plan import artifact_name
+from edgesr.export.plan import UnsupportedOptionError, artifact_name, plan_export
 from edgesr.export.run import plan_for
 from edgesr.fingerprint import detect_machine
 from edgesr.profile.timing import time_fn
-from edgesr.quant.backends import check_activations
 from edgesr.student import Student
 from edgesr.targets import ACTIVATIONS, TARGETS
 
@@ -63,8 +62,8 @@ class Trial:
 
 def variants(target: str, options: ExportOptions, qat: bool = False) -> list[tuple[str, str | None]]:
     """(upsampler, activations) pairs to try: the given upsampler/activations if fixed, else every
-    upsampler the target takes and, for int8 with int8 activations, every activations policy its
-    backend accepts here (edgesr.quant.backends.check_activations). A QAT student is exported as it
+    upsampler the target takes and, for int8 with int8 activations, every activations policy an
+    export would accept (edgesr.export.plan_export). A QAT student is exported as it
     was trained, so it has one variant."""
     spec = TARGETS.get(target)
     if qat:
@@ -73,16 +72,17 @@ def variants(target: str, options: ExportOptions, qat: bool = False) -> list[tup
     int8_acts = options.precision == "int8" and not options.weight_only
     if options.activations or not int8_acts:
         return [(u, options.activations) for u in ups]
-    acts = [a for a in ACTIVATIONS if _accepted(spec.quant_backend or "", a, options.fully_integer)]
+    acts = [a for a in ACTIVATIONS if _planned(target, replace(options, activations=a))]
     return [(u, a) for u in ups for a in acts]
 
 
-def _accepted(backend: str, activations: str, fully_integer: bool) -> bool:
+def _planned(target: str, options: ExportOptions) -> bool:
+    """Whether `edgesr export` would plan these options for `target` (else it refuses them)."""
     try:
-        check_activations(backend, activations, fully_integer)
-    except UsageError:
+        plan_export(target, options)
+    except (UsageError, UnsupportedOptionError):
         return False
-    return not activations.startswith("int16")  # refused at export (edgesr.export.plan: not verified)
+    return True
 
 
 def tune_export(

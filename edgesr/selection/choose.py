@@ -98,9 +98,9 @@ def _valid_on(
     if machine is None:
         return records
     other = {id(r) for r in records if r.machine is not None and not machine.matches(r.machine)}
-    fingerprinted = {r.key[:-1] for r in records if machine.matches(r.machine)}
+    fingerprinted = {r.condition for r in records if machine.matches(r.machine)}
     # a record with no fingerprint loses to this machine's own measurement of the same thing
-    stale = {id(r) for r in records if r.machine is None and r.key[:-1] in fingerprinted}
+    stale = {id(r) for r in records if r.machine is None and r.condition in fingerprinted}
     used = [r for r in records if id(r) not in other and id(r) not in stale]
     unknown = [r for r in used if r.machine is None]
     flags = " --layers" if what != "whole-model" else ""
