@@ -18,8 +18,10 @@
 4. For each student width, `edgesr bench distill` on that teacher (every method, `--seeds`), into
    OUT/wW: tables with the paired intervals against the three baselines (edgesr.stats).
 
-Presets: `cpu` is recipes/bench_distill_cpu.yaml (EDSR 6x32 teacher -> widths 0.25 / 0.5, i.e. 8 /
-16 channels) on this data; `smoke` is the same at 2 steps, 1 stage, one extra method (CI time).
+Presets: `cpu` is recipes/distill_protocol_cpu.yaml (EDSR 4x64 teacher -> widths 0.25 / 0.5, i.e.
+16 / 32 channels, 600 steps) on this data; `smoke` is the same at 2 steps, 1 stage, one extra method
+(CI time). OUT/summary.md records the command, the wall time of the teacher and of each width, and
+every student that ended below bicubic (the protocol's tables mean little for those).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-PRESETS = {"cpu": "bench_distill_cpu", "smoke": "bench_distill_cpu"}
+PRESETS = {"cpu": "distill_protocol_cpu", "smoke": "distill_protocol_cpu"}
 SMOKE_OVERRIDES = ["train.steps=2", "train.checkpoint_every=2", "data.patch_size=16", "data.batch_size=2",
                    "data.workers=0", "train.log_every=1"]  # fmt: skip
 THUMB = 16
@@ -154,7 +156,19 @@ def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> Pat
     return best_dir
 
 
+def below_bicubic(rows: list) -> list[str]:
+    """'method seed S: X dB < bicubic Y dB' for every student row under the bicubic row of its data set."""
+    bicubic = {r.dataset: r.psnr for r in rows if r.method == "bicubic"}
+    return [
+        f"{r.method} seed {r.seed}: {r.psnr:.2f} dB < bicubic {bicubic[r.dataset]:.2f} dB on {r.dataset}"
+        for r in rows
+        if r.method != "bicubic" and r.dataset in bicubic and r.psnr < bicubic[r.dataset]
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from edgesr.distill_bench import METHODS, run_bench
 
     smoke = args.preset == "smoke"
@@ -168,14 +182,27 @@ def run(args: argparse.Namespace) -> int:
     ]
     t0 = time.perf_counter()
     teacher = plateau_teacher(base, args, out)
+    summary = [
+        "# Distillation protocol run",
+        "",
+        f"Command: `python -m benchmarks {' '.join(sys.argv[1:])}`",
+        "",
+        f"- teacher: {teacher.name}, {time.perf_counter() - t0:.0f} s (stages in teacher/stages.json)",
+    ]
     methods = args.methods or (["fakd"] if smoke else list(METHODS))
     for w in args.widths:
         t1 = time.perf_counter()
-        run_bench(PRESETS[args.preset], out / f"w{w:g}", methods, args.seeds, teacher=teacher,
-                  overrides=[*base, f"train.widths=[{w}]"])  # fmt: skip
-        print(
-            f"width {w:g}: {time.perf_counter() - t1:.0f} s; table in {out / f'w{w:g}' / 'table.md'}",
-            flush=True,
-        )
-    print(f"protocol done in {time.perf_counter() - t0:.0f} s (teacher stages: {out}/teacher/stages.json)")
+        rows = run_bench(PRESETS[args.preset], out / f"w{w:g}", methods, args.seeds, teacher=teacher,
+                         overrides=[*base, f"train.widths=[{w}]"])  # fmt: skip
+        seconds = time.perf_counter() - t1
+        low = below_bicubic(rows)
+        print(f"width {w:g}: {seconds:.0f} s; table in {out / f'w{w:g}' / 'table.md'}", flush=True)
+        for line in low:
+            print(f"width {w:g}: below bicubic: {line}", flush=True)
+        summary.append(f"- width {w:g}: {seconds:.0f} s; students below bicubic: {len(low)}")
+        summary += [f"  - {line}" for line in low]
+    total = time.perf_counter() - t0
+    summary.append(f"- total: {total:.0f} s")
+    (out / "summary.md").write_text("\n".join(summary) + "\n")
+    print(f"protocol done in {total:.0f} s (summary: {out / 'summary.md'})")
     return 0

@@ -1,6 +1,7 @@
 """Editing a recipe file in place: change one value's characters, keep every other byte.
 
     write_recipe_width("recipes/quickstart_student.yaml", 0.375)  # `edgesr select-width --write`
+    write_recipe_width(path, 0.5, export={"target": "tflite", "precision": "int8"})  # ... --search --write
 
 The value is located with the YAML node's character positions (comments, layout, quoting and CRLF
 line endings survive), the edited text is validated by loading it as a recipe before the file is
@@ -17,11 +18,11 @@ from typing import Any
 import yaml
 
 from edgesr.files import atomic_write_text
-from edgesr.recipe import load_recipe
+from edgesr.recipe import load_recipe, recipe_to_dict
 from edgesr.schema import RecipeError
 from edgesr.yamlfile import StrictLoader
 
-__all__ = ["write_recipe_width"]
+__all__ = ["export_flow", "write_recipe_width"]
 
 
 def _child(node: Any, key: str) -> Any:
@@ -33,8 +34,30 @@ def _child(node: Any, key: str) -> Any:
     return None
 
 
+def export_flow(section: dict[str, Any]) -> str:
+    """`{target: tflite, precision: int8}`: the section as one YAML flow mapping."""
+    return yaml.safe_dump(section, default_flow_style=True, sort_keys=False, width=1000).strip()
+
+
+def _set_export(text: str, root: Any, section: dict[str, Any]) -> str:
+    """`text` with its top-level `export:` value replaced by `section` (appended when it has none)."""
+    flow = export_flow(section)
+    node = _child(root, "export")
+    if node is None:
+        eol = "\r\n" if "\r\n" in text else "\n"
+        body = text if text.endswith(("\n", "\r")) or not text else text + eol
+        return f"{body}export: {flow}  # how the student ships (edgesr select-width --search){eol}"
+    start, end = node.start_mark.index, node.end_mark.index
+    old = text[start:end]
+    tail = old[len(old.rstrip()) :]  # a block mapping's span ends with the line break after it
+    return text[:start] + flow + tail + text[end:]
+
+
 def write_recipe_width(
-    path: str | os.PathLike[str], width: float, out_path: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    width: float,
+    out_path: str | os.PathLike[str] | None = None,
+    export: dict[str, Any] | None = None,
 ) -> tuple[float, str]:
     """Set the recipe's student width to `width`, editing only that number's characters in the file.
 
@@ -42,6 +65,7 @@ def write_recipe_width(
     follow it, so the recipe stays valid). The edit is located with the YAML node's character
     positions, the result is validated by loading it as a recipe, then written atomically. Returns
     (old width, new text). Raises RecipeError when the file has no single-entry `train.widths`.
+    `export`: also set the recipe's `export:` section to this mapping (replacing the one it has).
     `out_path`: write the edited recipe there instead (a copy; `path` is left as it was). A file that
     is not writable (mode 0444) is refused, not replaced: the atomic rename would ignore its mode.
     """
@@ -74,6 +98,8 @@ def write_recipe_width(
     out = text
     for n in sorted(nodes, key=lambda n: n.start_mark.index, reverse=True):
         out = out[: n.start_mark.index] + new + out[n.end_mark.index :]
+    if export is not None:  # the width edit moved no node before `export:`'s end by more than digits
+        out = _set_export(out, yaml.compose(out, Loader=StrictLoader), export)
     with tempfile.TemporaryDirectory() as tmp:  # validate before replacing the file
         check = Path(tmp) / path.name
         check.write_bytes(out.encode("utf-8"))
@@ -82,6 +108,11 @@ def write_recipe_width(
         raise RecipeError(
             f"train.widths: edit produced {list(recipe.train.widths)}, expected [{new}]", source=str(path)
         )
+    if export is not None and recipe_to_dict(recipe).get("export") != {
+        **{k: None for k in ("target", "precision", "upsampler", "activations")},
+        **export,
+    }:
+        raise RecipeError(f"export: edit produced {recipe.export}, expected {export}", source=str(path))
     atomic_write_text(target, out)
     return old, out
 

@@ -24,7 +24,7 @@ from edgesr.models.zoo import is_zoo_ref, load_zoo
 from edgesr.recipe import load_recipe, resolve_recipe
 from edgesr.train.checkpoint import CheckpointMeta, open_checkpoint, read_meta, resolve_checkpoint
 
-__all__ = ["Student", "load_network", "load_student", "resolve_arch", "student_width"]
+__all__ = ["Student", "load_network", "load_student", "resolve_arch", "run_recipe", "student_width"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,6 @@ class Student:
         return self.meta.quant is not None
 
 
-
 def student_width(meta: CheckpointMeta, width: float | None, *, any_width: bool = False) -> float:
     """The width to take: a materialized checkpoint's own (asking another is an error), else `width`
     or the narrowest trained width. `width` must be a trained width unless `any_width` (a student sliced
@@ -80,6 +79,21 @@ def student_width(meta: CheckpointMeta, width: float | None, *, any_width: bool 
             f"{', '.join(f'{w:g}' for w in meta.widths)})"
         )
     return float(width)
+
+
+def run_recipe(checkpoint: str | os.PathLike[str]) -> Path | None:
+    """The `recipe.yaml` of the run a run dir, checkpoint dir or weights file belongs to (the run dir
+    holds it beside `checkpoints/`); None for a file outside a run, or a `zoo:` teacher."""
+    if is_zoo_ref(str(checkpoint)):
+        return None
+    path = Path(checkpoint)
+    if (path / "recipe.yaml").is_file():
+        return path / "recipe.yaml"
+    weights = resolve_checkpoint(path)
+    for parent in list(weights.parents)[:3]:  # run/checkpoints/step-N/model.safetensors
+        if parent.name == "checkpoints" and (parent.parent / "recipe.yaml").is_file():
+            return parent.parent / "recipe.yaml"
+    return None
 
 
 def load_network(checkpoint: str | os.PathLike[str]) -> Student:

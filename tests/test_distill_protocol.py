@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from benchmarks.__main__ import main as bench_main
-from benchmarks.distill_protocol import OverlapError, check_disjoint
+from benchmarks.distill_protocol import OverlapError, below_bicubic, check_disjoint
 from edgesr.data.bicubic import imresize
 from edgesr.data.images import write_image
+from edgesr.distill_bench import BenchRow
 
 
 def _photo(path: Path, seed: int, size: tuple[int, int] = (48, 64)) -> Path:
@@ -57,7 +58,17 @@ def test_smoke_preset_runs_teacher_and_paired_tables(tmp_path: Path):
     table = (out / "w0.5" / "table.md").read_text()
     assert "| fakd | slice_l1 | 3 x 2 |" in table  # 3 held-back photos x 2 seeds, paired
     assert sorted(p.name for p in (out / "data" / "val").iterdir()) == ["q0.png", "q1.png", "q2.png"]
+    summary = (out / "summary.md").read_text()
+    assert "distill-protocol" in summary and "- width 0.5:" in summary and "- total:" in summary
+    # 2 steps from scratch cannot beat bicubic: the summary must say so, per run
+    assert "scratch seed 0:" in summary and "< bicubic" in summary
     # the protocol refuses to start when a validation photo is a training one
     _copy(photos / "calib" / "c0.png", photos / "quant-eval" / "c0_again.png")
     with pytest.raises(OverlapError):
         bench_main([*argv[:-1], str(tmp_path / "out2")])
+
+
+def test_below_bicubic_names_each_run_under_its_data_sets_bicubic():
+    rows = [BenchRow("bicubic", 0, "val", 30.0, 0.9), BenchRow("scratch", 0, "val", 29.9, 0.9),
+            BenchRow("scratch", 1, "val", 30.1, 0.9), BenchRow("csd", 0, "other", 10.0, 0.5)]  # fmt: skip
+    assert below_bicubic(rows) == ["scratch seed 0: 29.90 dB < bicubic 30.00 dB on val"]

@@ -19,6 +19,7 @@ examples:
   edgesr export runs/quickstart/csd --target onnx --width 0.25 --input 1x3x360x640 --force
   edgesr export runs/quickstart/student --target all --dynamic --out exports/dyn
   edgesr export runs/quickstart/student --target tflite --precision int8 --tune --force  # fastest here
+  edgesr export runs/my_student                    # as the run's recipe says (its `export:` section)
   edgesr inspect exports/edsr_x2_w0.25_180x320_fp32.onnx
 """
 
@@ -33,9 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x.add_argument("checkpoint", help=".safetensors file, checkpoint dir or run dir")
     x.add_argument(
         "--target",
-        required=True,
         choices=[*TARGETS.names(), "all"],
-        help=f"{', '.join(TARGETS.names())}, or all (every installed target)",
+        help=f"{', '.join(TARGETS.names())}, or all (every installed target); default: the run's recipe's "
+        "export section (written by `select-width --search --write`)",
     )
     x.add_argument("--width", type=float, help="student width (default: the narrowest trained)")
     x.add_argument(
@@ -110,6 +111,7 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     from edgesr.sdk import SDKLog, sdk_output_to
     from edgesr.student import load_student
 
+    _from_recipe(args, console)
     if args.tune and args.target == "all":
         raise UsageError("--tune times one target's variants: pass --target NAME, not all")
     if not args.tune and (args.threads is not None or args.tune_tolerance_db != 0.05):
@@ -162,6 +164,32 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     for target, reason in skipped.items():
         console.print(f"skipped {target}: {reason}", highlight=False, markup=False)
     return 0 if results else 1
+
+
+def _from_recipe(args: argparse.Namespace, console: Console) -> None:
+    """Fill what the command line left unset from the run's recipe's `export:` section (the target,
+    and for that target its precision, upsampler and activations); UsageError when neither says."""
+    from edgesr.errors import UsageError
+    from edgesr.recipe import load_recipe
+    from edgesr.student import run_recipe
+
+    path = run_recipe(args.checkpoint)
+    section = load_recipe(path).export if path is not None else None
+    if args.target is None:
+        if section is None or section.target is None:
+            where = f"{path} has no export section" if path else "it is not in a run directory"
+            raise UsageError(f"--target is needed for {args.checkpoint}: {where} (set one with "
+                             "`edgesr select-width --search --write`, or pass --target)")  # fmt: skip
+        args.target = section.target
+    if section is None or section.target != args.target:
+        return  # the section's variant belongs to its own target
+    used = []
+    for key in ("precision", "upsampler", "activations"):
+        if getattr(args, key) is None and getattr(section, key) is not None:
+            setattr(args, key, getattr(section, key))
+            used.append(f"{key} {getattr(section, key)}")
+    console.print(f"from {path} (export section): target {args.target}" + "".join(f", {u}" for u in used),
+                  highlight=False, markup=False)  # fmt: skip
 
 
 def _inspect(args: argparse.Namespace, console: Console) -> int:

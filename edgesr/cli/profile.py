@@ -13,7 +13,7 @@ from typing import Any
 
 from edgesr.cli.common import TRUST_HELP, make_console
 from edgesr.errors import OutputExistsError, UsageError
-from edgesr.targets import PRECISIONS
+from edgesr.targets import ACTIVATIONS, PRECISIONS, UPSAMPLERS
 
 PROFILE_EXAMPLES = """\
 examples:
@@ -30,6 +30,7 @@ examples:
   edgesr devices ls --farm aihub
   edgesr profile show --device host
   edgesr select-width --device host --budget-ms 33.3 --recipe quickstart_student --write
+  edgesr select-width --device host --recipe quickstart_student --search --psnr-from runs/quickstart/student
 """
 
 
@@ -91,10 +92,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     _farm_args(s)
     s.add_argument("--trust-artifact", action="store_true", help=TRUST_HELP)
-    s.add_argument("--target", default="onnx", help="pytorch or a registered export target (default onnx)")
     s.add_argument(
-        "--precision", default="fp32", choices=PRECISIONS,
-        help="int8: each width post-training quantized for the target, as `edgesr export` does",
+        "--target", nargs="+", default=["onnx"],
+        help="pytorch or registered export targets (default onnx); several: each is swept",
+    )  # fmt: skip
+    s.add_argument(
+        "--precision", nargs="+", default=["fp32"], choices=PRECISIONS,
+        help="int8: each width post-training quantized for the target, as `edgesr export` does "
+        "(from a checkpoint, its int8 Y-PSNR drop is recorded too); several: each is swept",
+    )  # fmt: skip
+    s.add_argument(
+        "--upsampler", nargs="+", choices=[*UPSAMPLERS, "all"],
+        help="export variants to sweep (default: the target's own; all: every form the target takes)",
+    )  # fmt: skip
+    s.add_argument(
+        "--activations", nargs="+", choices=[*ACTIVATIONS, "all"],
+        help="int8 activations policies to sweep (default: the target's; all: every one it accepts)",
     )  # fmt: skip
     s.add_argument("--widths", type=float, nargs="+", help="default: every width on the channel grid")
     s.add_argument("--resolution", metavar="WxH", help="LR input size (default: the device's)")
@@ -158,6 +171,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "measurements', e.g. qnn for an AI Hub profile that ran on the NPU)",
     )  # fmt: skip
     w.add_argument("--psnr-from", action="append", default=[], metavar="RUN_DIR", help="results.json source")
+    w.add_argument(
+        "--search", action="store_true",
+        help="choose the whole configuration: width x runtime x precision x export variant, from every "
+        "one measured (`profile sweep --target ... --precision ... --upsampler all`); --write also writes "
+        "the recipe's export section",
+    )  # fmt: skip
+    w.add_argument(
+        "--tolerance-db", type=float, default=0.05,
+        help="--search: configurations within this much Y-PSNR of the best tie, and the fastest wins",
+    )  # fmt: skip
     w.add_argument("--plot", type=Path, help="PNG path (default: runs/select_width/<device>.png)")
     w.add_argument(
         "--clock",
@@ -335,7 +358,7 @@ def _run(args: argparse.Namespace, device: Any, res: Any) -> Any:
 
 def _sweep(args: argparse.Namespace, device: Any, res: Any, root: Any, console: Any) -> int:
     from edgesr.profile.store import save_records
-    from edgesr.profile.sweep import run_sweep
+    from edgesr.profile.sweep import run_sweep, sweep_configs
 
     if device.transport not in ("host", "macos"):
         raise UsageError(
@@ -343,27 +366,37 @@ def _sweep(args: argparse.Namespace, device: Any, res: Any, root: Any, console: 
             f"{device.transport}; export the widths and use `profile run` / `profile import`"
         )
     threads = args.threads if args.threads is not None else device.threads
-    result = run_sweep(
-        args.source,
-        args.target,
-        res or device.resolution,
-        args.widths,
-        threads,
-        args.warmup,
-        args.runs,
-        args.layers,
-        log=console.print,
-        clock=args.clock,
-        precision=args.precision,
-    )
-    runtime = result.models[0].runtime
-    path = save_records(device.name, result.models, f"models_{runtime}", root)
-    console.print(f"saved {len(result.models)} whole-model measurements to {path}")
-    if result.layers:
-        lpath = save_records(device.name, result.layers, f"layers_{runtime}", root, kind="layers")
-        console.print(f"saved {len(result.layers)} layer measurements to {lpath}")
-        console.print(result.accuracy.summary())
-    _print_records(result.models, f"{device.name}: sweep")
+    configs, refused = sweep_configs(args.target, args.precision, args.upsampler, args.activations)
+    for why in refused:
+        console.print(f"skipped: {why}", highlight=False, markup=False)
+    if not configs:
+        raise UsageError("nothing to sweep: every target x precision x variant asked for was refused (above)")
+    if args.layers and len(configs) > 1:
+        raise UsageError("--layers measures one fp32 latency table: sweep one target at fp32 with it")
+    for target, precision, upsampler, activations in configs:
+        result = run_sweep(
+            args.source,
+            target,
+            res or device.resolution,
+            args.widths,
+            threads,
+            args.warmup,
+            args.runs,
+            args.layers,
+            log=console.print,
+            clock=args.clock,
+            precision=precision,
+            upsampler=upsampler,
+            activations=activations,
+        )
+        runtime = result.models[0].runtime
+        path = save_records(device.name, result.models, f"models_{runtime}", root)
+        console.print(f"saved {len(result.models)} whole-model measurements to {path}")
+        if result.layers:
+            lpath = save_records(device.name, result.layers, f"layers_{runtime}", root, kind="layers")
+            console.print(f"saved {len(result.layers)} layer measurements to {lpath}")
+            console.print(result.accuracy.summary())
+        _print_records(result.models, f"{device.name}: sweep")
     return 0
 
 
@@ -375,6 +408,11 @@ def devices_command(args: argparse.Namespace, console: Any) -> int:
 
 def select_width_command(args: argparse.Namespace, console: Any) -> int:
     from edgesr.selection import select_for
+
+    if args.search:
+        return _search(args, console)
+    if args.tolerance_db != 0.05:
+        raise UsageError("--tolerance-db applies to --search only")
 
     sel, plot = select_for(
         args.device,
@@ -424,22 +462,74 @@ def select_width_command(args: argparse.Namespace, console: Any) -> int:
     c = sel.chosen
     console.print(f"chosen: width {c.width:g} ({c.channels} channels), {c.latency_ms:.1f} ms ({c.basis})")
     if args.write:
-        if not args.recipe:
-            raise UsageError("--write needs --recipe (the recipe whose student width to set)")
-        from edgesr.recipe import resolve_recipe
         from edgesr.recipe_edit import write_recipe_width
 
-        path = resolve_recipe(args.recipe)
-        out = Path(args.write) if args.write is not True else None
-        if out is None and path.resolve() != Path(args.recipe).resolve():  # a shipped recipe by name
-            out = Path(f"{args.recipe}.yaml")
-        if out is not None and out.exists() and out.resolve() != path.resolve():
-            raise OutputExistsError(
-                f"{out} exists (an earlier copy?); to set its width run select-width with --recipe {out} "
-                "--write, or write a new file (--write NEW.yaml)"
-            )
+        path, out = _write_target(args)
         old, _ = write_recipe_width(path, c.width, out)
         console.print(f"wrote {out or path}: train.widths [{old:g}] -> [{c.width:g}]")
+        if out is not None and out != path:
+            console.print(f"train it with: edgesr train {out}")
+    return 0
+
+
+def _write_target(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(recipe to read, file to write or None for in place) of `--write` (see its help)."""
+    from edgesr.recipe import resolve_recipe
+
+    if not args.recipe:
+        raise UsageError("--write needs --recipe (the recipe whose student width to set)")
+    path = resolve_recipe(args.recipe)
+    out = Path(args.write) if args.write is not True else None
+    if out is None and path.resolve() != Path(args.recipe).resolve():  # a shipped recipe by name
+        out = Path(f"{args.recipe}.yaml")
+    if out is not None and out.exists() and out.resolve() != path.resolve():
+        raise OutputExistsError(
+            f"{out} exists (an earlier copy?); to set its width run select-width with --recipe {out} "
+            "--write, or write a new file (--write NEW.yaml)"
+        )
+    return path, out
+
+
+def _search(args: argparse.Namespace, console: Any) -> int:
+    """`select-width --search`: the whole configuration (edgesr.selection.configs)."""
+    from rich.table import Table
+
+    from edgesr.recipe_edit import export_flow, write_recipe_width
+    from edgesr.selection import config_table, search_for
+
+    given = [f for f, v in (("--runtime", args.runtime), ("--delegate", args.delegate)) if v]
+    given += ["--precision"] if args.precision != "fp32" else []
+    if given:
+        raise UsageError(f"--search compares every runtime and precision measured: drop {', '.join(given)}")
+    sel, plot = search_for(
+        args.device, args.budget_ms, args.resolution, args.scale, args.recipe, args.threads, args.psnr_from,
+        args.plot, _root(args), args.clock, args.tolerance_db,
+    )  # fmt: skip
+    header, rows = config_table(sel)
+    t = Table(*header, title=f"{sel.device}: budget {sel.budget_ms:g} ms, threads {sel.threads}, LR "
+              f"{sel.resolution}; {sel.rule}")  # fmt: skip
+    for row in rows:
+        t.add_row(*row)
+    make_console().print(t)
+    for n in sel.notes:
+        console.print(f"note: {n}", highlight=False, markup=False)
+    console.print(f"plot: {plot}")
+    c = sel.chosen
+    if c is None:
+        why = " (none meets the budget)" if sel.configs else ""
+        console.print(f"no configuration chosen{why}", style="red")
+        return 1
+    quality = f", {c.psnr_db:.2f} dB" if c.psnr_db is not None else ""
+    flags = " ".join(f"--{k} {v}" for k, v in c.export_section().items())
+    say = {"highlight": False, "markup": False}
+    console.print(f"chosen: {c.label} ({c.channels} channels), {c.latency_ms:.1f} ms{quality}", **say)
+    console.print(f"export it with: edgesr export CHECKPOINT --width {c.width:g} {flags}", **say)
+    if args.write:
+        path, out = _write_target(args)
+        old, _ = write_recipe_width(path, c.width, out, export=c.export_section())
+        section = export_flow(c.export_section())
+        console.print(f"wrote {out or path}: train.widths [{old:g}] -> [{c.width:g}], export: {section}",
+                      **say)  # fmt: skip
         if out is not None and out != path:
             console.print(f"train it with: edgesr train {out}")
     return 0

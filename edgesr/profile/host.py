@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgesr.data.datasets import eval_sets
 from edgesr.devices import Resolution
 from edgesr.errors import NotFoundError, NotRunnableHere, UsageError
-from edgesr.export import EXPORTERS, ExportOptions, get_exporter, plan_export
+from edgesr.export import EXPORTERS, ExportOptions, ExportPlan, get_exporter, plan_export
 from edgesr.export import manifest as export_manifest
 from edgesr.export.manifest import artifact_sha256, manifest_path
 from edgesr.export.run import deployable, ptq_graph
@@ -36,6 +37,7 @@ from edgesr.fingerprint import detect_machine
 from edgesr.models import arch_channels, build_model, count_macs, count_params, students_at
 from edgesr.profile.store import LayerKey, ModelInfo, Record
 from edgesr.profile.timing import PeakRSS, now_utc, time_fn
+from edgesr.quant.quality import GATE_IMAGES, measure_int8_loss
 from edgesr.targets import TARGETS
 
 PYTORCH = "pytorch"
@@ -156,27 +158,39 @@ def model_info(arch: dict[str, Any], width: float, model: nn.Module, hw: tuple[i
 
 def _export(
     model: nn.Module, target: str, shape: tuple[int, int, int, int], folder: Path, stem: str,
-    precision: str = "fp32", scale: int | None = None,
-) -> Path:  # fmt: skip
-    """Write `model` as `target`'s artifact for timing: the graph the target ships (its default
-    upsampler, e.g. TFLite float: DEPTH_TO_SPACE; int8: PTQ on 8 built-in train crops with the
-    target's default activations), not verified (profiling times, it does not ship)."""
+    precision: str = "fp32", scale: int | None = None, upsampler: str | None = None,
+    activations: str | None = None,
+) -> tuple[Path, ExportPlan, Any]:  # fmt: skip
+    """Write `model` as `target`'s artifact for timing: the graph the target ships (by default its
+    default upsampler, e.g. TFLite float: DEPTH_TO_SPACE; int8: PTQ on 8 built-in train crops with the
+    target's default activations; `upsampler` / `activations` pick another variant), not verified
+    (profiling times, it does not ship). Returns (artifact, plan, the int8 graph or None)."""
     exporter = get_exporter(target)
     path = folder / f"{stem}{exporter.spec.suffix}"
     # The options' shape must be RGB; single-layer models of the latency table take other channel
     # counts, and exporters trace with `example`, so only H and W are passed through here.
-    plan = plan_export(target, ExportOptions(precision=precision, input_shape=(1, 3, *shape[2:])))
+    options = ExportOptions(precision=precision, input_shape=(1, 3, *shape[2:]), upsampler=upsampler,
+                            activations=activations)  # fmt: skip
+    plan = plan_export(target, options)
     if any(isinstance(m, nn.PixelShuffle) for m in model.modules()):
         model = deployable(model.eval(), plan.upsampler)
     example = torch.from_numpy(real_input(shape))
     model = model.eval()
+    quantized = None
     if plan.int8_activations:
         if scale is None:
             raise UsageError("an int8 sweep needs the model's scale (whole models only, not layer tables)")
-        model = ptq_graph(model, scale, example, plan)
+        model = quantized = ptq_graph(model, scale, example, plan)
     with torch.no_grad():
         exporter.export(model, example, path, plan)
-    return path
+    return path, plan, quantized
+
+
+def int8_drop_db(float_model: nn.Module, quantized: Any, scale: int) -> float:
+    """Mean Y-PSNR (dB) the int8 graph loses to the float model on the int8 gate photos (the same
+    measurement as `edgesr export`'s int8 quality gate)."""
+    images = [item for items in eval_sets(GATE_IMAGES, scale).values() for item in items]
+    return measure_int8_loss(float_model.eval(), quantized, images, scale).mean_drop_db
 
 
 def artifact_sha(path: Path) -> str:
@@ -196,19 +210,33 @@ def profile_module(
     workdir: Path | None = None,
     precision: str = "fp32",
     scale: int | None = None,
+    upsampler: str | None = None,
+    activations: str | None = None,
+    quality: bool = False,
 ) -> Record:
     """Export `model` for `target` (none for pytorch) at `precision` (int8: PTQ, needs the model's
-    `scale` for calibration crops), time it on input `shape`, return its Record."""
+    `scale` for calibration crops) as the `upsampler` / `activations` variant (default: the target's),
+    time it on input `shape`, return its Record. `quality`: also measure an int8 graph's Y-PSNR drop
+    against `model` (only meaningful for trained weights)."""
     runtime, version, delegate = runtime_info(target)
     if target == PYTORCH and precision != "fp32":
         raise UsageError(f"eager PyTorch is timed in fp32 only, not {precision}; pick an export target")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        variant: dict[str, Any] = {}
         if target == PYTORCH:
+            if upsampler is not None or activations is not None:
+                raise UsageError("eager PyTorch has no export variants; pick an export target")
             load, sha, artifact = pytorch_loader(model), weights_sha256(model), f"{name}.pt (eager)"
         else:
-            path = _export(model, target, shape, Path(tmp), name, precision, scale)
+            path, plan, quantized = _export(model, target, shape, Path(tmp), name, precision, scale,
+                                            upsampler, activations)  # fmt: skip
             exp = get_exporter(target)
             load, sha, artifact = (lambda t: exp.load(path, t)), artifact_sha(path), path.name
+            if any(isinstance(m, nn.PixelShuffle) for m in model.modules()):  # a whole model
+                variant = {"upsampler": plan.upsampler,
+                           "activations": plan.activations if plan.int8_activations else None}  # fmt: skip
+                if quality and quantized is not None and scale is not None:
+                    variant["int8_drop_db"] = int8_drop_db(model, quantized, scale)
         busy = machine_load()
         stats, peak = measure(load, real_input(shape), threads, warmup, runs)
     return Record(
@@ -228,6 +256,7 @@ def profile_module(
         layer=layer,
         notes=busy,
         machine=detect_machine(),
+        **variant,
     )
 
 
@@ -272,6 +301,8 @@ def profile_artifact(
     exp = get_exporter(target)
     info = info_from_manifest(manifest, resolution) if manifest else None
     precision = manifest.get("precision", "fp32") if manifest else "fp32"
+    graph = (manifest or {}).get("graph") or {}
+    acts = ((manifest or {}).get("quantization") or {}).get("activations", "")
     shape = (1, 3, resolution.height, resolution.width)
     busy = machine_load()
     load = export_manifest.guarded(path, f"loading it on {runtime}", exp.load)
@@ -295,6 +326,9 @@ def profile_artifact(
         model=info,
         notes=busy,
         machine=detect_machine(),
+        upsampler=graph.get("upsampler"),
+        # the manifest says "int8 per-tensor (float-ends)" for int8 activations
+        activations=acts[acts.index("(") + 1 : -1] if acts.startswith("int8 per-tensor (") else None,
     )
 
 
@@ -309,10 +343,14 @@ def sweep(
     weights: nn.Module | None = None,
     log: Callable[[str], None] | None = None,
     precision: str = "fp32",
+    upsampler: str | None = None,
+    activations: str | None = None,
 ) -> list[Record]:
-    """Export and time the architecture at each width and `precision`. `weights`: a full-width model
-    to slice (e.g. a CSD checkpoint); by default a seeded fresh model of `arch` (latency is
-    weight-independent)."""
+    """Export and time the architecture at each width and `precision`, as the `upsampler` /
+    `activations` variant (default: the target's). `weights`: a full-width model to slice (e.g. a CSD
+    checkpoint; int8 records then also carry the int8 Y-PSNR drop of each width); by default a seeded
+    fresh model of `arch` (latency is weight-independent)."""
+    trained = weights is not None
     if weights is None:
         torch.manual_seed(0)
         weights = build_model(arch["name"], **arch["args"])
@@ -323,11 +361,13 @@ def sweep(
         size = f"{resolution.height}x{resolution.width}"
         name = f"{arch['name']}_x{arch['args'].get('scale', '')}_w{w:g}_{size}_{precision}"
         rec = profile_module(model, target, shape, name, threads, warmup, runs, info, precision=precision,
-                             scale=arch["args"].get("scale"))  # fmt: skip
+                             scale=arch["args"].get("scale"), upsampler=upsampler, activations=activations,
+                             quality=trained)  # fmt: skip
         if log:
+            drop = "" if rec.int8_drop_db is None else f", int8 drop {rec.int8_drop_db:.3f} dB"
             log(
                 f"  width {w:<6g} {info.channels:>3} ch  {rec.stats.typical_ms:8.2f} ms median "
-                f"(p90 {rec.stats.p90_ms:.2f}, n={rec.stats.count})"
+                f"(p90 {rec.stats.p90_ms:.2f}, n={rec.stats.count}){drop}"
             )
         out.append(rec)
     return out

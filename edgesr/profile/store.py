@@ -19,6 +19,9 @@ A profile file `devices/profiles/<device>/<name>.yaml` holds one device's measur
         peak_mem_mb: 41.2   # see edgesr.profile.timing.peak_rss_delta_mb for what it measures
         model: {arch: {name: edsr, args: {...}}, width: 0.25, channels: 16, params: ..., macs: ...}
         layer: null         # layers profiles: {kind, c_in, c_out, kernel, height, width}
+        upsampler: depth_to_space  # the export variant timed (null: not recorded)
+        activations: null   # int8 with int8 activations: int8 | float-ends
+        int8_drop_db: null  # int8 from a checkpoint's weights: Y-PSNR lost to int8 (gate photos)
         ops: []             # per-op times when the source had them (op profiling, ETDump)
         measured_at: '2026-11-22T15:02:11Z'
         method: host        # host | adb:<binary> | import:<format> | aihub:profile
@@ -204,6 +207,21 @@ class Record:
     ops: tuple[OpTime, ...] = ()
     notes: str = ""
     machine: Machine | None = None  # None: not recorded (imports, files written before fingerprints)
+    # The graph variant the artifact was exported as (edgesr.targets.UPSAMPLERS; for int8 with int8
+    # activations, the activations policy): None where not recorded (imports, older profiles, eager
+    # PyTorch). The artifact's hash already tells variants apart; these say which one it is.
+    upsampler: str | None = None
+    activations: str | None = None
+    # int8 records swept from a checkpoint's own weights: the mean Y-PSNR the int8 graph loses to the
+    # float student on the int8 gate photos (edgesr.quant.quality), so selection can rank precisions.
+    int8_drop_db: float | None = None
+
+    @property
+    def variant(self) -> str:
+        """'depth_to_space, activations int8'; 'default' when the record does not say."""
+        if self.upsampler is None:
+            return "default"
+        return self.upsampler + (f", activations {self.activations}" if self.activations else "")
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -250,6 +268,8 @@ def _sort_key(r: Record) -> tuple[Any, ...]:
         r.runtime,
         r.delegate,
         r.precision,
+        r.upsampler or "",
+        r.activations or "",
         r.resolution,
         r.threads or 0,
         r.layer.text if r.layer else "",

@@ -15,11 +15,14 @@ import torch
 
 from edgesr.devices import Resolution
 from edgesr.errors import UsageError
+from edgesr.export import ExportOptions, plan_export
+from edgesr.export.plan import UnsupportedOptionError
 from edgesr.models import build_model, candidate_widths, students_at
-from edgesr.profile.host import profile_module, sweep
+from edgesr.profile.host import PYTORCH, profile_module, sweep
 from edgesr.profile.latency_model import Accuracy, accuracy, measure_table, needed_keys, table_from_records
 from edgesr.profile.store import Record
 from edgesr.student import load_network, resolve_arch
+from edgesr.targets import ACTIVATIONS, TARGETS
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,47 @@ class SweepResult:
     models: list[Record]
     layers: list[Record] = field(default_factory=list)
     accuracy: Accuracy = field(default_factory=Accuracy)
+
+
+def sweep_configs(
+    targets: Sequence[str],
+    precisions: Sequence[str],
+    upsamplers: Sequence[str] | None = None,
+    activations: Sequence[str] | None = None,
+) -> tuple[list[tuple[str, str, str | None, str | None]], list[str]]:
+    """The (target, precision, upsampler, activations) configurations a sweep times, and why each
+    asked-for combination that `edgesr export` would refuse is left out. `upsamplers` / `activations`
+    None: the target's default only; "all": every one the target (for int8: its backend) accepts.
+    Float and weight-only configurations have no activations policy (None)."""
+    configs: list[tuple[str, str, str | None, str | None]] = []
+    refused: list[str] = []
+    for target in targets:
+        if target == PYTORCH:
+            if upsamplers or activations or set(precisions) != {"fp32"}:
+                refused.append("pytorch: eager PyTorch is timed as it is, in fp32 (no export variants)")
+            if "fp32" in precisions:
+                configs.append((PYTORCH, "fp32", None, None))
+            continue
+        spec = TARGETS.get(target)
+        for precision in precisions:
+            ups = [None] if not upsamplers else (list(spec.upsamplers) if "all" in upsamplers else upsamplers)
+            for up in ups:
+                acts: list[str | None] = [None]
+                if activations and precision == "int8":
+                    acts = list(ACTIVATIONS) if "all" in activations else list(activations)
+                for act in acts:
+                    options = ExportOptions(precision=precision, upsampler=up, activations=act)
+                    try:
+                        plan = plan_export(target, options)
+                    except (UsageError, UnsupportedOptionError) as e:
+                        if "all" not in [*(upsamplers or []), *(activations or [])]:  # asked for by name
+                            label = " ".join(v for v in (target, precision, up, act) if v)
+                            refused.append(f"{label}: {e}")
+                        continue
+                    config = (target, precision, up, act if plan.int8_activations else None)
+                    if config not in configs:
+                        configs.append(config)
+    return configs, refused
 
 
 def _full_weights(source: str | os.PathLike[str]) -> Any:
@@ -57,20 +101,24 @@ def run_sweep(
     log: Callable[[str], None] | None = None,
     clock: str = "wall",
     precision: str = "fp32",
+    upsampler: str | None = None,
+    activations: str | None = None,
 ) -> SweepResult:
     """Time the source's architecture at `widths` (default: the whole channel grid) with `target` at
     `precision` (int8: each width post-training quantized for the target, as `edgesr export` does);
-    with `with_layers` also measure the per-layer table and check the latency model against the sweep."""
+    as the `upsampler` / `activations` export variant (default: the target's); with `with_layers`
+    also measure the per-layer table and check the latency model against the sweep."""
     if with_layers and precision != "fp32":
         raise UsageError(f"--layers measures the fp32 latency model; sweep {precision} without --layers")
     arch = resolve_arch(source)
     widths = list(widths or candidate_widths(arch))
     if log:
         name = f"{arch['name']} x{arch['args']['scale']}"
-        log(f"sweep {name} on {target} {precision}, LR {resolution.text}, threads {threads}")
-    models = sweep(
-        arch, widths, target, resolution, threads, warmup, runs, _full_weights(source), log, precision
-    )
+        variant = f", {upsampler or 'default upsampler'}"
+        variant += f", activations {activations}" if activations else ""
+        log(f"sweep {name} on {target} {precision}{variant}, LR {resolution.text}, threads {threads}")
+    models = sweep(arch, widths, target, resolution, threads, warmup, runs, _full_weights(source), log,
+                   precision, upsampler, activations)  # fmt: skip
     if not with_layers:
         return SweepResult(models)
     metas = _metas(arch, widths)

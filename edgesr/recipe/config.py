@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from edgesr.errors import UnknownNameError
+from edgesr.recipe.export_cfg import ExportCfg
 from edgesr.registry import unknown_name_message
 from edgesr.schema import RecipeError, _check, _fail, check_kwargs
 from edgesr.targets import ESTIMATORS, quant_backends
@@ -424,6 +425,7 @@ class Recipe:
     data: DataCfg = field(default_factory=DataCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
+    export: ExportCfg = field(default_factory=ExportCfg)  # how the student ships (edgesr export reads it)
 
     def __post_init__(self) -> None:
         _check(

@@ -88,8 +88,12 @@ def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
-    """Plain YAML/JSON-able types (tuples -> lists), in field order."""
-    return _plain(recipe)
+    """Plain YAML/JSON-able types (tuples -> lists), in field order. An empty `export` section is left
+    out, so recipes without one keep the hash they had before the section existed."""
+    data = _plain(recipe)
+    if recipe.export.empty:
+        del data["export"]
+    return data
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -1,5 +1,6 @@
-"""Latency-driven width selection (choose.py), its plot (plot.py), and the command-level wiring to
-devices and profiles (command.py: `edgesr select-width`, the quickstart's last step)."""
+"""Latency-driven width selection (choose.py), the whole configuration's (configs.py), their plots
+(plot.py), and the command-level wiring to devices and profiles (command.py: `edgesr select-width`,
+its `--search`, the quickstart's last step)."""
 
 from edgesr.selection.choose import (
     Candidate,
@@ -10,10 +11,12 @@ from edgesr.selection.choose import (
     selection_table,
     table_markdown,
 )
-from edgesr.selection.command import quickstart_loop, select_for
-from edgesr.selection.plot import plot_selection
+from edgesr.selection.command import quickstart_loop, search_for, select_for
+from edgesr.selection.configs import Config, ConfigSelection, config_table, select_config
+from edgesr.selection.plot import plot_configs, plot_selection
 
 __all__ = [
-    "Candidate", "Selection", "measured_archs", "plot_selection", "psnr_from_runs",
-    "quickstart_loop", "select_for", "select_width", "selection_table", "table_markdown",
+    "Candidate", "Config", "ConfigSelection", "Selection", "config_table", "measured_archs", "plot_configs",
+    "plot_selection", "psnr_from_runs", "quickstart_loop", "search_for", "select_config", "select_for",
+    "select_width", "selection_table", "table_markdown",
 ]  # fmt: skip

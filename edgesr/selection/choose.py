@@ -82,7 +82,7 @@ def _matches(r: Record, runtime: str, delegate: str, precision: str, res: str, t
     )
 
 
-def _valid_on(
+def valid_on(
     machine: Machine | None,
     records: list[Record],
     device: str,
@@ -201,7 +201,7 @@ def select_width(
         and _matches(r, *cond)
         and r.stats.value(clock) is not None
     ]
-    records = _valid_on(machine, records, device.name, runtime, notes, "whole-model", precision, threads)
+    records = valid_on(machine, records, device.name, runtime, notes, "whole-model", precision, threads)
     measured: dict[int, Record] = {}
     for r in records:
         assert r.model is not None
@@ -211,7 +211,7 @@ def select_width(
         if old is None or rank > (old.machine is not None, old.measured_at):
             measured[r.model.channels] = r
     # Layer records carry their own input size in `layer`: any entry may serve this resolution.
-    layer_recs = _valid_on(
+    layer_recs = valid_on(
         machine,
         [
             r

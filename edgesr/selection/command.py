@@ -14,10 +14,11 @@ from edgesr.profile.host import runtime_info
 from edgesr.profile.store import ProfileRoot, device_records, profile_roots, save_records
 from edgesr.profile.sweep import run_sweep
 from edgesr.selection.choose import Selection, measured_archs, psnr_from_runs, select_width
-from edgesr.selection.plot import plot_selection
+from edgesr.selection.configs import ConfigSelection, select_config
+from edgesr.selection.plot import plot_configs, plot_selection
 from edgesr.student import resolve_arch
 
-__all__ = ["measured_setting", "quickstart_loop", "select_for"]
+__all__ = ["measured_setting", "quickstart_loop", "search_for", "select_for"]
 
 
 def select_for(
@@ -54,23 +55,7 @@ def select_for(
                     f"{device.name} --benchmark-binary ...`), or `edgesr profile import` its reports"
                 )
             )
-    if recipe is not None:
-        arch = resolve_arch(recipe)
-        if scale is not None and arch["args"]["scale"] != scale:
-            raise UsageError(f"--scale {scale} but recipe {recipe} is x{arch['args']['scale']}")
-    else:
-        archs = [
-            a
-            for a in measured_archs(device.name, runtime, res.text, root)
-            if scale is None or a["args"].get("scale") == scale
-        ]
-        if len(archs) != 1:
-            found = "; ".join(f"{a['name']} {a['args']}" for a in archs) or "none"
-            raise UsageError(
-                f"pass --recipe: {len(archs)} measured architectures on {device.name} at "
-                f"{res.text} ({runtime}): {found}"
-            )
-        arch = archs[0]
+    arch = _arch(device, res.text, recipe, scale, runtime, root)
     psnr = psnr_from_runs(list(psnr_from)) if psnr_from else None
     default_threads = device.threads if threads is None else threads
     default = (delegate or device.runtime(runtime).delegates[0], default_threads)
@@ -96,6 +81,57 @@ def select_for(
     )
     path = plot_selection(sel, plot or Path("runs/select_width") / f"{device.name}.png")
     return sel, path
+
+
+def search_for(
+    device_name: str,
+    budget_ms: float | None = None,
+    resolution: str | None = None,
+    scale: int | None = None,
+    recipe: str | None = None,
+    threads: int | None = None,
+    psnr_from: Sequence[str | os.PathLike[str]] = (),
+    plot: str | os.PathLike[str] | None = None,
+    root: ProfileRoot = None,
+    clock: str = "wall",
+    tolerance_db: float = 0.05,
+) -> tuple[ConfigSelection, Path]:
+    """`edgesr select-width --search`: the whole configuration (edgesr.selection.configs), plotted."""
+    device = load_device(device_name)
+    res = parse_resolution(resolution) if resolution else device.resolution
+    arch = _arch(device, res.text, recipe, scale, None, root)
+    psnr = psnr_from_runs(list(psnr_from)) if psnr_from else None
+    sel = select_config(device, budget_ms or device.budget_ms, arch, res, threads, psnr, root, clock,
+                        tolerance_db=tolerance_db)  # fmt: skip
+    path = plot_configs(sel, plot or Path("runs/select_width") / f"{device.name}_configs.png")
+    return sel, path
+
+
+def _arch(
+    device: Device, res: str, recipe: str | None, scale: int | None, runtime: str | None, root: ProfileRoot
+) -> dict:
+    """The recipe's architecture, else the one architecture measured on the device at `res` (on
+    `runtime`, when given)."""
+    if recipe is not None:
+        arch = resolve_arch(recipe)
+        if scale is not None and arch["args"]["scale"] != scale:
+            raise UsageError(f"--scale {scale} but recipe {recipe} is x{arch['args']['scale']}")
+        return arch
+    runtimes = [runtime] if runtime else sorted({r.runtime for r in device_records(device.name, root)})
+    archs: list[dict] = []
+    for rt in runtimes:
+        archs += [
+            a
+            for a in measured_archs(device.name, rt, res, root)
+            if (scale is None or a["args"].get("scale") == scale) and a not in archs
+        ]
+    if len(archs) != 1:
+        found = "; ".join(f"{a['name']} {a['args']}" for a in archs) or "none"
+        where = f" ({runtime})" if runtime else ""
+        raise UsageError(
+            f"pass --recipe: {len(archs)} measured architectures on {device.name} at {res}{where}: {found}"
+        )
+    return archs[0]
 
 
 def measured_setting(

@@ -1,4 +1,5 @@
-"""The selection plot: latency vs width, and PSNR vs latency (PNG)."""
+"""The selection plots (PNG): latency vs width and PSNR vs latency for one setting; PSNR vs latency
+of every measured configuration for `select-width --search`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from edgesr.files import atomic_path
 
 if TYPE_CHECKING:
     from edgesr.selection.choose import Selection
+    from edgesr.selection.configs import ConfigSelection
 
 
 def plot_selection(sel: Selection, path: str | os.PathLike[str]) -> Path:
@@ -18,7 +20,6 @@ def plot_selection(sel: Selection, path: str | os.PathLike[str]) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     cs = sel.candidates
@@ -57,6 +58,44 @@ def plot_selection(sel: Selection, path: str | os.PathLike[str]) -> Path:
             transform=b.transAxes,
         )
     b.set(xlabel=f"{unit} ms per frame", ylabel="Y-PSNR (dB)", title="PSNR vs latency")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_configs(sel: ConfigSelection, path: str | os.PathLike[str]) -> Path:
+    """PNG: Y-PSNR (else width, when no PSNR is known) vs latency of every configuration, one colour
+    per runtime and one marker per precision, the budget line, and the choice starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rated = any(c.psnr_db is not None for c in sel.configs)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    markers = {"fp32": "o", "fp16": "D", "int8": "s"}
+    colours = dict(zip(sorted({c.runtime for c in sel.configs}), plt.cm.tab10.colors, strict=False))
+    for runtime, colour in colours.items():
+        for precision, marker in markers.items():
+            pts = [c for c in sel.configs if (c.runtime, c.precision) == (runtime, precision)]
+            pts = [c for c in pts if c.psnr_db is not None] if rated else pts
+            if pts:
+                ys = [c.psnr_db if rated else c.width for c in pts]
+                ax.scatter([c.latency_ms for c in pts], ys, color=colour, marker=marker,
+                           label=f"{runtime} {precision}", alpha=0.8)  # fmt: skip
+    ax.axvline(sel.budget_ms, color="tab:red", lw=1, label=f"budget {sel.budget_ms:g} ms")
+    c = sel.chosen
+    if c is not None and (c.psnr_db is not None or not rated):
+        ax.plot([c.latency_ms], [c.psnr_db if rated else c.width], "*", ms=18, color="tab:green",
+                label=f"chosen: {c.label}")  # fmt: skip
+    unit = "CPU-time" if sel.clock == "cpu" else "wall-clock"
+    ax.set(xlabel=f"{unit} ms per frame (median)", xscale="log",
+           ylabel="Y-PSNR (dB), int8: float less its drop" if rated else "student width (no PSNR known)",
+           title=f"{sel.device}: configurations at {sel.resolution}, threads {sel.threads}")  # fmt: skip
+    ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

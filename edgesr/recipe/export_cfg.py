@@ -1,0 +1,41 @@
+"""A recipe's `export:` section: how its student ships, as `edgesr select-width --search --write`
+chose it (or a person wrote it); `edgesr export RUN_DIR` reads it where the command line is silent.
+
+    export: {target: tflite, precision: int8, upsampler: depth_to_space, activations: int8}
+
+Every key is optional; the names are checked against edgesr.targets here, and the combination by
+`edgesr export`'s plan (a target refuses what it cannot make) when the artifact is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgesr.schema import _check
+from edgesr.targets import ACTIVATIONS, PRECISIONS, TARGETS
+
+
+@dataclass(frozen=True)
+class ExportCfg:
+    target: str | None = None  # a registered export target (edgesr.targets)
+    precision: str | None = None  # fp32 | fp16 | int8
+    upsampler: str | None = None  # one of the target's upsampler forms
+    activations: str | None = None  # int8 PTQ activations policy
+
+    def __post_init__(self) -> None:
+        names = TARGETS.names()
+        _check(self.target is None or self.target in names, "target",
+               f"must be one of {', '.join(names)}, got {self.target!r}")  # fmt: skip
+        _check(self.precision is None or self.precision in PRECISIONS, "precision",
+               f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")  # fmt: skip
+        _check(self.activations is None or self.activations in ACTIVATIONS, "activations",
+               f"must be one of {', '.join(ACTIVATIONS)}, got {self.activations!r}")  # fmt: skip
+        if self.upsampler is not None:
+            ups = TARGETS.get(self.target).upsamplers if self.target else ()
+            _check(self.target is not None and self.upsampler in ups, "upsampler",
+                   f"needs a target and one of its forms ({', '.join(ups) or 'set target first'}), "
+                   f"got {self.upsampler!r}")  # fmt: skip
+
+    @property
+    def empty(self) -> bool:
+        return self == ExportCfg()
