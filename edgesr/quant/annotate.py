@@ -71,8 +71,9 @@ def act_spec(qat: bool) -> QuantizationSpec:
     )  # fmt: skip
 
 
-def weight_spec(qat: bool) -> QuantizationSpec:
-    """Per-output-channel symmetric int8 weights (axis 0 of an OIHW conv weight)."""
+def weight_spec(qat: bool, max_int: int = 127) -> QuantizationSpec:
+    """Per-output-channel symmetric int8 weights (axis 0 of an OIHW conv weight) in
+    [-max_int, max_int] (63: 7-bit weights, edgesr.quant.backends.WEIGHT_MAX)."""
     if qat:
         ctr = FusedMovingAvgObsFakeQuantize.with_args(
             observer=MovingAveragePerChannelMinMaxObserver, eps=2**-12
@@ -80,8 +81,8 @@ def weight_spec(qat: bool) -> QuantizationSpec:
     else:
         ctr = PerChannelMinMaxObserver.with_args(eps=2**-12)
     return QuantizationSpec(
-        dtype=torch.int8, quant_min=-127, quant_max=127, qscheme=torch.per_channel_symmetric, ch_axis=0,
-        observer_or_fake_quant_ctr=ctr,
+        dtype=torch.int8, quant_min=-max_int, quant_max=max_int, qscheme=torch.per_channel_symmetric,
+        ch_axis=0, observer_or_fake_quant_ctr=ctr,
     )  # fmt: skip
 
 
@@ -101,10 +102,10 @@ def _tensor_args(n: Node) -> list[Node]:
 class W8A8Quantizer(Quantizer):
     """Static (or QAT) int8: per-channel weights, per-tensor activations on conv(+relu), add, mul."""
 
-    def __init__(self, qat: bool = False) -> None:
+    def __init__(self, qat: bool = False, weight_max: int = 127) -> None:
         super().__init__()
         self.qat = qat
-        self.act, self.weight = act_spec(qat), weight_spec(qat)
+        self.act, self.weight = act_spec(qat), weight_spec(qat, weight_max)
 
     def annotate(self, model: GraphModule) -> GraphModule:
         for n in model.graph.nodes:

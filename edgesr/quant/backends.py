@@ -9,7 +9,14 @@
 | onnxruntime | onnx | `edgesr.quant.annotate.W8A8Quantizer` (ONNX Runtime quantizes ONNX files, not
   PT2E graphs; this is its S8S8 QDQ scheme) | onnx |
 
-All four: int8 weights per output channel (symmetric), int8 activations per tensor.
+All four: int8 weights per output channel (symmetric), int8 activations per tensor. ONNX Runtime's
+weights are 7-bit ([-63, 63], WEIGHT_MAX): its x86 int8 convolutions on CPUs without VNNI (AVX2,
+AVX-512 without VNNI) multiply u8 activations by s8 weights with VPMADDUBSW, whose int16 pair sums
+saturate for weights outside [-64, 63] (ONNX Runtime's quantization docs, "reduce_range"). Measured on
+an AVX2-only AMD EPYC (Zen 3): an EDSR 16x16 x4 int8 model came out of ORT 36.4 dB from its own q/dq
+graph with 8-bit weights (verification refused it) and 53.4 dB with 7-bit weights. ORT's
+`session.x64quantprecision` option, meant to convert such weights at load time, fails to initialise
+a QDQ session in onnxruntime 1.31.1 here ("Attempt to replace the existing tensor").
 `fully_integer=True` adds `annotate_float_islands` (int8 I/O; add, clamp and depth-to-space
 quantized too). Every SDK is imported inside `get_quantizer`, through `import_sdk`, so that
 `import edgesr.quant` works on machines without any of them.
@@ -36,6 +43,8 @@ __all__ = [
 # Which backend each target quantizes for is a target fact (edgesr.targets); these are views of it.
 BACKENDS: tuple[str, ...] = quant_backends()
 TARGET_BACKEND: dict[str, str] = {s.name: s.quant_backend for s in TARGETS.values() if s.quant_backend}
+# Largest |weight| in int8 units per backend (default 127); see the module docstring for ORT's 63.
+WEIGHT_MAX: dict[str, int] = {"onnxruntime": 63}
 _QUANTIZER_MODULE = {  # backend -> the SDK module its quantizer comes from
     "xnnpack": "executorch.backends.xnnpack.quantizer.xnnpack_quantizer",
     "litert": "litert_torch.quantize.pt2e_quantizer",
@@ -170,6 +179,6 @@ def get_quantizer(
             mod.get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
         )
     else:
-        base = W8A8Quantizer(qat=qat)
+        base = W8A8Quantizer(qat=qat, weight_max=WEIGHT_MAX.get(backend, 127))
     quantizer = ComposableQuantizer([base, FloatIslandsQuantizer(qat)]) if fully_integer else base
     return quantizer if activations == "int8" else ActivationsQuantizer(quantizer, activations, qat)
