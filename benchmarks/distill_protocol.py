@@ -30,10 +30,13 @@ import argparse
 import hashlib
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from edgesr.files import atomic_write_text
 
 PRESETS = {"cpu": "distill_protocol_cpu", "smoke": "distill_protocol_cpu"}
 SMOKE_OVERRIDES = ["train.steps=2", "train.checkpoint_every=2", "data.patch_size=16", "data.batch_size=2",
@@ -151,7 +154,7 @@ def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> Pat
         if gain is not None and gain < args.plateau_db:
             print(f"teacher plateau: stage {k} gained {gain:+.3f} dB < {args.plateau_db} dB", flush=True)
             break
-    (out / "teacher" / "stages.json").write_text(json.dumps(log, indent=2))
+    atomic_write_text(out / "teacher" / "stages.json", json.dumps(log, indent=2))
     print(f"teacher: {best_dir} ({best:.3f} dB on built-in val)", flush=True)
     return best_dir
 
@@ -167,8 +170,6 @@ def below_bicubic(rows: list) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from edgesr.distill_bench import METHODS, run_bench
 
     smoke = args.preset == "smoke"
@@ -203,6 +204,6 @@ def run(args: argparse.Namespace) -> int:
         summary += [f"  - {line}" for line in low]
     total = time.perf_counter() - t0
     summary.append(f"- total: {total:.0f} s")
-    (out / "summary.md").write_text("\n".join(summary) + "\n")
+    atomic_write_text(out / "summary.md", "\n".join(summary) + "\n")
     print(f"protocol done in {total:.0f} s (summary: {out / 'summary.md'})")
     return 0

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from edgesr.files import atomic_write_text
-from edgesr.recipe import load_recipe, recipe_to_dict
+from edgesr.recipe import load_recipe
+from edgesr.recipe.export_cfg import ExportCfg
 from edgesr.schema import RecipeError
 from edgesr.yamlfile import StrictLoader
 
@@ -47,10 +48,12 @@ def _set_export(text: str, root: Any, section: dict[str, Any]) -> str:
         eol = "\r\n" if "\r\n" in text else "\n"
         body = text if text.endswith(("\n", "\r")) or not text else text + eol
         return f"{body}export: {flow}  # how the student ships (edgesr select-width --search){eol}"
-    start, end = node.start_mark.index, node.end_mark.index
-    old = text[start:end]
-    tail = old[len(old.rstrip()) :]  # a block mapping's span ends with the line break after it
-    return text[:start] + flow + tail + text[end:]
+    if not isinstance(node, yaml.MappingNode) or not node.value:
+        raise RecipeError("export: expected a mapping such as `{target: onnx}`; fix or remove the key",
+                          key="export")  # fmt: skip
+    # a block mapping's own span runs on to the next key, over comments between: end at its last value
+    start, end = node.start_mark.index, node.value[-1][1].end_mark.index
+    return text[:start] + flow + text[end:]
 
 
 def write_recipe_width(
@@ -108,10 +111,7 @@ def write_recipe_width(
         raise RecipeError(
             f"train.widths: edit produced {list(recipe.train.widths)}, expected [{new}]", source=str(path)
         )
-    if export is not None and recipe_to_dict(recipe).get("export") != {
-        **{k: None for k in ("target", "precision", "upsampler", "activations")},
-        **export,
-    }:
+    if export is not None and recipe.export != ExportCfg(**export):
         raise RecipeError(f"export: edit produced {recipe.export}, expected {export}", source=str(path))
     atomic_write_text(target, out)
     return old, out

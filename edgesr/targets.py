@@ -53,6 +53,7 @@ class TargetSpec:
     upsamplers: tuple[str, ...] = UPSAMPLERS  # variants the converter takes
     default_upsampler: str = "pixelshuffle"  # int8 or dynamic shapes (and float, unless below)
     float_fixed_upsampler: str | None = None  # float at a fixed input shape, when it differs
+    int8_upsampler: str | None = None  # int8 compute (fixed shape), when it differs
     delegates: tuple[str, ...] = ()  # backends inside the artifact `--delegate` picks (first = default)
     host_delegate: str = "cpu"  # the delegate a host profile records when the target has no choice
     quant_backend: str | None = None  # the PT2E quantizer backend of its int8 path (edgesr.quant)
@@ -69,9 +70,12 @@ class TargetSpec:
     platforms: tuple[str, ...] = ()  # sys.platform values whose runtime runs the artifact; () = any
     io: str = "float32 NCHW in [0, 1]"  # artifact I/O unless the exporter's io_spec says otherwise
 
-    def upsampler(self, precision: str, dynamic: bool) -> str:
-        """The upsampler variant used when the request names none."""
-        if self.float_fixed_upsampler is not None and precision != "int8" and not dynamic:
+    def upsampler(self, precision: str, dynamic: bool, weight_only: bool = False) -> str:
+        """The upsampler variant used when the request names none (int8 weight-only computes in float)."""
+        int8_compute = precision == "int8" and not weight_only
+        if self.int8_upsampler is not None and int8_compute and not dynamic:
+            return self.int8_upsampler
+        if self.float_fixed_upsampler is not None and not int8_compute and not dynamic:
             return self.float_fixed_upsampler
         return self.default_upsampler
 
@@ -101,10 +105,13 @@ _declare(TargetSpec(
     runtime_label="ai-edge-litert Interpreter (default XNNPACK delegate)",
     precisions=("fp32", "fp16", "int8"),
     # Float at a fixed shape: a real DEPTH_TO_SPACE op (about 30% faster than TRANSPOSE_CONV on the host's
-    # XNNPACK, and what mobile GPU delegates take). int8 and dynamic shapes: TRANSPOSE_CONV, the one
-    # form that stays a single int8 op and converts with free H/W.
+    # XNNPACK, and what mobile GPU delegates take). int8: the PixelShuffle graph (int8 RESHAPE/TRANSPOSE),
+    # faster than TRANSPOSE_CONV on both machine kinds measured, with float ends 18.8 vs 30.5 ms (AVX-512
+    # /VNNI Zen 5) and 91.6 vs 113.7 ms (AVX2 Zen 3; docs/export.md, default variants), and it needs no
+    # rewrite, so every model takes it. Dynamic shapes: TRANSPOSE_CONV, the one form litert-torch
+    # converts with free H/W.
     default_upsampler="transposed_conv", float_fixed_upsampler="depth_to_space",
-    host_delegate="xnnpack", quant_backend="litert",
+    int8_upsampler="pixelshuffle", host_delegate="xnnpack", quant_backend="litert",
     dynamic_shapes=True,  # with upsampler "transposed_conv" and some models (edgesr/export/tflite.py)
     dynamic_int8=False,
     fully_integer=True, weight_only=True,

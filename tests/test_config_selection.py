@@ -217,6 +217,7 @@ def test_export_stage_reads_the_runs_export_section(tmp_path):
             "upsampler": None,
             "activations": None,
         }
+        base |= {"delegate": None, "fully_integer": False, "weight_only": False, "tune": False}
         return argparse.Namespace(**{**base, **kw})
 
     class Out:
@@ -228,9 +229,18 @@ def test_export_stage_reads_the_runs_export_section(tmp_path):
     a = args()
     _from_recipe(a, Out())
     assert (a.target, a.precision, a.upsampler, a.activations) == ("tflite", "int8", "depth_to_space", None)
-    a = args(precision="fp32")  # the command line wins over the section
+    a = args(precision="fp32")  # the command line wins; the section's variant is its int8 one
     _from_recipe(a, Out())
-    assert (a.target, a.precision, a.upsampler) == ("tflite", "fp32", "depth_to_space")
+    assert (a.target, a.precision, a.upsampler) == ("tflite", "fp32", None)
+    a = args(fully_integer=True)  # sets the precision itself: the section's is not forced on it
+    _from_recipe(a, Out())
+    assert (a.precision, a.upsampler) == (None, None)
+    a = args(weight_only=True)
+    _from_recipe(a, Out())
+    assert (a.precision, a.upsampler) == (None, None)
+    a = args(tune=True)  # --tune searches the variants: only target and precision are taken
+    _from_recipe(a, Out())
+    assert (a.target, a.precision, a.upsampler) == ("tflite", "int8", None)
     a = args(target="onnx")  # another target: the section's variant belongs to tflite, not used
     _from_recipe(a, Out())
     assert (a.target, a.precision, a.upsampler) == ("onnx", None, None)
@@ -244,10 +254,11 @@ def test_export_stage_reads_the_runs_export_section(tmp_path):
 def test_export_section_edit_replaces_a_block_section_and_keeps_the_rest(tmp_path):
     path = tmp_path / "r.yaml"
     text = (RECIPES_DIR / "quickstart_student.yaml").read_text()
-    path.write_text(text + "export:\n  target: onnx\n  precision: fp32\n")
+    path.write_text(text + "export:\n  target: onnx\n  precision: fp32\n# a comment after it stays\n")
     _, new = write_recipe_width(path, 0.5, export={"target": "executorch", "precision": "int8"})
     assert new.startswith(text.replace("widths: [0.25]", "widths: [0.5]"))
     assert yaml.safe_load(new)["export"] == {"target": "executorch", "precision": "int8"}
+    assert new.endswith("# a comment after it stays\n")
     assert load_recipe(path).export.target == "executorch"
 
 
@@ -269,4 +280,52 @@ def test_recipes_without_an_export_section_keep_their_hash():
     r = load_recipe(RECIPES_DIR / "quickstart.yaml")
     assert "export" not in yaml.safe_load(dump_recipe(r))
     assert recipe_hash(r) == "9788ced29638570e"  # measured before the section existed
-    assert recipe_hash(replace(r, export=replace(r.export, target="onnx"))) != recipe_hash(r)
+    # how a student ships does not change its training: a written section keeps runs resumable
+    assert recipe_hash(replace(r, export=replace(r.export, target="onnx"))) == recipe_hash(r)
+
+
+def test_eager_pytorch_is_not_a_configuration(tmp_path):
+    _profiles(tmp_path)
+    save_records("host", [_rec("pytorch", "fp32", 0.5, 1.0, upsampler=None)], "eager", tmp_path)
+    sel = _select(tmp_path, 15.0, PSNR)
+    assert all(c.runtime != "pytorch" for c in sel.configs) and sel.chosen.runtime == "litert"
+    assert any("pytorch" in n and "left out" in n for n in sel.notes)
+
+
+def test_executorch_choice_names_its_delegate():
+    from edgesr.selection import Config
+
+    c = Config("executorch", "xnnpack", "int8", "pixelshuffle", "pixelshuffle", "float-ends", 0.5, 16, 5.0)
+    assert c.export_section() == {"target": "executorch", "precision": "int8", "delegate": "xnnpack",
+                                  "upsampler": "pixelshuffle", "activations": "float-ends"}  # fmt: skip
+    section = "export=" + str(c.export_section())
+    assert load_recipe(RECIPES_DIR / "quickstart_student.yaml", [section]).export.delegate == "xnnpack"
+
+
+def test_a_named_refusal_is_reported_even_beside_all():
+    configs, refused = sweep_configs(["onnx"], ["int8"], ["all"], ["int16"])
+    assert configs == [] and len(refused) == 1 and "16-bit" in refused[0]
+
+
+def test_plain_select_width_compares_the_default_variant_only(tmp_path):
+    from edgesr.selection import select_width
+
+    save_records("host", [
+        _rec("onnxruntime", "fp32", 0.5, 12.0, "pixelshuffle"),  # ONNX's default form
+        _rec("onnxruntime", "fp32", 1.0, 30.0, "pixelshuffle"),
+        _rec("onnxruntime", "fp32", 1.0, 9.0, "transposed_conv"),  # faster, but another graph
+    ], "m", tmp_path)  # fmt: skip
+    sel = select_width(HOST, 15.0, ARCH, "onnxruntime", parse_resolution(RES), threads=HOST.threads,
+                       root=tmp_path, machine=THIS)  # fmt: skip
+    assert sel.chosen.width == 0.5 and sel.chosen.latency_ms == 12.0
+
+
+def test_a_qat_checkpoint_trained_with_another_weight_range_is_refused():
+    from edgesr.errors import CheckpointError
+    from edgesr.quant.state import fake_quant_model, quant_entry
+
+    entry = quant_entry("onnxruntime", False)
+    assert entry["weight_max"] == 63
+    old = {k: v for k, v in entry.items() if k != "weight_max"}  # written before 7-bit ORT weights
+    with pytest.raises(CheckpointError, match=r"\[-127, 127\].*\[-63, 63\].*run its QAT stage again"):
+        fake_quant_model(build_model("plain", scale=2, n_convs=2, n_feats=4), old)

@@ -184,8 +184,15 @@ def _from_recipe(args: argparse.Namespace, console: Console) -> None:
     if section is None or section.target != args.target:
         return  # the section's variant belongs to its own target
     used = []
-    for key in ("precision", "upsampler", "activations"):
-        if getattr(args, key) is None and getattr(section, key) is not None:
+    special = args.fully_integer or args.weight_only  # they set the precision and the activations
+    if args.precision is None and not special and section.precision is not None:
+        args.precision = section.precision
+        used.append(f"precision {section.precision}")
+    same = args.precision == section.precision and not special
+    # --tune searches the variants itself; the section's variant belongs to the section's precision
+    fills = {"delegate": True, "upsampler": same and not args.tune, "activations": same and not args.tune}
+    for key, allowed in fills.items():
+        if allowed and getattr(args, key) is None and getattr(section, key) is not None:
             setattr(args, key, getattr(section, key))
             used.append(f"{key} {getattr(section, key)}")
     console.print(f"from {path} (export section): target {args.target}" + "".join(f", {u}" for u in used),

@@ -185,7 +185,7 @@ def plan_export(
     elif qat:  # a QAT graph is exported as it was trained
         upsampler = "pixelshuffle"
     else:
-        upsampler = spec.upsampler(options.precision, options.dynamic)
+        upsampler = spec.upsampler(options.precision, options.dynamic, options.weight_only)
     if upsampler not in spec.upsamplers:
         raise UnsupportedOptionError(
             f"upsampler {upsampler!r} is not supported for target {spec.name!r} "

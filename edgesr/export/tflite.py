@@ -14,7 +14,8 @@ output with the tensors' own (scale, zero_point), which `io_spec` reports in the
 Upsamplers (measured with litert-torch 0.10; see `edgesr.export.tflite_graph`): PixelShuffle lowers to
 a rank-4 RESHAPE/TRANSPOSE chain; `graphs.DepthToSpace` too, so float exports swap it for a custom op
 lowered to one DEPTH_TO_SPACE; "transposed_conv" lowers to one TRANSPOSE_CONV that stays int8 in both
-int8 modes and is delegated to XNNPACK, hence the default. Dynamic H/W need "transposed_conv" (litert-torch
+int8 modes and is delegated to XNNPACK. int8's default is the PixelShuffle chain (faster on both machine
+kinds measured, edgesr.targets); dynamic H/W need "transposed_conv" (litert-torch
 cannot lower the symbolic reshape of the other two) and a model litert-torch can trace with symbolic
 H/W: the plain net converts, EDSR does not (its broadcast mean-shift add fails); that is an
 UnsupportedOptionError naming the op.

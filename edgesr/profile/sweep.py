@@ -54,22 +54,31 @@ def sweep_configs(
         spec = TARGETS.get(target)
         for precision in precisions:
             ups = [None] if not upsamplers else (list(spec.upsamplers) if "all" in upsamplers else upsamplers)
+            acts: list[str | None] = [None]
+            if activations and precision == "int8":
+                acts = list(ACTIVATIONS) if "all" in activations else list(activations)
+            elif activations and "int8" not in precisions:
+                refused.append(f"{target} {precision}: --activations applies to int8 only (ignored)")
+            found, errors = 0, []
             for up in ups:
-                acts: list[str | None] = [None]
-                if activations and precision == "int8":
-                    acts = list(ACTIVATIONS) if "all" in activations else list(activations)
                 for act in acts:
                     options = ExportOptions(precision=precision, upsampler=up, activations=act)
                     try:
                         plan = plan_export(target, options)
                     except (UsageError, UnsupportedOptionError) as e:
-                        if "all" not in [*(upsamplers or []), *(activations or [])]:  # asked for by name
-                            label = " ".join(v for v in (target, precision, up, act) if v)
-                            refused.append(f"{label}: {e}")
+                        named = (up is None or "all" not in (upsamplers or [])) and (
+                            act is None or "all" not in (activations or [])
+                        )
+                        label = " ".join(v for v in (target, precision, up, act) if v)
+                        errors.append((named, f"{label}: {e}"))
                         continue
+                    found += 1
                     config = (target, precision, up, act if plan.int8_activations else None)
                     if config not in configs:
                         configs.append(config)
+            # a value asked for by name is reported; one that `all` expanded to only when nothing
+            # of this target and precision was left
+            refused += [msg for named, msg in errors if named or not found][: None if found else 1]
     return configs, refused
 
 

@@ -13,7 +13,7 @@ All four: int8 weights per output channel (symmetric), int8 activations per tens
 weights are 7-bit ([-63, 63], WEIGHT_MAX): its x86 int8 convolutions on CPUs without VNNI (AVX2,
 AVX-512 without VNNI) multiply u8 activations by s8 weights with VPMADDUBSW, whose int16 pair sums
 saturate for weights outside [-64, 63] (ONNX Runtime's quantization docs, "reduce_range"). Measured on
-an AVX2-only AMD EPYC (Zen 3): an EDSR 16x16 x4 int8 model came out of ORT 36.4 dB from its own q/dq
+an AVX2-only AMD EPYC (Zen 3): an EDSR 16x16 x4 int8 model came out of ORT 35.5 dB from its own q/dq
 graph with 8-bit weights (verification refused it) and 53.4 dB with 7-bit weights. ORT's
 `session.x64quantprecision` option, meant to convert such weights at load time, fails to initialise
 a QDQ session in onnxruntime 1.31.1 here ("Attempt to replace the existing tensor").

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.fx import GraphModule
 
 from edgesr.errors import CheckpointError
-from edgesr.quant.backends import check_activations, check_backend, default_activations
+from edgesr.quant.backends import WEIGHT_MAX, check_activations, check_backend, default_activations
 from edgesr.quant.pt2e import convert, prepare
 from edgesr.student import Student, load_student
 from edgesr.train.checkpoint import read_meta, register_qat_rebuild
@@ -68,6 +68,7 @@ def quant_entry(backend: str, fully_integer: bool, activations: str | None = Non
         "fully_integer": bool(fully_integer),
         "activations": check_activations(backend, activations, fully_integer),
         "example": list(QAT_EXAMPLE),
+        "weight_max": WEIGHT_MAX.get(backend, 127),  # 63: 7-bit weights (edgesr.quant.backends)
     }
 
 
@@ -78,6 +79,13 @@ def fake_quant_model(model: nn.Module, quant: dict[str, Any]) -> GraphModule:
     validation, checkpoints and `edgesr eval` treat it like the float student.
     """
     example = torch.zeros(*quant.get("example", QAT_EXAMPLE))
+    if quant.get("weight_max", 127) != WEIGHT_MAX.get(quant["backend"], 127):
+        raise CheckpointError(
+            f"this {quant['backend']} QAT checkpoint was trained with int8 weights in "
+            f"[-{quant.get('weight_max', 127)}, {quant.get('weight_max', 127)}], but edgesr now quantizes "
+            f"{quant['backend']} weights to [-{WEIGHT_MAX.get(quant['backend'], 127)}, "
+            f"{WEIGHT_MAX.get(quant['backend'], 127)}] (docs/export.md, ONNX int8): run its QAT stage again"
+        )
     fq = prepare(
         model, quant["backend"], example, qat=True, fully_integer=bool(quant["fully_integer"]),
         activations=trained_activations(quant),

@@ -21,6 +21,7 @@ class ExportCfg:
     precision: str | None = None  # fp32 | fp16 | int8
     upsampler: str | None = None  # one of the target's upsampler forms
     activations: str | None = None  # int8 PTQ activations policy
+    delegate: str | None = None  # the backend inside the artifact, where the target has a choice
 
     def __post_init__(self) -> None:
         names = TARGETS.names()
@@ -30,6 +31,13 @@ class ExportCfg:
                f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")  # fmt: skip
         _check(self.activations is None or self.activations in ACTIVATIONS, "activations",
                f"must be one of {', '.join(ACTIVATIONS)}, got {self.activations!r}")  # fmt: skip
+        _check(self.activations is None or self.precision == "int8", "activations",
+               f"applies to precision int8 only, got precision {self.precision!r}")  # fmt: skip
+        if self.delegate is not None:
+            delegates = TARGETS.get(self.target).delegates if self.target else ()
+            _check(self.delegate in delegates, "delegate",
+                   f"needs a target with a choice of delegate ({', '.join(delegates) or 'none'}), "
+                   f"got {self.delegate!r}")  # fmt: skip
         if self.upsampler is not None:
             ups = TARGETS.get(self.target).upsamplers if self.target else ()
             _check(self.target is not None and self.upsampler in ups, "upsampler",

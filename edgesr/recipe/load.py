@@ -1,8 +1,8 @@
 """Recipe files: load (with `a.b=value` overrides), resolve a shipped name, dump, save, hash, list.
 
-    r = load_recipe("recipes/quickstart.yaml", ["train.steps=200", "train.widths=[0.25, 0.5]"])
-    save_recipe(r, run_dir / "recipe.yaml")   # load_recipe(that file) == r
-    recipe_hash(r)                            # 16 hex chars, stored in checkpoints
+r = load_recipe("recipes/quickstart.yaml", ["train.steps=200", "train.widths=[0.25, 0.5]"])
+save_recipe(r, run_dir / "recipe.yaml")   # load_recipe(that file) == r
+recipe_hash(r)                            # 16 hex chars, stored in checkpoints
 """
 
 from __future__ import annotations
@@ -106,8 +106,12 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:
 
 
 def recipe_hash(recipe: Recipe) -> str:
-    """First 16 hex digits of sha256 over the canonical JSON of `recipe_to_dict`."""
-    canonical = json.dumps(recipe_to_dict(recipe), sort_keys=True, separators=(",", ":"))
+    """First 16 hex digits of sha256 over the canonical JSON of `recipe_to_dict`, without the `export`
+    section: how a student ships does not change its training, so writing one (`select-width
+    --search --write`) leaves a trained run resumable and reusable."""
+    data = recipe_to_dict(recipe)
+    data.pop("export", None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 

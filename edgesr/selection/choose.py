@@ -20,6 +20,7 @@ recorded one) are used with a note saying so, and lose to a fingerprinted record
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -31,6 +32,8 @@ import torch
 
 from edgesr.devices import Device, Resolution
 from edgesr.errors import NotFoundError, UsageError
+from edgesr.export import ExportOptions, plan_export
+from edgesr.export.plan import UnsupportedOptionError
 from edgesr.fingerprint import Machine, detect_machine
 from edgesr.models import arch_channels, build_model, candidate_widths, count_macs, count_params, students_at
 from edgesr.profile.latency_model import Accuracy, Check, LayerTable, MissingLayerError, table_from_records
@@ -80,6 +83,26 @@ def _matches(r: Record, runtime: str, delegate: str, precision: str, res: str, t
     return (r.runtime, r.delegate, r.precision, r.resolution) == (runtime, delegate, precision, res) and (
         r.threads == threads  # exact: latencies at different thread counts are not comparable
     )
+
+
+@functools.cache
+def _default_form(runtime: str, precision: str) -> tuple[str, str | None] | None:
+    """(upsampler, int8 activations policy or None) that `edgesr export` makes by default for
+    `runtime`'s target at `precision`; None when it cannot say (eager PyTorch, a refused precision)."""
+    try:
+        plan = plan_export(target_of_runtime(runtime), ExportOptions(precision=precision))
+    except (KeyError, UsageError, UnsupportedOptionError):
+        return None
+    return plan.upsampler, plan.activations if plan.int8_activations else None
+
+
+def default_variant(r: Record) -> bool:
+    """Whether `r` timed the export's default graph, or does not say which variant it timed: a width
+    choice compares one graph form across widths (`select-width --search` compares them all)."""
+    form = _default_form(r.runtime, r.precision)
+    if r.upsampler is None or form is None:
+        return True
+    return r.upsampler == form[0] and (r.activations is None or r.activations == form[1])
 
 
 def valid_on(
@@ -200,6 +223,7 @@ def select_width(
         and r.model.arch == arch
         and _matches(r, *cond)
         and r.stats.value(clock) is not None
+        and default_variant(r)
     ]
     records = valid_on(machine, records, device.name, runtime, notes, "whole-model", precision, threads)
     measured: dict[int, Record] = {}

@@ -21,7 +21,7 @@ measured ones: the latency model predicts fp32 default graphs only, so it is not
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgesr.devices import Device, Resolution
@@ -29,7 +29,7 @@ from edgesr.errors import UsageError
 from edgesr.fingerprint import Machine, detect_machine
 from edgesr.profile.store import ProfileRoot, Record, device_records
 from edgesr.selection.choose import valid_on
-from edgesr.targets import target_of_runtime
+from edgesr.targets import TARGETS, target_of_runtime
 
 FLOAT = ("fp32", "fp16")
 
@@ -69,6 +69,8 @@ class Config:
     def export_section(self) -> dict[str, Any]:
         """What `edgesr export` needs to make this configuration's artifact (a recipe's `export:`)."""
         out: dict[str, Any] = {"target": self.target, "precision": self.precision}
+        if TARGETS.get(self.target).delegates:  # a choice inside the artifact (executorch: xnnpack, coreml)
+            out["delegate"] = self.delegate
         if self.upsampler is not None:
             out["upsampler"] = self.upsampler
         if self.activations is not None:
@@ -97,6 +99,15 @@ class ConfigSelection:
         )
 
 
+def _exportable(runtime: str) -> bool:
+    """Whether `runtime` runs an export target's artifacts (eager PyTorch, or a runtime no target
+    uses, is not a configuration `edgesr export` can make)."""
+    try:
+        return target_of_runtime(runtime) != "pytorch"
+    except KeyError:
+        return False
+
+
 def _config(r: Record, clock: str, psnr: dict[float, float] | None) -> Config:
     assert r.model is not None
     return Config(
@@ -122,9 +133,9 @@ def choose(configs: list[Config], budget_ms: float, tolerance_db: float) -> tupl
         return None, None
     rated = [c for c in fits if c.psnr_db is not None]
     if rated:
-        best = max(c.psnr_db or 0.0 for c in rated)
-        tied = [c for c in rated if (c.psnr_db or 0.0) >= best - tolerance_db]
-        return min(tied, key=lambda c: c.latency_ms), None
+        best = max(c.psnr_db for c in rated if c.psnr_db is not None)
+        tied = [c for c in rated if c.psnr_db is not None and c.psnr_db >= best - tolerance_db]
+        return min(tied, key=lambda c: (c.latency_ms, -(c.psnr_db or 0.0), c.label)), None
     chosen = max(fits, key=lambda c: (c.width, c.precision in FLOAT, -c.latency_ms))
     return chosen, (
         "no configuration within the budget has a known Y-PSNR (pass --psnr-from RUN_DIR; int8 needs a "
@@ -165,18 +176,25 @@ def select_config(
         and r.stats.value(clock) is not None
     ]
     notes: list[str] = []
+    shippable = [r for r in records if _exportable(r.runtime)]
+    if len(shippable) < len(records):
+        left = sorted({r.runtime for r in records if not _exportable(r.runtime)})
+        notes.append(f"measurements on {', '.join(left)} are not configurations edgesr exports (eager "
+                     "PyTorch is the reference, not a deployment): left out")  # fmt: skip
+    records = shippable
     valid: list[Record] = []
     for runtime in sorted({r.runtime for r in records}):
         for precision in sorted({r.precision for r in records if r.runtime == runtime}):
             group = [r for r in records if (r.runtime, r.precision) == (runtime, precision)]
             valid += valid_on(machine, group, device.name, runtime, notes, "whole-model", precision, threads)
     best: dict[tuple[Any, ...], Record] = {}
-    for r in valid:
+    for r in sorted(valid, key=lambda r: (r.machine is not None, r.measured_at)):  # the newest wins
         assert r.model is not None
         key = (r.runtime, r.delegate, r.precision, r.upsampler, r.activations, r.model.channels)
         old = best.get(key)
-        if old is None or (r.machine is not None, r.measured_at) > (old.machine is not None, old.measured_at):
-            best[key] = r
+        # a later sweep from fresh weights (a recipe) keeps the drop measured on the checkpoint's own
+        keep = old is None or r.int8_drop_db is not None
+        best[key] = r if keep else replace(r, int8_drop_db=old.int8_drop_db)
     configs = sorted((_config(r, clock, psnr) for r in best.values()), key=lambda c: c.latency_ms)
     if not configs:
         notes.append(

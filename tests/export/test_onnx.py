@@ -195,7 +195,7 @@ def test_cli_exports_int8_onnx(tmp_path, capsys):
 
 def test_int8_of_a_deep_x4_net_verifies_on_this_cpu(tmp_path):
     """EDSR 16x16 x4: with 8-bit weights ONNX Runtime's AVX2 int8 convs (no VNNI) saturated and the
-    artifact came out 36.4 dB from its q/dq graph (refused); with 7-bit weights it verifies here
+    artifact came out 35.5 dB from its q/dq graph (refused); with 7-bit weights it verifies here
     whatever this CPU's ISA is (53.4 dB measured on an AVX2-only Zen 3)."""
     from edgesr.models import build_model
     from edgesr.train.checkpoint import CheckpointMeta, save_checkpoint

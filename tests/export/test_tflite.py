@@ -161,7 +161,9 @@ def test_int8_export_checkpoint_verifies_against_qdq_and_float(tmp_path):
     q = r.manifest["quantization"]
     assert q["method"] == "ptq" and q["backend"] == "litert" and not q["fully_integer"]
     d = r.manifest["delegation"]
-    assert d["integer"] and d["ops"]["TRANSPOSE_CONV"] == 1 and d["delegated_fraction"] == 1.0
+    # int8's default upsampler is the PixelShuffle graph (int8 RESHAPE/TRANSPOSE, edgesr.targets)
+    assert r.manifest["graph"]["upsampler"] == "pixelshuffle" and "TRANSPOSE_CONV" not in d["ops"]
+    assert d["integer"] and d["ops"]["RESHAPE"] >= 1 and d["delegated_fraction"] == 1.0
 
 
 def test_fully_integer_has_int8_io_and_no_float_op(tmp_path):
@@ -175,7 +177,7 @@ def test_fully_integer_has_int8_io_and_no_float_op(tmp_path):
     assert r.verification.passed and r.verification.psnr_db > INT8_PSNR_DB
     d = r.manifest["delegation"]
     assert d["float_ops"] == {} and d["integer"] and "DEQUANTIZE" not in d["ops"]
-    assert {"ADD", "RELU_0_TO_1", "TRANSPOSE_CONV"} <= d["ops"].keys()  # residual, clamp, upsampler
+    assert {"ADD", "RELU_0_TO_1", "RESHAPE", "TRANSPOSE"} <= d["ops"].keys()  # residual, clamp, upsampler
     for side in ("input", "output"):
         spec = r.manifest[side]
         assert spec["dtype"] == "int8" and d["io"][side]["dtype"] == "int8"
