@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -169,6 +168,19 @@ def below_bicubic(rows: list) -> list[str]:
     ]
 
 
+def command(args: argparse.Namespace, out: Path) -> str:
+    """The command line that reproduces this run (from the parsed arguments, however it was called)."""
+    seeds, widths = " ".join(map(str, args.seeds)), " ".join(f"{w:g}" for w in args.widths)
+    parts = ["python -m benchmarks distill-protocol", f"--scale {args.scale}", f"--preset {args.preset}",
+             f"--seeds {seeds}", f"--widths {widths}", f"--max-stages {args.max_stages}",
+             f"--plateau-db {args.plateau_db:g}"]  # fmt: skip
+    if args.methods:
+        parts.append("--methods " + " ".join(args.methods))
+    if args.photos:
+        parts.append(f"--photos {args.photos}")
+    return " ".join([*parts, f"--out {out}"])
+
+
 def run(args: argparse.Namespace) -> int:
     from edgesr.distill_bench import METHODS, run_bench
 
@@ -186,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     summary = [
         "# Distillation protocol run",
         "",
-        f"Command: `python -m benchmarks {' '.join(sys.argv[1:])}`",
+        f"Command: `{command(args, out)}`",
         "",
         f"- teacher: {teacher.name}, {time.perf_counter() - t0:.0f} s (stages in teacher/stages.json)",
     ]
