@@ -5,6 +5,7 @@ Choosing a width from the measurements is edgesr.selection (above this layer).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,22 +61,20 @@ def sweep_configs(
             elif activations and "int8" not in precisions:
                 refused.append(f"{target} {precision}: --activations applies to int8 only (ignored)")
             found, errors = 0, []
-            for up in ups:
-                for act in acts:
-                    options = ExportOptions(precision=precision, upsampler=up, activations=act)
-                    try:
-                        plan = plan_export(target, options)
-                    except (UsageError, UnsupportedOptionError) as e:
-                        named = (up is None or "all" not in (upsamplers or [])) and (
-                            act is None or "all" not in (activations or [])
-                        )
-                        label = " ".join(v for v in (target, precision, up, act) if v)
-                        errors.append((named, f"{label}: {e}"))
-                        continue
-                    found += 1
-                    config = (target, precision, up, act if plan.int8_activations else None)
-                    if config not in configs:
-                        configs.append(config)
+            for up, act in itertools.product(ups, acts):
+                options = ExportOptions(precision=precision, upsampler=up, activations=act)
+                try:
+                    plan = plan_export(target, options)
+                except (UsageError, UnsupportedOptionError) as e:
+                    named = (up is None or "all" not in (upsamplers or [])) and (
+                        act is None or "all" not in (activations or [])
+                    )
+                    errors.append((named, f"{' '.join(v for v in (target, precision, up, act) if v)}: {e}"))
+                    continue
+                found += 1
+                config = (target, precision, up, act if plan.int8_activations else None)
+                if config not in configs:
+                    configs.append(config)
             # a value asked for by name is reported; one that `all` expanded to only when nothing
             # of this target and precision was left
             refused += [msg for named, msg in errors if named or not found][: None if found else 1]

@@ -5,13 +5,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgesr.files import atomic_path
 
 if TYPE_CHECKING:
     from edgesr.selection.choose import Selection
     from edgesr.selection.configs import ConfigSelection
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Write `fig` as a PNG at `path` atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_selection(sel: Selection, path: str | os.PathLike[str]) -> Path:
@@ -58,12 +70,7 @@ def plot_selection(sel: Selection, path: str | os.PathLike[str]) -> Path:
             transform=b.transAxes,
         )
     b.set(xlabel=f"{unit} ms per frame", ylabel="Y-PSNR (dB)", title="PSNR vs latency")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_configs(sel: ConfigSelection, path: str | os.PathLike[str]) -> Path:
@@ -96,9 +103,4 @@ def plot_configs(sel: ConfigSelection, path: str | os.PathLike[str]) -> Path:
            ylabel="Y-PSNR (dB), int8: float less its drop" if rated else "student width (no PSNR known)",
            title=f"{sel.device}: configurations at {sel.resolution}, threads {sel.threads}")  # fmt: skip
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
