@@ -104,6 +104,19 @@ def one_hot_transposed_conv(channels: int, r: int) -> nn.ConvTranspose2d:
     return conv
 
 
+def upsampler_op(variant: str, channels: int, r: int) -> nn.Module:
+    """The op that takes ``PixelShuffle(r)``'s place on ``channels`` input channels in ``variant``'s
+    graph. For depth_to_space the feeding convs must also be reordered (``rewrite_upsampler`` does);
+    alone, as a latency-table layer, the op is timed as it is (the same op, other channel order)."""
+    if variant == "pixelshuffle":
+        return nn.PixelShuffle(r)
+    if variant == "depth_to_space":
+        return DepthToSpace(r)
+    if variant == "transposed_conv":
+        return one_hot_transposed_conv(channels // r**2, r)
+    raise ValueError(f"unknown upsampler variant {variant!r}; valid: {', '.join(UPSAMPLERS)}")
+
+
 def rewrite_upsampler(model: nn.Module, variant: str) -> nn.Module:
     """A copy of ``model`` whose every ``nn.PixelShuffle`` is written as ``variant`` (see the module
     docstring); same outputs, same ``scale``/``arch``/``materialized_width``/training mode.
@@ -133,12 +146,7 @@ def rewrite_upsampler(model: nn.Module, variant: str) -> nn.Module:
         _reorder_feeders(out, shuffles, feeders)
     for name in shuffles:
         r = out.get_submodule(name).upscale_factor
-        new: nn.Module = (
-            DepthToSpace(r)
-            if variant == "depth_to_space"
-            else one_hot_transposed_conv(channels[name] // r**2, r)
-        )
-        _set_submodule(out, name, new)
+        _set_submodule(out, name, upsampler_op(variant, channels[name], r))
     _check_same(model, out, variant)
     return out.train(training)
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from edgesr.models.plain import nearest_conv
 from edgesr.models.slim import Fixed, SlimConv2d, Split, width_scope
 from edgesr.schema import Count
 
@@ -79,6 +80,13 @@ class EDSR(nn.Module):
         res_scale: residual scaling in each block (0.1 stabilises the 256-feature model).
         rgb_range: value range of the images (1.0 for [0, 1]); scales the mean shift.
         width_multiple: active feature counts are snapped to multiples of this.
+        anchor: add the nearest-upsampled input to the output (the frozen 1x1 conv + PixelShuffle
+            of ``edgesr.models.plain.nearest_conv``, as QuickSRNet-Large and ABPN do), so the net
+            learns the residual over it and the output mean shift is dropped. Not in the paper:
+            edgesr's protocol uses it because plain EDSR students at a CPU budget lose up to 8 dB
+            to bicubic on smooth photos (docs/distillation.md). Width-independent, so every
+            channel-split student shares it. Recorded in ``arch`` only when on, so existing
+            checkpoints keep their arch.
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class EDSR(nn.Module):
         res_scale: float = 1.0,
         rgb_range: float = 1.0,
         width_multiple: Count = 8,
+        anchor: bool = False,
     ) -> None:
         super().__init__()
         self.arch: dict[str, Any] = {
@@ -98,6 +107,8 @@ class EDSR(nn.Module):
                 rgb_range=rgb_range, width_multiple=width_multiple,
             ),
         }  # fmt: skip
+        if anchor:
+            self.arch["args"]["anchor"] = True
         self.scale = scale
         self.width_multiple = width_multiple
         F = n_feats
@@ -108,14 +119,17 @@ class EDSR(nn.Module):
         self.upsample = upsampler(scale, F)
         self.tail = conv3x3(Split(F), Fixed(3))
         self.add_mean = MeanShift(rgb_range, sign=+1)
+        self.nearest = nn.Sequential(nearest_conv(scale), nn.PixelShuffle(scale)) if anchor else None
 
     def forward(self, x: Tensor, width: float = 1.0) -> Tensor:
         with width_scope(width, self.width_multiple):
-            x = self.sub_mean(x)  # (N, 3, H, W)
-            x = self.head(x)  # (N, f, H, W), f = snap(F, width)
-            x = x + self.body_end(self.body(x))  # long skip, (N, f, H, W)
-            x = self.upsample(x)  # (N, f, sH, sW)
-            return self.add_mean(self.tail(x))  # (N, 3, sH, sW)
+            y = self.sub_mean(x)  # (N, 3, H, W)
+            y = self.head(y)  # (N, f, H, W), f = snap(F, width)
+            y = y + self.body_end(self.body(y))  # long skip, (N, f, H, W)
+            y = self.tail(self.upsample(y))  # (N, 3, sH, sW)
+            if self.nearest is None:
+                return self.add_mean(y)
+            return y + self.nearest(x)  # the residual over nearest upsampling
 
 
 def edsr_baseline(

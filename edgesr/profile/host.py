@@ -31,6 +31,7 @@ from edgesr.devices import Resolution
 from edgesr.errors import NotFoundError, NotRunnableHere, UsageError
 from edgesr.export import EXPORTERS, ExportOptions, ExportPlan, get_exporter, plan_export
 from edgesr.export import manifest as export_manifest
+from edgesr.export.graphs import upsampler_op
 from edgesr.export.manifest import artifact_sha256, manifest_path
 from edgesr.export.run import deployable, ptq_graph
 from edgesr.fingerprint import detect_machine
@@ -172,7 +173,11 @@ def _export(
     options = ExportOptions(precision=precision, input_shape=(1, 3, *shape[2:]), upsampler=upsampler,
                             activations=activations)  # fmt: skip
     plan = plan_export(target, options)
-    if any(isinstance(m, nn.PixelShuffle) for m in model.modules()):
+    if isinstance(model, nn.Sequential) and len(model) == 1 and isinstance(model[0], nn.PixelShuffle):
+        # the latency table's one-op shuffle layer: no conv feeds it, so time the op the target's
+        # graph has in its place (DEPTH_TO_SPACE, a transposed conv) as it is
+        model = nn.Sequential(upsampler_op(plan.upsampler, shape[1], model[0].upscale_factor))
+    elif any(isinstance(m, nn.PixelShuffle) for m in model.modules()):
         model = deployable(model.eval(), plan.upsampler)
     example = torch.from_numpy(real_input(shape))
     model = model.eval()

@@ -77,8 +77,13 @@ def test_counts_below_their_bound_are_refused_by_build_model_and_recipes(name: s
         build_model(name, **{arg: 0})
     if arg == "scale":
         return  # a recipe sets the scale at its top level
-    cfg = {"name": "x", "scale": 2, "model": {"name": name, "args": {arg: 0}},
-           "data": {"train": "builtin:train"}, "train": {"mode": "single", "widths": [1.0], "steps": 1}}
+    cfg = {
+        "name": "x",
+        "scale": 2,
+        "model": {"name": name, "args": {arg: 0}},
+        "data": {"train": "builtin:train"},
+        "train": {"mode": "single", "widths": [1.0], "steps": 1},
+    }
     with pytest.raises(RecipeError, match=f"model.args.{arg}: must be at least"):
         from_dict(Recipe, cfg)
 
@@ -187,3 +192,25 @@ def test_plain_clamp_option() -> None:
         assert loose(x).max() > 1.0  # training forward is never clamped
         y = tight(x)
     assert y.min() >= 0.0 and y.max() <= 1.0
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_edsr_anchor_adds_nearest_upsampling_at_every_width(scale: int) -> None:
+    model = tiny_model("edsr", scale=scale, anchor=True)
+    assert model.arch["args"]["anchor"] is True
+    assert "anchor" not in tiny_model("edsr", scale=scale).arch["args"]  # old checkpoints keep their arch
+    with torch.no_grad():
+        model.tail.weight.zero_()
+        model.tail.bias.zero_()
+    x = torch.rand(2, 3, 12, 12)
+    expected = F.interpolate(x, scale_factor=scale, mode="nearest")
+    with torch.no_grad():  # a zero residual is exactly nearest upsampling: no mean shift on the output
+        torch.testing.assert_close(model(x), expected)
+        torch.testing.assert_close(model(x, width=0.25), expected)
+        narrow = materialize(model, 0.25)
+        torch.testing.assert_close(narrow(x), expected)
+    assert count_params(model, trainable_only=True) == count_params(model) - 9 * scale * scale
+    again = build_model("edsr", **model.arch["args"])
+    again.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))

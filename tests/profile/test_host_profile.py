@@ -252,6 +252,39 @@ def test_profile_module_on_the_other_registered_runtimes(target, module):
     assert rec.delegate == "xnnpack" and rec.stats.count == 2 and rec.artifact.startswith("m.")
 
 
+@pytest.mark.parametrize(
+    "upsampler, op",
+    [
+        ("pixelshuffle", "DepthToSpace"),
+        ("depth_to_space", "DepthToSpace"),
+        ("transposed_conv", "ConvTranspose"),
+    ],
+)
+def test_the_tables_shuffle_layer_is_timed_as_the_variants_op(tmp_path, upsampler, op):
+    """A one-op shuffle has no conv to reorder: it is timed as the op the variant's graph holds
+    (the rewrite failed on it for every target whose default is not the plain shuffle, LiteRT fp32)."""
+    onnx = pytest.importorskip("onnx")
+    from edgesr.profile.host import _export  # the artifact profile_module times (and then deletes)
+
+    key = LayerKey("pixel_shuffle", 32, 8, 2, 6, 7)
+    module, shape = layer_module(key)
+    path, plan, _ = _export(module, "onnx", shape, tmp_path, "ps", upsampler=upsampler)
+    assert plan.upsampler == upsampler
+    assert op in {n.op_type for n in onnx.load(str(path)).graph.node}
+    rec = profile_module(module, "onnx", shape, "ps", threads=1, warmup=1, runs=2, layer=key,
+                         upsampler=upsampler)  # fmt: skip
+    assert rec.layer == key and rec.stats.count == 2
+
+
+@pytest.mark.slow
+def test_the_tables_shuffle_layer_on_litert():
+    pytest.importorskip("ai_edge_litert")
+    key = LayerKey("pixel_shuffle", 32, 8, 2, 6, 7)
+    module, shape = layer_module(key)
+    rec = profile_module(module, "tflite", shape, "ps", threads=1, warmup=1, runs=2, layer=key)
+    assert rec.layer == key and rec.upsampler == "depth_to_space"
+
+
 def test_core_ml_is_refused_off_macos_before_converting():
     import sys
 

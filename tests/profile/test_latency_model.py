@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from edgesr.profile.latency_model import CALL_KEY, Accuracy, Check, LayerTable, MissingLayerError
+from edgesr.profile.latency_model import (
+    CALL_KEY,
+    TIGHT,
+    Accuracy,
+    Check,
+    LayerTable,
+    MissingLayerError,
+    leave_one_device_out,
+)
 from edgesr.profile.layers import model_layers
 from edgesr.profile.store import LayerKey
 
@@ -55,6 +63,29 @@ def test_accuracy_is_leave_one_out_not_in_sample():
     errors = [c.error for c in acc.held_out]
     assert errors == pytest.approx([1.25**-0.5 - 1, 1.25**-0.5 - 1, 0.25])
     assert acc.share_within == 0.0 and not acc.trusted
+
+
+def test_held_share_counts_the_tighter_bar_too():
+    # held out, errors of about +-7%: within +-10% everywhere, within +-5% nowhere
+    acc = Accuracy(_checks([1.0, 1.15, 1.0, 1.15]))
+    assert acc.held_share(0.10) == acc.share_within == 1.0
+    assert acc.held_share(TIGHT) == 0.0
+
+
+def test_leave_one_device_out_uses_only_the_other_devices_scales():
+    a = Accuracy(_checks([1.25] * 4))  # this device's sum of layers is 25% high
+    b = Accuracy(_checks([0.8] * 4))  # this one's 20% low
+    c = Accuracy(_checks([1.0] * 4))
+    lodo = leave_one_device_out({"a": a, "b": b, "c": c})
+    # a is predicted with the geometric mean of b's and c's scales (1.25 and 1.0), never its own 0.8
+    assert [x.predicted_ms for x in lodo["a"]] == pytest.approx([12.5 * (1.25**0.5)] * 4)
+    assert [x.error for x in lodo["c"]] == pytest.approx([0.0] * 4)  # 1/1.25 and 1/0.8 cancel
+    assert not any(x.ok for x in lodo["a"])  # its own held-out check would be exact
+    assert all(x.ok for x in a.held_out)
+    # one calibrated device has nobody to borrow from; an uncalibrated one lends nothing
+    assert leave_one_device_out({"a": a}) == {}
+    two = leave_one_device_out({"a": a, "few": Accuracy(_checks([0.5, 0.5]))})
+    assert set(two) == {"few"} and [x.error for x in two["few"]] == pytest.approx([0.5 / 1.25 - 1] * 2)
 
 
 def test_accuracy_needs_three_widths_to_calibrate_or_trust():
