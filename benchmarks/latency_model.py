@@ -6,7 +6,9 @@ Exports the architecture at every width of its channel grid and times each whole
 the NetAdapt-style per-layer table (one-op networks, same runtime, threads and resolution), predicts
 each width from the table, and prints measured vs predicted: the raw sum of layers, and the model in
 use (that sum times a factor fitted on the measured widths) judged leave-one-out, with the share of
-widths within +-10% (target: at least 90%). `--save DEVICE` adds the measurements to devices/profiles/DEVICE/.
+widths within +-10% (target: all) and +-5% (target: at least 90%). With several `--target`s (and
+`--stored` profiles) each is also predicted leave-one-device-out. `--save DEVICE` adds the
+measurements to devices/profiles/DEVICE/.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgesr.devices import parse_resolution
+    from edgesr.export import get_exporter
     from edgesr.files import atomic_write_text
     from edgesr.fingerprint import detect_machine
     from edgesr.profile.latency_model import leave_one_device_out
@@ -65,14 +68,23 @@ def run(args: argparse.Namespace) -> int:
 
     res = parse_resolution(args.resolution)
     stored = [_parse_stored(s) for s in args.stored]  # refuse a bad value before timing anything
+    for target in args.target:  # an unknown target or a missing SDK, before any timing
+        get_exporter(target).sdk_versions()
     lines: list[str] = []
-    out = lines.append
+
+    def out(line: str) -> None:  # printed and written as it comes: a late failure loses nothing
+        lines.append(line)
+        print(line)
+        if args.out:
+            atomic_write_text(args.out, "\n".join(lines) + "\n")
+
     out(f"command: `python -m benchmarks latency-model {shlex.join(sys.argv[2:])}`\n")
     out(f"machine: {detect_machine().text}; torch {torch.__version__}; threads {args.threads}; "
         f"LR {res.text}; {args.warmup} warm-up + {args.runs} timed runs per model and per layer "
         f"x {args.passes} pass(es); "
         f"clock: {'process CPU time' if args.clock == 'cpu' else 'wall clock'}")  # fmt: skip
     accuracies: dict[str, Any] = {}
+    here: set[tuple[str, Any]] = set()  # (runtime, machine key) measured in this run
     for target in args.target:
         passes = [
             run_sweep(
@@ -99,21 +111,19 @@ def run(args: argparse.Namespace) -> int:
         by_width = {rec.model.width: rec for rec in r.models if rec.model}
         _report(out, name, r.accuracy, lambda w, by_width=by_width: by_width[w].stats.p90(args.clock))
         accuracies[name] = r.accuracy
+        here.add((m0.runtime, m0.machine.key if m0.machine else ()))
         if args.save:
             p1 = save_records(args.save, r.models, f"models_{m0.runtime}")
             p2 = save_records(args.save, r.layers, f"layers_{m0.runtime}", kind="layers")
             print(f"saved {p1} and {p2}", file=sys.stderr)
     for device, runtime in stored:
-        for name, acc in _stored_accuracies(device, runtime, res, args.threads, args.clock).items():
+        for name, acc in _stored_accuracies(device, runtime, res, args.threads, args.clock, here).items():
             _report(out, name, acc, None)
             accuracies[name] = acc
     lodo = leave_one_device_out(accuracies)
     if lodo:
         _report_lodo(out, accuracies, lodo)
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
     if args.out:
-        atomic_write_text(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
@@ -168,9 +178,15 @@ def _report_lodo(out: Callable[[str], None], accuracies: dict[str, Any], lodo: d
     out(f"\n(+-{TOLERANCE:.0%} and +-{TIGHT:.0%} as in the per-device tables.)")
 
 
-def _stored_accuracies(device: str, runtime: str, res: Any, threads: int, clock: str) -> dict[str, Any]:
-    """The latency model's accuracy on saved profiles of `device`/`runtime` (fp32, these threads and
-    LR size), one entry per machine that measured them (records without a fingerprint are one)."""
+def _stored_accuracies(
+    device: str, runtime: str, res: Any, threads: int, clock: str, here: set[tuple[str, Any]]
+) -> dict[str, Any]:
+    """The latency model's accuracy on saved profiles of `device`/`runtime` (fp32 default graphs,
+    these threads and LR size), one entry per (machine, architecture) that measured them (records
+    without a fingerprint are one machine), one record per width (the newest). Groups of a machine
+    and runtime this run measured are left out: they are not another device."""
+    import json
+
     from edgesr.profile.latency_model import accuracy, table_from_records
     from edgesr.profile.store import device_records
     from edgesr.profile.sweep import _metas
@@ -183,22 +199,27 @@ def _stored_accuracies(device: str, runtime: str, res: Any, threads: int, clock:
         r for r in device_records(device, kind="models") if ok(r) and r.resolution == res.text and r.model
     ]
     layers = [r for r in device_records(device, kind="layers") if ok(r)]
-    out = {}
-    for machine in {r.machine for r in models}:
-        ms = [
-            r
-            for r in models
-            if r.machine == machine and r.stats.value(clock) is not None and default_variant(r)
-        ]
-        if not ms:
+
+    def mkey(r: Any) -> Any:
+        return r.machine.key if r.machine else ()
+
+    groups: dict[tuple[Any, str], dict[float, Any]] = {}
+    for r in sorted(models, key=lambda r: r.measured_at):  # the newest of a width wins
+        if r.stats.value(clock) is None or not default_variant(r) or (runtime, mkey(r)) in here:
             continue
+        groups.setdefault((mkey(r), json.dumps(r.model.arch, sort_keys=True)), {})[r.model.width] = r
+    out = {}
+    for (machine_key, _), by_width in groups.items():
+        ms = list(by_width.values())
         m0 = ms[0]
-        ls = [r for r in layers if r.machine == machine]
+        machine = m0.machine
+        ls = [r for r in layers if mkey(r) == machine_key]
         table = table_from_records(ls, runtime, m0.delegate, "fp32", threads, clock)
         metas = _metas(m0.model.arch, [r.model.width for r in ms])
         measured = [(r.model.width, r.model.channels, r.stats.value(clock), metas[r.model.width]) for r in ms]
         where = machine.text if machine else "machine not recorded"
-        out[f"{device} {runtime} {m0.runtime_version} ({m0.delegate}), saved, {where}"] = accuracy(
+        arch = f"{m0.model.arch['name']} {m0.model.arch['args']}"
+        out[f"{device} {runtime} {m0.runtime_version} ({m0.delegate}), saved, {where}, {arch}"] = accuracy(
             table, measured, res.hw
         )
     return out

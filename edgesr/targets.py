@@ -12,6 +12,7 @@ binds `spec = TARGETS.get(name)`) and its tests; a test checks that every spec h
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from edgesr.registry import Registry
@@ -22,7 +23,9 @@ __all__ = [
     "PRECISIONS",
     "TARGETS",
     "UPSAMPLERS",
+    "RuntimeOption",
     "TargetSpec",
+    "parse_runtime_options",
     "quant_backends",
     "target_of_backend",
 ]
@@ -35,6 +38,21 @@ ESTIMATORS: tuple[str, ...] = ("histogram", "minmax")
 # How the last stage's sub-pixel upsampling is written in the exported graph (edgesr/export/graphs.py):
 # nn.PixelShuffle, a depth-to-space with reordered conv channels, or a fixed-weight ConvTranspose2d.
 UPSAMPLERS: tuple[str, ...] = ("pixelshuffle", "depth_to_space", "transposed_conv")
+
+
+@dataclass(frozen=True)
+class RuntimeOption:
+    """A setting of the runtime that opens a target's artifacts, not part of the artifact: the app
+    sets it when it creates its session. Profiles time its values; the manifest records the one an
+    export was verified with."""
+
+    name: str  # e.g. "spinning"
+    values: tuple[str, ...]  # the first is the runtime's own default
+    help: str
+
+    @property
+    def default(self) -> str:
+        return self.values[0]
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,31 @@ class TargetSpec:
     weight_only: bool = False  # int8 weights, float activations
     platforms: tuple[str, ...] = ()  # sys.platform values whose runtime runs the artifact; () = any
     io: str = "float32 NCHW in [0, 1]"  # artifact I/O unless the exporter's io_spec says otherwise
+    runtime_options: tuple[RuntimeOption, ...] = ()  # runtime settings profiles can time
+
+    def runtime_option(self, name: str) -> RuntimeOption:
+        """The option called `name`; ValueError naming the ones this target has."""
+        for o in self.runtime_options:
+            if o.name == name:
+                return o
+        have = ", ".join(f"{o.name}={'|'.join(o.values)}" for o in self.runtime_options)
+        raise ValueError(
+            f"{self.name} has no runtime option {name!r} ({'it has ' + have if have else 'it has none'})"
+        )
+
+    def check_runtime_options(self, options: Mapping[str, str]) -> dict[str, str]:
+        """`options` as a plain dict, each name and value checked (ValueError names what is valid)."""
+        for name, value in options.items():
+            o = self.runtime_option(name)
+            if value not in o.values:
+                raise ValueError(
+                    f"{self.name} runtime option {name}={value!r}: expected one of {', '.join(o.values)}"
+                )
+        return dict(sorted(options.items()))
+
+    def non_default_options(self, options: Mapping[str, str]) -> dict[str, str]:
+        """The options that differ from the runtime's defaults (what a deployment must set)."""
+        return {k: v for k, v in sorted(options.items()) if v != self.runtime_option(k).default}
 
     def upsampler(self, precision: str, dynamic: bool, weight_only: bool = False) -> str:
         """The upsampler variant used when the request names none (int8 weight-only computes in float)."""
@@ -98,6 +141,14 @@ _declare(TargetSpec(
     # int8: a QDQ model of edgesr's PT2E graph (S8S8, per-channel weights), fixed input shape
     precisions=("fp32", "int8"), dynamic_shapes=True, dynamic_int8=False, host_delegate="cpu",
     quant_backend="onnxruntime",
+    # ORT's worker threads spin while they wait, by default; on a host that runs other work that
+    # spinning takes CPU from it (docs/export.md measures it). Timed by `profile --runtime-option`.
+    # Values are not on/off: YAML reads those as booleans.
+    runtime_options=(RuntimeOption(
+        "spinning", ("allowed", "disabled"),
+        "ONNX Runtime thread spinning (session.intra_op.allow_spinning / inter_op): disabled gives "
+        "the CPU back while threads wait, for hosts shared with other work",
+    ),),
 ))  # fmt: skip
 _declare(TargetSpec(
     name="tflite", suffix=".tflite", sdk_label="LiteRT (litert-torch + ai-edge-litert)", extra="tflite",
@@ -149,6 +200,28 @@ def target_of_runtime(runtime: str) -> str:
         if spec.runtime == runtime:
             return spec.name
     raise KeyError(runtime)
+
+
+def parse_runtime_options(target: str, pairs: Iterable[str]) -> list[dict[str, str]]:
+    """`--runtime-option` values for `target`, e.g. ["spinning=allowed,disabled"] ->
+    [{"spinning": "allowed"}, {"spinning": "disabled"}]: every combination of the listed values
+    ([{}] for none); ValueError names the target's options when a name or value is not one of them."""
+    combos: list[dict[str, str]] = [{}]
+    spec = TARGETS.get(target) if target in TARGETS.names() else None
+    for pair in pairs:
+        name, sep, values = pair.partition("=")
+        if not sep or not name or not values:
+            raise ValueError(
+                f"--runtime-option {pair!r}: expected NAME=VALUE[,VALUE...], e.g. spinning=disabled"
+            )
+        if spec is None:
+            raise ValueError(f"--runtime-option {pair!r}: {target} has no runtime options")
+        option = spec.runtime_option(name)
+        chosen = option.values if values == "all" else tuple(values.split(","))
+        for v in chosen:
+            spec.check_runtime_options({name: v})
+        combos = [{**c, name: v} for c in combos for v in chosen]
+    return combos
 
 
 def target_of_backend(backend: str) -> TargetSpec:

@@ -179,7 +179,8 @@ def artifact_upscaler(
     reason = guarded(path, "reading it", exporter.runs_here)(path)
     if reason:
         raise NotRunnableHere(f"{path}: a {target} artifact cannot run on this machine: {reason}")
-    run = guarded(path, f"loading it on {exporter.spec.runtime_label}", exporter.load)(path, threads)
+    options = (manifest.get("runtime") or {}).get("options") or {}  # as it was exported to be run
+    run = guarded(path, f"loading it on {exporter.spec.runtime_label}", exporter.load)(path, threads, options)
     run = guarded(path, f"running it on {exporter.spec.runtime_label}", run)
     shape = manifest["input"]["shape"]
     input_hw = None if manifest["input"].get("dynamic") else (int(shape[2]), int(shape[3]))

@@ -217,7 +217,8 @@ def test_export_stage_reads_the_runs_export_section(tmp_path):
             "upsampler": None,
             "activations": None,
         }
-        base |= {"delegate": None, "fully_integer": False, "weight_only": False, "tune": False}
+        base |= {"delegate": None, "fully_integer": False, "weight_only": False, "tune": False,
+                 "runtime_option": []}  # fmt: skip
         return argparse.Namespace(**{**base, **kw})
 
     class Out:

@@ -9,7 +9,8 @@ import argparse
 from pathlib import Path
 
 from edgesr.cli.common import Console, make_console
-from edgesr.targets import PRECISIONS, TARGETS, UPSAMPLERS
+from edgesr.errors import UsageError
+from edgesr.targets import PRECISIONS, TARGETS, UPSAMPLERS, parse_runtime_options
 
 __all__ = ["add_parsers"]
 
@@ -75,6 +76,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="keep an int8 artifact that loses more than 0.2 dB mean or 1 dB on any gate image vs float "
         "(the loss is still recorded in its manifest)",
     )
+    x.add_argument(
+        "--runtime-option", action="append", default=[], metavar="NAME=VALUE",
+        help="a runtime setting the artifact is meant to run with, recorded in its manifest (ONNX Runtime: "
+        "spinning=allowed|disabled); default: the recipe's export section",
+    )  # fmt: skip
     x.add_argument("--input", default="1x3x180x320", metavar="1x3xHxW", help="LR input shape")
     x.add_argument("--dynamic", action="store_true", help="free H and W at run time (where supported)")
     x.add_argument("--out", type=Path, default=Path("exports"), help="output folder")
@@ -104,7 +110,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace, console: Console) -> int:
 
-    from edgesr.errors import UsageError
     from edgesr.export import TARGETS, ExportOptions, export_all, export_student, parse_input_shape
     from edgesr.export.verify import verification_table
     from edgesr.profile.tune import Trial, tune_export
@@ -132,6 +137,7 @@ def _export(args: argparse.Namespace, console: Console) -> int:
         accept_int8_loss=args.accept_int8_loss,
         calibration=args.calibration,
         activations=args.activations,
+        runtime_options=_runtime_options(targets, args.runtime_option),
     )
     student = load_student(args.checkpoint, args.width)
     log = None if args.verbose else Path(args.out) / "export.log"
@@ -166,10 +172,25 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     return 0 if results else 1
 
 
+def _runtime_options(targets: list[str], pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    """`--runtime-option` values, one setting each, checked for every target exported."""
+    chosen: dict[str, str] = {}
+    for target in targets:
+        try:
+            combos = parse_runtime_options(target, pairs)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if len(combos) > 1:
+            raise UsageError(
+                "an artifact records one value per --runtime-option; profile sweep times several"
+            )
+        chosen = combos[0]
+    return tuple(sorted(chosen.items()))
+
+
 def _from_recipe(args: argparse.Namespace, console: Console) -> None:
     """Fill what the command line left unset from the run's recipe's `export:` section (the target,
     and for that target its precision, upsampler and activations); UsageError when neither says."""
-    from edgesr.errors import UsageError
     from edgesr.recipe import load_recipe
     from edgesr.student import run_recipe
 
@@ -195,6 +216,9 @@ def _from_recipe(args: argparse.Namespace, console: Console) -> None:
         if allowed and getattr(args, key) is None and getattr(section, key) is not None:
             setattr(args, key, getattr(section, key))
             used.append(f"{key} {getattr(section, key)}")
+    if not args.runtime_option and section.runtime_options:
+        args.runtime_option = [f"{k}={v}" for k, v in section.runtime_options.items()]
+        used += args.runtime_option
     console.print(f"from {path} (export section): target {args.target}" + "".join(f", {u}" for u in used),
                   highlight=False, markup=False)  # fmt: skip
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from edgesr.cli.common import TRUST_HELP, make_console
 from edgesr.errors import OutputExistsError, UsageError
-from edgesr.targets import ACTIVATIONS, PRECISIONS, UPSAMPLERS
+from edgesr.targets import ACTIVATIONS, PRECISIONS, UPSAMPLERS, parse_runtime_options
 
 PROFILE_EXAMPLES = """\
 examples:
@@ -73,6 +73,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--serial", help="adb device serial (default: the device file's, else the only one)")
     r.add_argument("--delegate", help="Android LiteRT delegate: xnnpack, gpu, nnapi (default: first listed)")
     r.add_argument("--op-profiling", action="store_true", help="Android LiteRT: per-op times too")
+    r.add_argument(
+        "--runtime-option", action="append", default=[], metavar="NAME=VALUE",
+        help="a runtime setting to time with, repeatable (ONNX Runtime: spinning=allowed|disabled; "
+        "default: the artifact manifest's)",
+    )  # fmt: skip
     r.add_argument("--no-save", action="store_true", help="print only; do not add to the device's profile")
     r.add_argument("--trust-artifact", action="store_true", help=TRUST_HELP)
     _farm_args(r)
@@ -108,6 +113,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--activations", nargs="+", choices=[*ACTIVATIONS, "all"],
         help="int8 activations policies to sweep (default: the target's; all: every one it accepts)",
+    )  # fmt: skip
+    s.add_argument(
+        "--runtime-option", action="append", default=[], metavar="NAME=VALUE",
+        help="a runtime setting to time, repeatable; VALUE,VALUE or all sweeps several (ONNX "
+        "Runtime: spinning=allowed|disabled); targets without it are skipped",
     )  # fmt: skip
     s.add_argument("--widths", type=float, nargs="+", help="default: every width on the channel grid")
     s.add_argument("--resolution", metavar="WxH", help="LR input size (default: the device's)")
@@ -316,11 +326,15 @@ def _check_via(args: argparse.Namespace, device: Any) -> None:
 def _run(args: argparse.Namespace, device: Any, res: Any) -> Any:
     threads = args.threads if args.threads is not None else device.threads
     if device.transport in ("host", "macos"):
-        from edgesr.profile.host import profile_artifact
+        from edgesr.profile.host import profile_artifact, target_for_artifact
 
+        options = None
+        if args.runtime_option:
+            options = _one_setting(args.target or target_for_artifact(args.artifact), args.runtime_option)
         return profile_artifact(
-            args.artifact, args.target, res, threads, args.warmup, args.runs, trust=args.trust_artifact
-        )
+            args.artifact, args.target, res, threads, args.warmup, args.runs, trust=args.trust_artifact,
+            runtime_options=options,
+        )  # fmt: skip
     if device.transport == "adb":
         from edgesr.export.manifest import checked_artifact, manifest_path
         from edgesr.profile.adb import Adb, profile_android
@@ -371,9 +385,10 @@ def _sweep(args: argparse.Namespace, device: Any, res: Any, root: Any, console: 
         console.print(f"skipped: {why}", highlight=False, markup=False)
     if not configs:
         raise UsageError("nothing to sweep: every target x precision x variant asked for was refused (above)")
-    if args.layers and len(configs) > 1:
+    settings = _settings(configs, args.runtime_option, console)
+    if args.layers and len(settings) > 1:
         raise UsageError("--layers measures one fp32 latency table: sweep one target at fp32 with it")
-    for target, precision, upsampler, activations in configs:
+    for (target, precision, upsampler, activations), options in settings:
         result = run_sweep(
             args.source,
             target,
@@ -388,6 +403,7 @@ def _sweep(args: argparse.Namespace, device: Any, res: Any, root: Any, console: 
             precision=precision,
             upsampler=upsampler,
             activations=activations,
+            runtime_options=options,
         )
         runtime = result.models[0].runtime
         path = save_records(device.name, result.models, f"models_{runtime}", root)
@@ -398,6 +414,36 @@ def _sweep(args: argparse.Namespace, device: Any, res: Any, root: Any, console: 
             console.print(result.accuracy.summary())
         _print_records(result.models, f"{device.name}: sweep")
     return 0
+
+
+def _settings(
+    configs: list[tuple[str, str, str | None, str | None]], pairs: list[str], console: Any
+) -> list[tuple[tuple[str, str, str | None, str | None], dict[str, str]]]:
+    """Each sweep configuration with each combination of the `--runtime-option` values; a target
+    without those options is skipped, in one line."""
+    out = []
+    for config in configs:
+        try:
+            combos = parse_runtime_options(config[0], pairs)
+        except ValueError as e:
+            console.print(f"skipped: {config[0]} {config[1]}: {e}", highlight=False, markup=False)
+            continue
+        out += [(config, options) for options in combos]
+    if not out:
+        raise UsageError("nothing to sweep: no target asked for has the --runtime-option given (above)")
+    return out
+
+
+def _one_setting(target: str, pairs: list[str]) -> dict[str, str]:
+    try:
+        combos = parse_runtime_options(target, pairs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if len(combos) > 1:
+        raise UsageError(
+            "profile run times one setting of each --runtime-option; `profile sweep` times several"
+        )
+    return combos[0]
 
 
 def devices_command(args: argparse.Namespace, console: Any) -> int:

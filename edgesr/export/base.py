@@ -9,7 +9,7 @@ The orchestration (student -> verified artifact + manifest) is edgesr/export/run
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -76,8 +76,11 @@ class Exporter(Protocol):
         """Convert `model` (eval mode, traced with `example`, 1x3xHxW in [0,1]) and write `path`."""
         ...
 
-    def load(self, path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-        """A callable running the artifact on its real runtime: float32 NCHW in -> float32 NCHW out."""
+    def load(
+        self, path: Path, threads: int | None = None, options: Mapping[str, str] | None = None
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """A callable running the artifact on its real runtime: float32 NCHW in -> float32 NCHW out.
+        `options`: runtime settings (`spec.runtime_options`; ValueError for one the target lacks)."""
         ...
 
     def runs_here(self, path: Path | None = None) -> str | None:

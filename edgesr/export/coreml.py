@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +94,12 @@ class CoremlExporter:
             mlmodel = quantize_weights(mlmodel)
         mlmodel.save(str(path))
 
-    def load(self, path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    def load(
+        self, path: Path, threads: int | None = None, options: Mapping[str, str] | None = None
+    ) -> Callable[[np.ndarray], np.ndarray]:
         """`MLModel.predict` with all compute units (macOS only; `threads` does not apply: Core ML
         schedules CPU/GPU/Neural Engine itself). float32 NCHW in -> float32 NCHW out."""
+        self.spec.check_runtime_options(options or {})  # none: refuses any
         reason = self.runs_here()
         if reason is not None:
             raise RuntimeError(reason)

@@ -33,7 +33,7 @@ import copy
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +140,11 @@ class ExecutorchExporter:
             return COREML_NOT_HERE
         return f"the ExecuTorch runtime here has no {', '.join(sorted(missing))}"
 
-    def load(self, path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    def load(
+        self, path: Path, threads: int | None = None, options: Mapping[str, str] | None = None
+    ) -> Callable[[np.ndarray], np.ndarray]:
         """Load `forward` of the `.pte`; `threads` resizes the process-wide XNNPACK thread pool."""
+        self.spec.check_runtime_options(options or {})  # none: refuses any
         import torch
 
         self._sdk()

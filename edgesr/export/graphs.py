@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from edgesr.models import reparameterize
 from edgesr.targets import UPSAMPLERS
 
-__all__ = ["DepthToSpace", "crd_to_dcr", "one_hot_transposed_conv", "rewrite_upsampler"]
+__all__ = ["DepthToSpace", "crd_to_dcr", "one_hot_transposed_conv", "rewrite_upsampler", "upsampler_op"]
 
 # Autograd nodes that act on each channel alone (so a channel permutation commutes with them) and
 # that `depth_to_space` may therefore look through between the shuffle and the convs feeding it.

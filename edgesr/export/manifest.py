@@ -137,9 +137,18 @@ def build_manifest(
             "macs_input": [1, c, h, w],
         },
         # re-parameterisable blocks collapsed into single 3x3 convs before export (0: none in the model)
-        "graph": {"upsampler": plan.upsampler, "delegate": plan.delegate,
-                  "reparameterized_blocks": _rep_blocks(meta.arch)},  # fmt: skip
+        "graph": {
+            "upsampler": plan.upsampler,
+            "delegate": plan.delegate,
+            "reparameterized_blocks": _rep_blocks(meta.arch),
+        },  # fmt: skip
         "quantization": quantization,
+        # settings for the app's runtime session, not in the file (`edgesr profile` times them);
+        # `options` lists those that differ from the runtime's defaults
+        "runtime": {
+            "name": plan.spec.runtime,
+            "options": plan.spec.non_default_options(dict(plan.options.runtime_options)),
+        },  # fmt: skip
         "input": inp,
         "output": out,
         "source": {
@@ -276,6 +285,9 @@ def print_manifest(manifest: dict[str, Any], mpath: Path, console: Any = None) -
     t.add_row("verification", text)
     graph = manifest.get("graph", {})
     t.add_row("graph", ", ".join(f"{k} {val}" for k, val in graph.items() if val is not None))
+    options = (manifest.get("runtime") or {}).get("options") or {}
+    if options:
+        t.add_row("run it with", ", ".join(f"{k}={v}" for k, v in options.items()))
     ops = manifest["delegation"].get("ops", {})
     t.add_row("ops", ", ".join(f"{k} {n}" for k, n in ops.items()))
     console.print(t)

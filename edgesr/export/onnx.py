@@ -25,7 +25,7 @@ import re
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +83,19 @@ class OnnxExporter:
             m = re.search(r"operator '([^']+)'", str(e))
             raise UnsupportedOpError(self.spec.name, m.group(1) if m else "unknown", str(e)) from e
 
-    def load(self, path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    def load(
+        self, path: Path, threads: int | None = None, options: Mapping[str, str] | None = None
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        options = self.spec.check_runtime_options(options or {})
         _, ort = self._sdk()
         opts = ort.SessionOptions()
         if threads is not None:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
+        if options.get("spinning") == "disabled":
+            # ORT's documented session config keys (onnxruntime_session_options_config_keys.h)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), sess_options=opts, providers=PROVIDERS)
 
         def run(x: np.ndarray) -> np.ndarray:

@@ -71,6 +71,9 @@ class ExportOptions:
     # may hold float ops (measured: 0.66 -> 0.29 dB mean loss on 14 real photos), else int8
     activations: str | None = None
     estimator: str | None = None  # int8 PTQ activation ranges: None = minmax with float-ends, else histogram
+    # runtime settings the artifact is meant to run with (edgesr.targets.RuntimeOption), e.g.
+    # (("spinning", "disabled"),) for ORT on a shared host; recorded in the manifest's `runtime`
+    runtime_options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -162,6 +165,10 @@ def plan_export(
     `trained_activations`, the activations policy its `quant` metadata records).
     """
     spec = TARGETS.get(target)
+    try:
+        spec.check_runtime_options(dict(options.runtime_options))
+    except ValueError as e:
+        raise UnsupportedOptionError(str(e)) from None
     if options.precision not in spec.precisions:
         raise UnsupportedOptionError(
             f"precision {options.precision!r} is not yet supported for target {spec.name!r} "

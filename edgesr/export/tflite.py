@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,10 @@ class TfliteExporter:
                 f"a fully-integer graph was requested but float ops {floats} and float I/O {io_float} remain",
             )  # fmt: skip
 
-    def load(self, path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    def load(
+        self, path: Path, threads: int | None = None, options: Mapping[str, str] | None = None
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        self.spec.check_runtime_options(options or {})  # none: refuses any
         interpreter = self._interpreter()(model_path=str(path), num_threads=threads)
         interpreter.allocate_tensors()
         state = {"in": interpreter.get_input_details()[0], "out": interpreter.get_output_details()[0]}

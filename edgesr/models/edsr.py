@@ -83,10 +83,10 @@ class EDSR(nn.Module):
         anchor: add the nearest-upsampled input to the output (the frozen 1x1 conv + PixelShuffle
             of ``edgesr.models.plain.nearest_conv``, as QuickSRNet-Large and ABPN do), so the net
             learns the residual over it and the output mean shift is dropped. Not in the paper:
-            edgesr's protocol uses it because plain EDSR students at a CPU budget lose up to 8 dB
-            to bicubic on smooth photos (docs/distillation.md). Width-independent, so every
-            channel-split student shares it. Recorded in ``arch`` only when on, so existing
-            checkpoints keep their arch.
+            edgesr's protocol uses it because plain EDSR students at a CPU budget lose up to 5.7
+            dB to bicubic on a near-flat photo (docs/bench/distill_protocol_x2_no_anchor).
+            Width-independent, so every channel-split student shares it. Recorded in ``arch`` only
+            when on, so existing checkpoints keep their arch.
     """
 
     def __init__(

@@ -18,7 +18,7 @@ import hashlib
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,28 +218,34 @@ def profile_module(
     upsampler: str | None = None,
     activations: str | None = None,
     quality: bool = False,
+    runtime_options: Mapping[str, str] | None = None,
 ) -> Record:
     """Export `model` for `target` (none for pytorch) at `precision` (int8: PTQ, needs the model's
     `scale` for calibration crops) as the `upsampler` / `activations` variant (default: the target's),
-    time it on input `shape`, return its Record. `quality`: also measure an int8 graph's Y-PSNR drop
-    against `model` (only meaningful for trained weights)."""
+    time it on input `shape` with `runtime_options` (edgesr.targets.RuntimeOption), return its Record.
+    `quality`: also measure an int8 graph's Y-PSNR drop against `model` (only meaningful for trained
+    weights)."""
     runtime, version, delegate = runtime_info(target)
     if target == PYTORCH and precision != "fp32":
         raise UsageError(f"eager PyTorch is timed in fp32 only, not {precision}; pick an export target")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         variant: dict[str, Any] = {}
         if target == PYTORCH:
-            if upsampler is not None or activations is not None:
-                raise UsageError("eager PyTorch has no export variants; pick an export target")
+            if upsampler is not None or activations is not None or runtime_options:
+                raise UsageError(
+                    "eager PyTorch has no export variants or runtime options; pick an export target"
+                )
             load, sha, artifact = pytorch_loader(model), weights_sha256(model), f"{name}.pt (eager)"
         else:
+            exp = get_exporter(target)
+            options = _options(exp.spec, runtime_options)  # refused before the (slow) export
             path, plan, quantized = _export(model, target, shape, Path(tmp), name, precision, scale,
                                             upsampler, activations)  # fmt: skip
-            exp = get_exporter(target)
-            load, sha, artifact = (lambda t: exp.load(path, t)), artifact_sha(path), path.name
+            load, sha, artifact = (lambda t: exp.load(path, t, options)), artifact_sha(path), path.name
+            variant["runtime_options"] = exp.spec.non_default_options(options)
             if any(isinstance(m, nn.PixelShuffle) for m in model.modules()):  # a whole model
-                variant = {"upsampler": plan.upsampler,
-                           "activations": plan.activations if plan.int8_activations else None}  # fmt: skip
+                variant["upsampler"] = plan.upsampler
+                variant["activations"] = plan.activations if plan.int8_activations else None
                 if quality and quantized is not None and scale is not None:
                     variant["int8_drop_db"] = int8_drop_db(model, quantized, scale)
         busy = machine_load()
@@ -287,9 +293,11 @@ def profile_artifact(
     warmup: int = 3,
     runs: int = 20,
     trust: bool = False,
+    runtime_options: Mapping[str, str] | None = None,
 ) -> Record:
-    """Time an exported artifact on its runtime here. Input size: `resolution`, else the manifest's.
-    An artifact with a manifest must still match its sha256 (unless `trust`)."""
+    """Time an exported artifact on its runtime here. Input size: `resolution`, else the manifest's;
+    runtime options: `runtime_options`, else those the manifest says it was verified with. An
+    artifact with a manifest must still match its sha256 (unless `trust`)."""
     path = Path(path)
     if not path.exists():
         raise NotFoundError(f"no such artifact: {path}")
@@ -310,9 +318,12 @@ def profile_artifact(
     acts = ((manifest or {}).get("quantization") or {}).get("activations", "")
     shape = (1, 3, resolution.height, resolution.width)
     busy = machine_load()
+    if runtime_options is None:
+        runtime_options = ((manifest or {}).get("runtime") or {}).get("options") or {}
+    options = _options(exp.spec, runtime_options)
     load = export_manifest.guarded(path, f"loading it on {runtime}", exp.load)
     stats, peak = measure(
-        lambda t: export_manifest.guarded(path, f"running it on {runtime}", load(path, t)),
+        lambda t: export_manifest.guarded(path, f"running it on {runtime}", load(path, t, options)),
         real_input(shape), threads, warmup, runs,
     )  # fmt: skip
     return Record(
@@ -334,7 +345,16 @@ def profile_artifact(
         upsampler=graph.get("upsampler"),
         # the manifest says "int8 per-tensor (float-ends)" for int8 activations
         activations=acts[acts.index("(") + 1 : -1] if acts.startswith("int8 per-tensor (") else None,
+        runtime_options=exp.spec.non_default_options(options),
     )
+
+
+def _options(spec: Any, options: Mapping[str, str] | None) -> dict[str, str]:
+    """`options` checked against the target's runtime options (UsageError naming the valid ones)."""
+    try:
+        return spec.check_runtime_options(options or {})
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def sweep(
@@ -350,11 +370,12 @@ def sweep(
     precision: str = "fp32",
     upsampler: str | None = None,
     activations: str | None = None,
+    runtime_options: Mapping[str, str] | None = None,
 ) -> list[Record]:
     """Export and time the architecture at each width and `precision`, as the `upsampler` /
-    `activations` variant (default: the target's). `weights`: a full-width model to slice (e.g. a CSD
-    checkpoint; int8 records then also carry the int8 Y-PSNR drop of each width); by default a seeded
-    fresh model of `arch` (latency is weight-independent)."""
+    `activations` variant (default: the target's), run with `runtime_options`. `weights`: a
+    full-width model to slice (e.g. a CSD checkpoint; int8 records then also carry the int8 Y-PSNR
+    drop of each width); by default a seeded fresh model of `arch` (latency is weight-independent)."""
     trained = weights is not None
     if weights is None:
         torch.manual_seed(0)
@@ -367,7 +388,7 @@ def sweep(
         name = f"{arch['name']}_x{arch['args'].get('scale', '')}_w{w:g}_{size}_{precision}"
         rec = profile_module(model, target, shape, name, threads, warmup, runs, info, precision=precision,
                              scale=arch["args"].get("scale"), upsampler=upsampler, activations=activations,
-                             quality=trained)  # fmt: skip
+                             quality=trained, runtime_options=runtime_options)  # fmt: skip
         if log:
             drop = "" if rec.int8_drop_db is None else f", int8 drop {rec.int8_drop_db:.3f} dB"
             log(

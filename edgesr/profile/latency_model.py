@@ -277,13 +277,13 @@ def leave_one_device_out(accuracies: Mapping[str, Accuracy]) -> dict[str, tuple[
     """Each device's widths predicted from its own layer table times a scale it never measured: the
     geometric mean of the *other* devices' fitted scales (devices with fewer than MIN_CHECKS widths
     give none). It answers what a new device gets from its table before any whole model is timed
-    on it. A device is any (machine, runtime) with a table and whole-model checks; needs >= 2
-    calibrated devices (empty result otherwise)."""
+    on it. A device is any (machine, runtime) with a table and whole-model checks; a device gets a
+    result when at least one *other* device is calibrated and it has checks of its own."""
     scales = {name: acc.scale for name, acc in accuracies.items() if acc.calibrated}
     out: dict[str, tuple[Check, ...]] = {}
     for name, acc in accuracies.items():
         others = [np.log(v) for other, v in scales.items() if other != name]
-        if not others:
+        if not others or not acc.checks:
             continue
         scale = float(np.exp(np.mean(others)))
         out[name] = tuple(replace(c, predicted_ms=c.predicted_ms * scale) for c in acc.checks)

@@ -21,6 +21,7 @@ A profile file `devices/profiles/<device>/<name>.yaml` holds one device's measur
         layer: null         # layers profiles: {kind, c_in, c_out, kernel, height, width}
         upsampler: depth_to_space  # the export variant timed (null: not recorded)
         activations: null   # int8 with int8 activations: int8 | float-ends
+        runtime_options: {} # runtime settings timed, e.g. {spinning: disabled} (ONNX Runtime)
         int8_drop_db: null  # int8 from a checkpoint's weights: Y-PSNR lost to int8 (gate photos)
         ops: []             # per-op times when the source had them (op profiling, ETDump)
         measured_at: '2026-11-22T15:02:11Z'
@@ -215,13 +216,17 @@ class Record:
     # int8 records swept from a checkpoint's own weights: the mean Y-PSNR the int8 graph loses to the
     # float student on the int8 gate photos (edgesr.quant.quality), so selection can rank precisions.
     int8_drop_db: float | None = None
+    # runtime settings the artifact was timed with (edgesr.targets.RuntimeOption), e.g.
+    # {spinning: disabled}; only those that differ from the runtime's defaults
+    runtime_options: dict[str, str] = field(default_factory=dict)
 
     @property
     def variant(self) -> str:
-        """'depth_to_space, activations int8'; 'default' when the record does not say."""
-        if self.upsampler is None:
-            return "default"
-        return self.upsampler + (f", activations {self.activations}" if self.activations else "")
+        """'depth_to_space, activations int8'; 'default' when the record does not say; runtime options
+        after a semicolon ('default; spinning=disabled')."""
+        graph = "default" if self.upsampler is None else self.upsampler
+        graph += f", activations {self.activations}" if self.upsampler and self.activations else ""
+        return graph + "".join(f"; {k}={v}" for k, v in sorted(self.runtime_options.items()))
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -243,6 +248,7 @@ class Record:
             self.threads or 0,
             self.resolution,
             farm,
+            *sorted(self.runtime_options.items()),  # nothing for the defaults: older keys unchanged
         )
 
 
@@ -270,6 +276,7 @@ def _sort_key(r: Record) -> tuple[Any, ...]:
         r.precision,
         r.upsampler or "",
         r.activations or "",
+        sorted(r.runtime_options.items()),
         r.resolution,
         r.threads or 0,
         r.layer.text if r.layer else "",

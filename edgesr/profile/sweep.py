@@ -111,6 +111,7 @@ def run_sweep(
     precision: str = "fp32",
     upsampler: str | None = None,
     activations: str | None = None,
+    runtime_options: dict[str, str] | None = None,
 ) -> SweepResult:
     """Time the source's architecture at `widths` (default: the whole channel grid) with `target` at
     `precision` (int8: each width post-training quantized for the target, as `edgesr export` does);
@@ -118,15 +119,20 @@ def run_sweep(
     also measure the per-layer table and check the latency model against the sweep."""
     if with_layers and precision != "fp32":
         raise UsageError(f"--layers measures the fp32 latency model; sweep {precision} without --layers")
+    if with_layers and (upsampler or activations or runtime_options):
+        # layer records are keyed by layer only: a variant's table would overwrite the default's
+        raise UsageError("--layers measures the default graph's latency table: sweep variants and runtime "
+                         "options without --layers")  # fmt: skip
     arch = resolve_arch(source)
     widths = list(widths or candidate_widths(arch))
     if log:
         name = f"{arch['name']} x{arch['args']['scale']}"
         variant = f", {upsampler or 'default upsampler'}"
         variant += f", activations {activations}" if activations else ""
+        variant += "".join(f", {k}={v}" for k, v in sorted((runtime_options or {}).items()))
         log(f"sweep {name} on {target} {precision}{variant}, LR {resolution.text}, threads {threads}")
     models = sweep(arch, widths, target, resolution, threads, warmup, runs, _full_weights(source), log,
-                   precision, upsampler, activations)  # fmt: skip
+                   precision, upsampler, activations, runtime_options)  # fmt: skip
     if not with_layers:
         return SweepResult(models)
     metas = _metas(arch, widths)

@@ -9,7 +9,7 @@ Every key is optional; the names are checked against edgesr.targets here, and th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgesr.schema import _check
 from edgesr.targets import ACTIVATIONS, PRECISIONS, TARGETS
@@ -22,6 +22,8 @@ class ExportCfg:
     upsampler: str | None = None  # one of the target's upsampler forms
     activations: str | None = None  # int8 PTQ activations policy
     delegate: str | None = None  # the backend inside the artifact, where the target has a choice
+    # runtime settings to run it with, e.g. {spinning: disabled} (ONNX Runtime); recorded in the manifest
+    runtime_options: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = TARGETS.names()
@@ -43,6 +45,15 @@ class ExportCfg:
             _check(self.target is not None and self.upsampler in ups, "upsampler",
                    f"needs a target and one of its forms ({', '.join(ups) or 'set target first'}), "
                    f"got {self.upsampler!r}")  # fmt: skip
+
+        if self.runtime_options:
+            _check(
+                self.target is not None, "runtime_options", "needs a target (the options are its runtime's)"
+            )
+            try:
+                TARGETS.get(self.target).check_runtime_options(self.runtime_options)
+            except ValueError as e:
+                _check(False, "runtime_options", str(e))
 
     @property
     def empty(self) -> bool:

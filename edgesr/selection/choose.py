@@ -99,6 +99,8 @@ def _default_form(runtime: str, precision: str) -> tuple[str, str | None] | None
 def default_variant(r: Record) -> bool:
     """Whether `r` timed the export's default graph, or does not say which variant it timed: a width
     choice compares one graph form across widths (`select-width --search` compares them all)."""
+    if r.runtime_options:  # a runtime setting other than the runtime's defaults
+        return False
     form = _default_form(r.runtime, r.precision)
     if r.upsampler is None or form is None:
         return True

@@ -5,8 +5,9 @@
     write_recipe_export(...)    # edgesr.recipe_edit: the width and the export section a recipe keeps
 
 The candidates are the configurations measured on the device (`edgesr profile sweep --target A B
---precision fp32 int8 --upsampler all --activations all`), one per (runtime, delegate, precision,
-upsampler, activations, width), valid on this machine (edgesr.selection.choose's fingerprint rule).
+--precision fp32 int8 --upsampler all --activations all [--runtime-option spinning=all]`), one per
+(runtime, delegate, precision, upsampler, activations, runtime options, width), valid on this
+machine (edgesr.selection.choose's fingerprint rule).
 A configuration's quality is its width's float Y-PSNR (`psnr`, from the runs' results.json) less,
 for int8, the drop its sweep measured on the int8 gate photos (recorded when the sweep quantized a
 checkpoint's own weights; fp16 is counted as float: edgesr's fp16 exports stay ~80 dB from fp32).
@@ -48,6 +49,7 @@ class Config:
     p90_ms: float | None = None
     float_psnr_db: float | None = None
     int8_drop_db: float | None = None
+    runtime_options: tuple[tuple[str, str], ...] = ()  # settings other than the runtime's defaults
 
     @property
     def psnr_db(self) -> float | None:
@@ -75,6 +77,8 @@ class Config:
             out["upsampler"] = self.upsampler
         if self.activations is not None:
             out["activations"] = self.activations
+        if self.runtime_options:
+            out["runtime_options"] = dict(self.runtime_options)
         return out
 
 
@@ -123,6 +127,7 @@ def _config(r: Record, clock: str, psnr: dict[float, float] | None) -> Config:
         r.stats.p90(clock),
         (psnr or {}).get(r.model.width),
         r.int8_drop_db,
+        tuple(sorted(r.runtime_options.items())),
     )
 
 
@@ -190,7 +195,8 @@ def select_config(
     best: dict[tuple[Any, ...], Record] = {}
     for r in sorted(valid, key=lambda r: (r.machine is not None, r.measured_at)):  # the newest wins
         assert r.model is not None
-        key = (r.runtime, r.delegate, r.precision, r.upsampler, r.activations, r.model.channels)
+        options = tuple(sorted(r.runtime_options.items()))
+        key = (r.runtime, r.delegate, r.precision, r.upsampler, r.activations, options, r.model.channels)
         old = best.get(key)
         # a later sweep from fresh weights (a recipe) keeps the drop measured on the checkpoint's own
         keep = old is None or r.int8_drop_db is not None

@@ -49,7 +49,10 @@ def test_output_shape_and_attributes(name: str, scale: int, width: float) -> Non
     assert model.scale == scale
     assert model.width_multiple == 8
     assert model.arch["name"] in MODELS
-    assert set(model.arch["args"]) == set(model_signature(model.arch["name"]).parameters)
+    # every argument, but EDSR's anchor only when on: profiles and checkpoints from before it keep
+    # matching the arch a recipe builds (edgesr/models/edsr.py)
+    optional = {"anchor"} if model.arch["name"] == "edsr" else set()
+    assert set(model.arch["args"]) | optional == set(model_signature(model.arch["name"]).parameters)
 
 
 @pytest.mark.parametrize("name", MODELS.names())
