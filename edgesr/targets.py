@@ -43,8 +43,8 @@ UPSAMPLERS: tuple[str, ...] = ("pixelshuffle", "depth_to_space", "transposed_con
 @dataclass(frozen=True)
 class RuntimeOption:
     """A setting of the runtime that opens a target's artifacts, not part of the artifact: the app
-    sets it when it creates its session. Profiles time its values; the manifest records the one an
-    export was verified with."""
+    sets it when it creates its session. Profiles time its values; the manifest records the one the
+    artifact is meant to run with (numerics do not depend on it: verification uses the defaults)."""
 
     name: str  # e.g. "spinning"
     values: tuple[str, ...]  # the first is the runtime's own default
@@ -217,7 +217,9 @@ def parse_runtime_options(target: str, pairs: Iterable[str]) -> list[dict[str, s
         if spec is None:
             raise ValueError(f"--runtime-option {pair!r}: {target} has no runtime options")
         option = spec.runtime_option(name)
-        chosen = option.values if values == "all" else tuple(values.split(","))
+        if any(name in c for c in combos):
+            raise ValueError(f"--runtime-option {name} is given twice: list its values once, e.g. {name}=a,b")
+        chosen = option.values if values == "all" else tuple(dict.fromkeys(values.split(",")))
         for v in chosen:
             spec.check_runtime_options({name: v})
         combos = [{**c, name: v} for c in combos for v in chosen]

@@ -173,19 +173,19 @@ def _export(args: argparse.Namespace, console: Console) -> int:
 
 
 def _runtime_options(targets: list[str], pairs: list[str]) -> tuple[tuple[str, str], ...]:
-    """`--runtime-option` values, one setting each, checked for every target exported."""
-    chosen: dict[str, str] = {}
+    """`--runtime-option` values, one setting each. With one target it must have them (UsageError
+    naming what it has); with `--target all` at least one must, and export_all skips the others."""
+    combos, errors = None, []
     for target in targets:
         try:
             combos = parse_runtime_options(target, pairs)
         except ValueError as e:
-            raise UsageError(str(e)) from None
-        if len(combos) > 1:
-            raise UsageError(
-                "an artifact records one value per --runtime-option; profile sweep times several"
-            )
-        chosen = combos[0]
-    return tuple(sorted(chosen.items()))
+            errors.append(str(e))
+    if combos is None:
+        raise UsageError(errors[0] if len(errors) == 1 else f"no target has that runtime option: {errors[0]}")
+    if len(combos) > 1:
+        raise UsageError("an artifact records one value per --runtime-option; profile sweep times several")
+    return tuple(sorted(combos[0].items()))
 
 
 def _from_recipe(args: argparse.Namespace, console: Console) -> None:

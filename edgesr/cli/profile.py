@@ -246,7 +246,7 @@ def _print_records(records: list[Any], title: str) -> None:
     for r in records:
         s = r.stats
         t.add_row(
-            r.artifact,
+            r.artifact + "".join(f" [{k}={v}]" for k, v in sorted(r.runtime_options.items())),
             f"{r.runtime} {r.runtime_version or ''}".strip(),
             r.delegate,
             r.precision,
@@ -266,6 +266,8 @@ def profile_command(args: argparse.Namespace, console: Any) -> int:
     from edgesr.devices import load_device, parse_resolution
     from edgesr.profile.store import device_records, save_records
 
+    if getattr(args, "runtime_option", None) and getattr(args, "via", None) == "aihub":
+        raise UsageError("--runtime-option sets a runtime on this machine: the farm runs its own")
     if getattr(args, "via", None) == "aihub":
         from edgesr.cli.farm import farm_command
 
@@ -335,6 +337,10 @@ def _run(args: argparse.Namespace, device: Any, res: Any) -> Any:
             args.artifact, args.target, res, threads, args.warmup, args.runs, trust=args.trust_artifact,
             runtime_options=options,
         )  # fmt: skip
+    if args.runtime_option:
+        raise UsageError(
+            f"--runtime-option applies to runtimes on this machine, not to {device.transport} devices"
+        )
     if device.transport == "adb":
         from edgesr.export.manifest import checked_artifact, manifest_path
         from edgesr.profile.adb import Adb, profile_android
@@ -387,7 +393,8 @@ def _sweep(args: argparse.Namespace, device: Any, res: Any, root: Any, console: 
         raise UsageError("nothing to sweep: every target x precision x variant asked for was refused (above)")
     settings = _settings(configs, args.runtime_option, console)
     if args.layers and len(settings) > 1:
-        raise UsageError("--layers measures one fp32 latency table: sweep one target at fp32 with it")
+        raise UsageError("--layers measures one fp32 latency table: sweep one target at fp32, in its default "
+                         "variant and runtime settings, with it")  # fmt: skip
     for (target, precision, upsampler, activations), options in settings:
         result = run_sweep(
             args.source,
@@ -542,6 +549,7 @@ def _search(args: argparse.Namespace, console: Any) -> int:
 
     from edgesr.recipe_edit import export_flow, write_recipe_width
     from edgesr.selection import config_table, search_for
+    from edgesr.selection.configs import export_flags
 
     given = [f for f, v in (("--runtime", args.runtime), ("--delegate", args.delegate)) if v]
     given += ["--precision"] if args.precision != "fp32" else []
@@ -566,7 +574,7 @@ def _search(args: argparse.Namespace, console: Any) -> int:
         console.print(f"no configuration chosen{why}", style="red")
         return 1
     quality = f", {c.psnr_db:.2f} dB" if c.psnr_db is not None else ""
-    flags = " ".join(f"--{k} {v}" for k, v in c.export_section().items())
+    flags = export_flags(c.export_section())
     say = {"highlight": False, "markup": False}
     console.print(f"chosen: {c.label} ({c.channels} channels), {c.latency_ms:.1f} ms{quality}", **say)
     console.print(f"export it with: edgesr export CHECKPOINT --width {c.width:g} {flags}", **say)

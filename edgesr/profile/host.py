@@ -296,7 +296,7 @@ def profile_artifact(
     runtime_options: Mapping[str, str] | None = None,
 ) -> Record:
     """Time an exported artifact on its runtime here. Input size: `resolution`, else the manifest's;
-    runtime options: `runtime_options`, else those the manifest says it was verified with. An
+    runtime options: `runtime_options`, else those the manifest says it is meant to run with. An
     artifact with a manifest must still match its sha256 (unless `trust`)."""
     path = Path(path)
     if not path.exists():

@@ -34,7 +34,8 @@ A profile file `devices/profiles/<device>/<name>.yaml` holds one device's measur
           os: Linux
 
 Every value is in milliseconds unless its name says otherwise. Saving merges by identity key
-(artifact hash or name, runtime, delegate, precision, threads, resolution, layer, machine): a new
+(artifact hash or name, runtime, delegate, precision, threads, resolution, layer, runtime options,
+machine): a new
 measurement replaces the old one of the same key and one of the same key without a fingerprint,
 others are kept (so measurements of one artifact on two machine kinds sit side by side, and
 selection takes the one that matches the machine).
@@ -219,6 +220,11 @@ class Record:
     # runtime settings the artifact was timed with (edgesr.targets.RuntimeOption), e.g.
     # {spinning: disabled}; only those that differ from the runtime's defaults
     runtime_options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, value in self.runtime_options.items():
+            _check(isinstance(value, str), f"runtime_options.{name}",
+                   f"must be the setting's name, got {value!r} (YAML reads on/off as booleans)")  # fmt: skip
 
     @property
     def variant(self) -> str:

@@ -119,6 +119,8 @@ def run_sweep(
     also measure the per-layer table and check the latency model against the sweep."""
     if with_layers and precision != "fp32":
         raise UsageError(f"--layers measures the fp32 latency model; sweep {precision} without --layers")
+    if target != PYTORCH and runtime_options:
+        runtime_options = TARGETS.get(target).non_default_options(runtime_options)
     if with_layers and (upsampler or activations or runtime_options):
         # layer records are keyed by layer only: a variant's table would overwrite the default's
         raise UsageError("--layers measures the default graph's latency table: sweep variants and runtime "

@@ -121,7 +121,7 @@ def tune_export(
                 reason = exporter.runs_here(r.artifact)
                 if reason:
                     raise UsageError(f"cannot time it here: {reason}")
-                run = exporter.load(r.artifact, threads)
+                run = exporter.load(r.artifact, threads, dict(options.runtime_options))
                 run(x)  # it runs here (a runtime's own exception types vary: any failure is this trial's)
             except Exception as e:  # noqa: BLE001  a variant that fails is a trial result, not the end
                 trials.append(

@@ -53,7 +53,9 @@ class ExportCfg:
             try:
                 TARGETS.get(self.target).check_runtime_options(self.runtime_options)
             except ValueError as e:
-                _check(False, "runtime_options", str(e))
+                yaml_bool = any(isinstance(v, bool) for v in self.runtime_options.values())
+                hint = " (YAML reads on/off/yes/no as booleans: write the value's name)" if yaml_bool else ""
+                _check(False, "runtime_options", f"{e}{hint}")
 
     @property
     def empty(self) -> bool:

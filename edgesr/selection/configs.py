@@ -82,6 +82,14 @@ class Config:
         return out
 
 
+def export_flags(section: dict[str, Any]) -> str:
+    """`edgesr export` flags that make an export section's artifact: `--target onnx ...
+    --runtime-option spinning=disabled`."""
+    options = section.get("runtime_options", {})
+    flags = [f"--{k} {v}" for k, v in section.items() if k != "runtime_options"]
+    return " ".join([*flags, *(f"--runtime-option {k}={v}" for k, v in options.items())])
+
+
 @dataclass(frozen=True)
 class ConfigSelection:
     device: str

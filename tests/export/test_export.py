@@ -53,7 +53,8 @@ class TorchScriptTarget:
     def export(self, model, example, path, request):
         torch.jit.trace(model, example).save(str(path))
 
-    def load(self, path, threads=None):
+    def load(self, path, threads=None, options=None):
+        self.spec.check_runtime_options(options or {})
         m = torch.jit.load(str(path))
 
         def run(x):

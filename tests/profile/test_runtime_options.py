@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "export"))
+import numpy as np  # noqa: E402
 from export_checkpoints import checkpoint  # noqa: E402
 
 from edgesr.cli import main  # noqa: E402
+from edgesr.cli.export import _runtime_options  # noqa: E402
 from edgesr.devices import load_device, parse_resolution  # noqa: E402
 from edgesr.errors import UsageError  # noqa: E402
 from edgesr.export import ExportOptions, get_exporter, plan_export  # noqa: E402
@@ -22,13 +24,14 @@ from edgesr.export.plan import UnsupportedOptionError  # noqa: E402
 from edgesr.fingerprint import detect_machine  # noqa: E402
 from edgesr.models import build_model, materialize  # noqa: E402
 from edgesr.profile.host import profile_module  # noqa: E402
-from edgesr.profile.store import ModelInfo, Record, Stats, save_records  # noqa: E402
+from edgesr.profile.store import ModelInfo, Record, Stats, device_records, save_records  # noqa: E402
 from edgesr.recipe import RECIPES_DIR, load_recipe  # noqa: E402
 from edgesr.recipe_edit import write_recipe_width  # noqa: E402
 from edgesr.schema import RecipeError  # noqa: E402
 from edgesr.selection import select_config  # noqa: E402
 from edgesr.selection.choose import default_variant  # noqa: E402
-from edgesr.targets import parse_runtime_options  # noqa: E402
+from edgesr.selection.configs import export_flags  # noqa: E402
+from edgesr.targets import TARGETS, parse_runtime_options  # noqa: E402
 
 
 def test_parse_lists_every_combination_and_names_what_is_valid():
@@ -47,6 +50,15 @@ def test_parse_lists_every_combination_and_names_what_is_valid():
         parse_runtime_options("tflite", ["spinning=disabled"])
     with pytest.raises(ValueError, match=r"expected NAME=VALUE"):
         parse_runtime_options("onnx", ["spinning"])
+    assert parse_runtime_options("onnx", ["spinning=disabled,disabled"]) == [{"spinning": "disabled"}]
+    with pytest.raises(ValueError, match="spinning is given twice"):
+        parse_runtime_options("onnx", ["spinning=disabled", "spinning=allowed"])
+    # export: one target must have it; `--target all` needs one that has it (the others are skipped)
+    assert _runtime_options(TARGETS.names(), ["spinning=disabled"]) == (("spinning", "disabled"),)
+    with pytest.raises(UsageError, match="tflite has no runtime option"):
+        _runtime_options(["tflite"], ["spinning=disabled"])
+    with pytest.raises(UsageError, match="one value per --runtime-option"):
+        _runtime_options(["onnx"], ["spinning=all"])
     with pytest.raises(UnsupportedOptionError, match="tflite has no runtime option"):
         plan_export("tflite", ExportOptions(runtime_options=(("spinning", "disabled"),)))
 
@@ -69,7 +81,7 @@ def test_spinning_disabled_reaches_the_ort_session(tmp_path, monkeypatch):
     assert off.runtime_options == {"spinning": "disabled"} and off.variant.endswith("; spinning=disabled")
     on = profile_module(model, "onnx", (1, 3, 8, 8), "m", threads=1, warmup=1, runs=2,
                         runtime_options={"spinning": "allowed"})  # fmt: skip
-    with pytest.raises(Exception):  # noqa: B017 - ORT raises its own type for a key never set
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # never set: ORT's default
         seen[-1].get_session_config_entry(keys[0])
     # the runtime's default is not recorded as a setting: a record with it keys as the plain one
     assert on.runtime_options == {} and on.key != off.key and default_variant(on) and not default_variant(off)
@@ -98,6 +110,9 @@ def test_search_picks_the_setting_writes_it_to_the_recipe_and_export_records_it(
     assert len(sel.configs) == 2 and sel.chosen.latency_ms == 7.0
     section = sel.chosen.export_section()
     assert section["runtime_options"] == {"spinning": "disabled"}
+    assert export_flags(section) == (
+        "--target onnx --precision fp32 --upsampler pixelshuffle --runtime-option spinning=disabled"
+    )  # the command select-width prints, as `edgesr export` parses it
     # the section goes into a recipe (the value is quoted-safe YAML) and validates there
     recipe = tmp_path / "r.yaml"
     shutil.copyfile(RECIPES_DIR / "quickstart_student.yaml", recipe)
@@ -121,7 +136,40 @@ def test_search_picks_the_setting_writes_it_to_the_recipe_and_export_records_it(
     # `profile run` on it times the setting its manifest names
     assert main(["profile", "run", str(artifact), "--device", "host", "--runs", "2", "--warmup", "1",
                  "--profiles", str(prof)]) == 0  # fmt: skip
+    (timed,) = [r for r in device_records("host", prof) if r.artifact == artifact.name]
+    assert timed.runtime_options == {"spinning": "disabled"}
     capsys.readouterr()
+    phone = ["profile", "run", str(artifact), "--device", "pixel8", "--profiles", str(prof)]
+    assert main([*phone, "--runtime-option", "spinning=disabled"]) != 0
+    assert "applies to runtimes on this machine, not to adb devices" in capsys.readouterr().err
     assert main([*args, "--force", "--runtime-option", "spinning=allowed,disabled"]) != 0
     assert "one value per --runtime-option" in capsys.readouterr().err
-    assert get_exporter("onnx").load(artifact, 1, {"spinning": "disabled"}) is not None
+    run = get_exporter("onnx").load(artifact, 1, {"spinning": "disabled"})
+    assert run(np.zeros((1, 3, 16, 24), np.float32)).shape == (1, 3, 32, 48)
+
+
+def test_tune_times_the_variants_with_the_runtime_options(tmp_path, monkeypatch):
+    from edgesr.export.onnx import OnnxExporter
+    from edgesr.profile.tune import tune_export
+    from edgesr.student import load_student
+
+    seen = []
+    real = OnnxExporter.load
+
+    def spy(self, path, threads=None, options=None):
+        seen.append(options)
+        return real(self, path, threads, options)
+
+    monkeypatch.setattr(OnnxExporter, "load", spy)
+    student = load_student(checkpoint(tmp_path, "plain", (1.0,), n_convs=3, n_feats=8))
+    options = ExportOptions(input_shape=(1, 3, 12, 16), out_dir=tmp_path / "out",
+                            runtime_options=(("spinning", "disabled"),))  # fmt: skip
+
+    def timer(run, x, warmup, runs):  # noqa: ANN001
+        run(x)
+        return 1.0
+
+    result, trials = tune_export(student, "onnx", options, timer=timer, rounds=1)
+    timed = [o for o in seen if o is not None]  # None: verification, whose numerics do not depend on it
+    assert len(timed) == len(trials) == 3 and all(o == {"spinning": "disabled"} for o in timed)
+    assert result.manifest["runtime"]["options"] == {"spinning": "disabled"}
