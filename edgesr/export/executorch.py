@@ -11,7 +11,9 @@ Precisions, XNNPACK delegate:
   are not delegated: they would split it). XNNPACK lowers it fully, the host runtime runs it (about
   80 dB vs float32 PyTorch on a small EDSR); `load` casts float32 input to float16 and back.
   A scalar multiply (EDSR's `res_scale`, even 1.0) leaves a 0-d dtype cast outside XNNPACK per use.
-  On x86 hosts XNNPACK's fp16 is about 2x slower than fp32 (no native fp16 arithmetic).
+  Faster than fp32 here, not slower: on the AVX2 (F16C) Zen 3 build machine fp16 took 0.77x / 0.69x
+  of fp32's CPU time at 16 / 64 channels (docs/export.md, "ExecuTorch fp16"), because this
+  executorch build's fp32 conv kernel is the slow one (under half the fp32 peak LiteRT reaches there).
 - int8: the converted PT2E graph (XNNPACKQuantizer q/dq ops, from `edgesr.quant`) is lowered to
   XNNPACK's integer kernels.
 Core ML delegate: fp32 and fp16 set Core ML's compute precision; int8 raises (the q/dq graph is made
