@@ -127,11 +127,14 @@ def prepare(out: Path, photos: Path | None) -> tuple[Path, Path]:
 def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> Path:
     """The last stage of the staged teacher training (module docstring, step 3)."""
     from edgesr.recipe import load_recipe, resolve_recipe
-    from edgesr.train.trainer import train_or_continue
+    from edgesr.train.trainer import run_status, train_or_continue
 
     path = resolve_recipe(PRESETS[args.preset])
     steps = load_recipe(path, base).train.steps * 2
     prev, best, log = None, None, []
+    stages_json = out / "teacher" / "stages.json"
+    # a stage an earlier invocation finished is reused: keep the seconds it took then
+    before = {e["stage"]: e for e in json.loads(stages_json.read_text())} if stages_json.is_file() else {}
     stages = 1 if args.preset == "smoke" else args.max_stages
     for k in range(1, stages + 1):
         run_dir = out / "teacher" / f"stage-{k}"
@@ -140,11 +143,11 @@ def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> Pat
                      "data.val=[builtin:val]", f"train.init={prev if prev else 'null'}",
                      f"name=protocol-teacher-{k}"]  # fmt: skip
         t0 = time.perf_counter()
+        reused = run_status(run_dir) == "completed" and before.get(k, {}).get("steps") == steps
         rows = train_or_continue(load_recipe(path, overrides), run_dir)
         psnr = float(np.mean([r.psnr for r in rows if r.width == 1.0]))
-        log.append(
-            {"stage": k, "steps": steps, "val_psnr": psnr, "seconds": round(time.perf_counter() - t0, 1)}
-        )
+        seconds = before[k]["seconds"] if reused else round(time.perf_counter() - t0, 1)
+        log.append({"stage": k, "steps": steps, "val_psnr": psnr, "seconds": seconds})
         print(f"teacher stage {k}: val Y-PSNR {psnr:.3f} dB", flush=True)
         gain = None if best is None else psnr - best
         prev = run_dir
@@ -153,7 +156,7 @@ def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> Pat
         if gain is not None and gain < args.plateau_db:
             print(f"teacher plateau: stage {k} gained {gain:+.3f} dB < {args.plateau_db} dB", flush=True)
             break
-    atomic_write_text(out / "teacher" / "stages.json", json.dumps(log, indent=2))
+    atomic_write_text(stages_json, json.dumps(log, indent=2))
     print(f"teacher: {best_dir} ({best:.3f} dB on built-in val)", flush=True)
     return best_dir
 
@@ -202,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
         "",
         f"- teacher: {teacher.name}, {time.perf_counter() - t0:.0f} s (stages in teacher/stages.json)",
     ]
+    summary.append("- (times are this invocation's: runs finished in OUT before it are reused, not timed "
+                   "again; teacher/stages.json keeps each stage's original seconds)")  # fmt: skip
     methods = args.methods or (["fakd"] if smoke else list(METHODS))
     for w in args.widths:
         t1 = time.perf_counter()

@@ -62,6 +62,11 @@ def test_smoke_preset_runs_teacher_and_paired_tables(tmp_path: Path):
     assert "distill-protocol" in summary and "- width 0.5:" in summary and "- total:" in summary
     # 2 steps from scratch cannot beat bicubic: the summary must say so, per run
     assert "scratch seed 0:" in summary and "< bicubic" in summary
+    # run again: every run is reused, and the teacher keeps the seconds it took the first time
+    before = (out / "teacher" / "stages.json").read_text()
+    assert bench_main(argv) == 0
+    assert (out / "teacher" / "stages.json").read_text() == before
+    assert "runs finished in OUT before it are reused" in (out / "summary.md").read_text()
     # the protocol refuses to start when a validation photo is a training one
     _copy(photos / "calib" / "c0.png", photos / "quant-eval" / "c0_again.png")
     with pytest.raises(OverlapError):
