@@ -3,8 +3,8 @@
 Everything that needs a fact about a target reads it here: the exporters (`edgesr.export`), the
 quantization backends (`edgesr.quant.backends`), recipe validation (`train.quant.backend`), device
 files (which runtime runs a target's artifact), the host profiler (runtime package, delegate) and the
-CLI's `choices`. The module imports nothing but the registry, so training machines and the recipe
-schema can read it without any export SDK.
+CLI's `choices`. The module imports nothing but the registry and edgesr.errors, so training machines
+and the recipe schema can read it without any export SDK.
 
 Adding a target: declare its `TargetSpec` here, write its exporter (edgesr/export/<name>.py, which
 binds `spec = TARGETS.get(name)`) and its tests; a test checks that every spec has an exporter.
@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from edgesr.errors import UsageError
 from edgesr.registry import Registry
 
 __all__ = [
@@ -90,21 +91,21 @@ class TargetSpec:
     runtime_options: tuple[RuntimeOption, ...] = ()  # runtime settings profiles can time
 
     def runtime_option(self, name: str) -> RuntimeOption:
-        """The option called `name`; ValueError naming the ones this target has."""
+        """The option called `name`; UsageError naming the ones this target has."""
         for o in self.runtime_options:
             if o.name == name:
                 return o
         have = ", ".join(f"{o.name}={'|'.join(o.values)}" for o in self.runtime_options)
-        raise ValueError(
+        raise UsageError(
             f"{self.name} has no runtime option {name!r} ({'it has ' + have if have else 'it has none'})"
         )
 
     def check_runtime_options(self, options: Mapping[str, str]) -> dict[str, str]:
-        """`options` as a plain dict, each name and value checked (ValueError names what is valid)."""
+        """`options` as a plain dict, each name and value checked (UsageError names what is valid)."""
         for name, value in options.items():
             o = self.runtime_option(name)
             if value not in o.values:
-                raise ValueError(
+                raise UsageError(
                     f"{self.name} runtime option {name}={value!r}: expected one of {', '.join(o.values)}"
                 )
         return dict(sorted(options.items()))
@@ -205,20 +206,20 @@ def target_of_runtime(runtime: str) -> str:
 def parse_runtime_options(target: str, pairs: Iterable[str]) -> list[dict[str, str]]:
     """`--runtime-option` values for `target`, e.g. ["spinning=allowed,disabled"] ->
     [{"spinning": "allowed"}, {"spinning": "disabled"}]: every combination of the listed values
-    ([{}] for none); ValueError names the target's options when a name or value is not one of them."""
+    ([{}] for none); UsageError names the target's options when a name or value is not one of them."""
     combos: list[dict[str, str]] = [{}]
     spec = TARGETS.get(target) if target in TARGETS.names() else None
     for pair in pairs:
         name, sep, values = pair.partition("=")
         if not sep or not name or not values:
-            raise ValueError(
+            raise UsageError(
                 f"--runtime-option {pair!r}: expected NAME=VALUE[,VALUE...], e.g. spinning=disabled"
             )
         if spec is None:
-            raise ValueError(f"--runtime-option {pair!r}: {target} has no runtime options")
+            raise UsageError(f"--runtime-option {pair!r}: {target} has no runtime options")
         option = spec.runtime_option(name)
         if any(name in c for c in combos):
-            raise ValueError(f"--runtime-option {name} is given twice: list its values once, e.g. {name}=a,b")
+            raise UsageError(f"--runtime-option {name} is given twice: list its values once, e.g. {name}=a,b")
         chosen = option.values if values == "all" else tuple(dict.fromkeys(values.split(",")))
         for v in chosen:
             spec.check_runtime_options({name: v})

@@ -179,7 +179,7 @@ def _runtime_options(targets: list[str], pairs: list[str]) -> tuple[tuple[str, s
     for target in targets:
         try:
             combos = parse_runtime_options(target, pairs)
-        except ValueError as e:
+        except UsageError as e:
             errors.append(str(e))
     if combos is None:
         raise UsageError(errors[0] if len(errors) == 1 else f"no target has that runtime option: {errors[0]}")

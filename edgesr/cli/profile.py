@@ -432,7 +432,7 @@ def _settings(
     for config in configs:
         try:
             combos = parse_runtime_options(config[0], pairs)
-        except ValueError as e:
+        except UsageError as e:
             console.print(f"skipped: {config[0]} {config[1]}: {e}", highlight=False, markup=False)
             continue
         out += [(config, options) for options in combos]
@@ -442,10 +442,7 @@ def _settings(
 
 
 def _one_setting(target: str, pairs: list[str]) -> dict[str, str]:
-    try:
-        combos = parse_runtime_options(target, pairs)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    combos = parse_runtime_options(target, pairs)
     if len(combos) > 1:
         raise UsageError(
             "profile run times one setting of each --runtime-option; `profile sweep` times several"

@@ -238,7 +238,7 @@ def profile_module(
             load, sha, artifact = pytorch_loader(model), weights_sha256(model), f"{name}.pt (eager)"
         else:
             exp = get_exporter(target)
-            options = _options(exp.spec, runtime_options)  # refused before the (slow) export
+            options = exp.spec.check_runtime_options(runtime_options or {})  # refused before the export
             path, plan, quantized = _export(model, target, shape, Path(tmp), name, precision, scale,
                                             upsampler, activations)  # fmt: skip
             load, sha, artifact = (lambda t: exp.load(path, t, options)), artifact_sha(path), path.name
@@ -320,7 +320,7 @@ def profile_artifact(
     busy = machine_load()
     if runtime_options is None:
         runtime_options = ((manifest or {}).get("runtime") or {}).get("options") or {}
-    options = _options(exp.spec, runtime_options)
+    options = exp.spec.check_runtime_options(runtime_options)
     load = export_manifest.guarded(path, f"loading it on {runtime}", exp.load)
     stats, peak = measure(
         lambda t: export_manifest.guarded(path, f"running it on {runtime}", load(path, t, options)),
@@ -347,14 +347,6 @@ def profile_artifact(
         activations=acts[acts.index("(") + 1 : -1] if acts.startswith("int8 per-tensor (") else None,
         runtime_options=exp.spec.non_default_options(options),
     )
-
-
-def _options(spec: Any, options: Mapping[str, str] | None) -> dict[str, str]:
-    """`options` checked against the target's runtime options (UsageError naming the valid ones)."""
-    try:
-        return spec.check_runtime_options(options or {})
-    except ValueError as e:
-        raise UsageError(str(e)) from None
 
 
 def sweep(
