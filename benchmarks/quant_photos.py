@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from edgesr.quant.precision import end_roles
 from edgesr.quant.pt2e import seeded_crops
 
 ANNOTATION = "quantization_annotation"
@@ -177,35 +178,16 @@ def _is_weight(node) -> bool:
 
 
 def roles(gm) -> dict[str, str]:
-    """Role of each call_function node of an exported student: input/tail/out/skip..., by position.
-
-    `tail` = last conv, `out` = the node the graph returns, `skip` = the add that takes the head
-    conv's output (the global residual), `up` = the upsampler conv(s) feeding pixel_shuffle.
+    """Role of each call_function node of an exported student, by node name: edgesr's own
+    `end_roles` (in / head / skip / tail / out: the ops a backend's int8 policy keeps apart, so an
+    anchored net's nearest 1x1 conv is `in`, not `tail`) plus `up` (an upsampler conv feeding a
+    pixel_shuffle) and `shuffle`.
     """
-    aten = torch.ops.aten
-    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
-    convs = [n for n in nodes if n.target == aten.conv2d.default]
-    out = gm.graph.output_node().args[0][0]
-    r: dict[str, str] = {}
-    if convs:
-        r[convs[-1].name] = "tail"
-        r[convs[0].name] = "head"
-    for n in nodes:
-        if n.target == aten.pixel_shuffle.default:
-            src = n.args[0]
-            if src.name in r and r[src.name] != "tail":
-                pass
-            r.setdefault(src.name, "up")
-            r[n.name] = "shuffle"
-    head = convs[0] if convs else None
-    adds = [n for n in nodes if n.target == aten.add.Tensor and head is not None and head in n.args]
-    if adds:  # the first residual block also adds the head's output; the long skip is the last
-        r[adds[-1].name] = "skip"
-    for n in nodes:  # the input mean shift: the first op on the graph input
-        if any(getattr(a, "op", None) == "placeholder" for a in n.args):
-            r.setdefault(n.name, "in")
-            break
-    r[out.name] = "out"
+    r = {n.name: role for n, role in end_roles(gm).items()}
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target == torch.ops.aten.pixel_shuffle.default:
+            r.setdefault(n.args[0].name, "up")
+            r.setdefault(n.name, "shuffle")
     return r
 
 

@@ -61,6 +61,13 @@ def test_multi_branch_qat_graph_calibrates_with_its_edge_filters_as_weights() ->
         ("xlsr", {"n_feats": 8, "n_gblocks": 1}, {"in": 2, "tail": 1, "out": 1}),
         # EDSR: the mean shift alone reads the image; the global skip add
         ("edsr", {"n_resblocks": 1, "n_feats": 8}, {"in": 1, "head": 1, "skip": 1, "tail": 1, "out": 1}),
+        # anchored EDSR: the mean shift and the nearest 1x1 conv read the image (the 1x1 conv comes
+        # after the tail in the graph); the returned op is the add of the two branches
+        (
+            "edsr",
+            {"n_resblocks": 1, "n_feats": 8, "anchor": True},
+            {"in": 2, "head": 1, "skip": 1, "tail": 1, "out": 1},
+        ),
     ],
 )
 def test_end_roles_name_every_op_on_the_input_and_the_real_tail(name, args, expected) -> None:
@@ -74,3 +81,19 @@ def test_end_roles_name_every_op_on_the_input_and_the_real_tail(name, args, expe
         placeholder = next(n for n in graph.graph.nodes if n.op == "placeholder")
         assert placeholder not in tail.args  # never the nearest / skip conv on the image
         assert all(n.target != torch.ops.aten.sym_size.int for n in roles)
+
+
+def test_quant_photos_roles_keep_edgesr_end_roles_and_name_the_upsampler() -> None:
+    """The quant-photos benchmark's roles are edgesr's end roles (an anchored net's nearest conv is
+    `in`, never `tail`) plus the upsampler convs and shuffles."""
+    from benchmarks.quant_photos import roles
+
+    model = build_model("edsr", scale=4, n_resblocks=1, n_feats=8, anchor=True).eval()
+    graph = export_graph(model, torch.rand(1, 3, 12, 12), dynamic=False)
+    by_name = roles(graph)
+    assert {n.name: r for n, r in end_roles(graph).items()}.items() <= by_name.items()
+    convs = [n for n in graph.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    nearest = convs[-1]  # the anchor's 1x1 conv, after the tail
+    assert by_name[nearest.name] == "in" and by_name[convs[-2].name] == "tail"
+    assert list(by_name.values()).count("up") == 2  # x4: two conv + shuffle(2) stages
+    assert list(by_name.values()).count("shuffle") == 3  # and the anchor's shuffle(4)
