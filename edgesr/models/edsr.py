@@ -139,9 +139,10 @@ def edsr_baseline(
     res_scale: float = 1.0,
     rgb_range: float = 1.0,
     width_multiple: int = 8,
+    anchor: bool = False,
 ) -> EDSR:
     """EDSR baseline (16 blocks x 64 features, ~1.5M params at x4)."""
-    return EDSR(scale, n_resblocks, n_feats, res_scale, rgb_range, width_multiple)
+    return EDSR(scale, n_resblocks, n_feats, res_scale, rgb_range, width_multiple, anchor)
 
 
 def edsr_full(
@@ -151,6 +152,7 @@ def edsr_full(
     res_scale: float = 0.1,
     rgb_range: float = 1.0,
     width_multiple: int = 8,
+    anchor: bool = False,
 ) -> EDSR:
     """EDSR full (32 blocks x 256 features, res_scale 0.1, ~43M params at x4): the CSD teacher."""
-    return EDSR(scale, n_resblocks, n_feats, res_scale, rgb_range, width_multiple)
+    return EDSR(scale, n_resblocks, n_feats, res_scale, rgb_range, width_multiple, anchor)

@@ -202,6 +202,8 @@ def test_edsr_anchor_adds_nearest_upsampling_at_every_width(scale: int) -> None:
     model = tiny_model("edsr", scale=scale, anchor=True)
     assert model.arch["args"]["anchor"] is True
     assert "anchor" not in tiny_model("edsr", scale=scale).arch["args"]  # old checkpoints keep their arch
+    for preset in ("edsr_baseline", "edsr_full"):  # the presets pass it through
+        assert tiny_model(preset, scale=scale, anchor=True).arch["args"]["anchor"] is True
     with torch.no_grad():
         model.tail.weight.zero_()
         model.tail.bias.zero_()
