@@ -37,19 +37,34 @@ def _per_sample_l1(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).abs().flatten(start_dim=-3).mean(dim=-1)
 
 
+def pairwise_l1(a: Tensor, f: Tensor) -> Tensor:
+    """A x F matrix of mean |a_i - f_j| over C, H, W, for a: A x C x H x W and f: F x C x H x W,
+    without forming any difference tensor: `torch.cdist(p=1)` per channel plane, summed over the
+    planes. At CSD's x4 shapes (B 8, K 4, VGG relu1_1 / relu2_1 of 128x128 patches) the negative
+    term then costs 0.50 s instead of 1.41 s per step (forward + backward, 2 threads), and the
+    per-plane sums keep it as close to a float64 reference as the direct mean (3e-8 vs 2e-8;
+    one cdist over the whole C*H*W vector was 2e-5 off).
+    """
+    return torch.cdist(a.flatten(2).transpose(0, 1), f.flatten(2).transpose(0, 1), p=1).sum(0) / a[0].numel()
+
+
 def contrastive_ratio(
     anchor_feats: Sequence[Tensor],
     positive_feats: Sequence[Tensor],
     negative_feats: Sequence[Tensor],
     weights: Sequence[float],
     eps: float = 1e-7,
+    negative_index: Tensor | None = None,
 ) -> Tensor:
     """CSD's CL from precomputed embeddings; a scalar.
 
     anchor_feats[j]:   B x C_j x H_j x W_j   student features (gradients flow through these)
     positive_feats[j]: B x C_j x H_j x W_j   teacher features
     negative_feats[j]: K*B x C_j x H_j x W_j negatives, k-major: row k*B + b is negative k of
-                       anchor b (i.e. `make_negatives(...)` output flattened with `.flatten(0, 1)`)
+                       anchor b (i.e. `make_negatives(...)` output flattened with `.flatten(0, 1)`);
+                       or, with `negative_index` (K x B, `Negatives.index`), the M x C_j x H_j x W_j
+                       features of the distinct negative images, row index[k, b] being negative k
+                       of anchor b: no K*B copies, and distances by `pairwise_l1`
 
     Positives and negatives are detached here: CSD detaches the teacher inside CL so that CL only
     moves the student; the teacher is trained by its own L1 term and must not be pulled toward
@@ -65,11 +80,20 @@ def contrastive_ratio(
         b = a.shape[0]
         if p.shape != a.shape:
             raise ValueError(f"positive shape {tuple(p.shape)} != anchor shape {tuple(a.shape)}")
-        if n.shape[0] % b or n.shape[1:] != a.shape[1:]:
-            raise ValueError(f"negative shape {tuple(n.shape)} is not K*B x {tuple(a.shape[1:])} (B={b})")
-        n = n.detach().view(n.shape[0] // b, b, *a.shape[1:])  # K x B x C x H x W
         d_pos = _per_sample_l1(p.detach(), a)  # B
-        d_neg = _per_sample_l1(n, a.unsqueeze(0)).sum(dim=0)  # K x B -> B
+        if negative_index is not None:
+            if negative_index.dim() != 2 or negative_index.shape[1] != b or n.shape[1:] != a.shape[1:]:
+                raise ValueError(
+                    f"negative index {tuple(negative_index.shape)} is not K x {b}, or negative features "
+                    f"{tuple(n.shape)} are not M x {tuple(a.shape[1:])}"
+                )
+            # A x M distances, then each anchor's K columns: d_neg[b] = sum_k D[b, index[k, b]]
+            d_neg = pairwise_l1(a, n.detach()).gather(1, negative_index.t()).sum(dim=1)
+        else:
+            if n.shape[0] % b or n.shape[1:] != a.shape[1:]:
+                raise ValueError(f"negative shape {tuple(n.shape)} is not K*B x {tuple(a.shape[1:])} (B={b})")
+            n = n.detach().view(n.shape[0] // b, b, *a.shape[1:])  # K x B x C x H x W
+            d_neg = _per_sample_l1(n, a.unsqueeze(0)).sum(dim=0)  # K x B -> B
         terms.append(w * (d_pos / (d_neg + eps)).mean())
     return torch.stack(terms).sum()
 
@@ -125,6 +149,14 @@ def negative_indices(batch: int, k: int, generator: torch.Generator | None = Non
     return torch.stack(cols, dim=1)
 
 
+class Targets(NamedTuple):
+    """CL's teacher and negative features of one step (`ContrastiveLoss.embed_targets`)."""
+
+    teacher: list[Tensor]  # B x C_j x H_j x W_j per level
+    negatives: list[Tensor]  # K*B rows, k-major; or, with `index`, one row per distinct image
+    index: Tensor | None  # K x B: row index[k, b] of `negatives` is negative k of anchor b
+
+
 class ContrastiveLoss(nn.Module):
     """CL with a frozen VGG19 embedding: `forward(student_sr, teacher_sr, negatives) -> scalar`.
 
@@ -161,35 +193,28 @@ class ContrastiveLoss(nn.Module):
         )
 
     @torch.no_grad()
-    def embed_targets(
-        self, teacher_sr: Tensor, negatives: Tensor | Negatives
-    ) -> tuple[list[Tensor], list[Tensor]]:
+    def embed_targets(self, teacher_sr: Tensor, negatives: Tensor | Negatives) -> Targets:
         """Teacher and negative features, computed once per step and shared by every student width.
-
-        Returns (teacher feats: B x C_j x H_j x W_j, negative feats: K*B x C_j x H_j x W_j, k-major).
-        """
+        A `Negatives` is embedded once per distinct image and kept with its index (no K copies)."""
         t = self.embedding(teacher_sr)
         if isinstance(negatives, Negatives):
-            flat = negatives.index.flatten()  # k-major K*B rows
-            n = [f[flat] for f in self.embedding(negatives.images)]
-        else:
-            if negatives.dim() != 5 or negatives.shape[1:] != teacher_sr.shape:
-                raise ValueError(
-                    f"negatives must be K x B x 3 x H x W matching {tuple(teacher_sr.shape)}, "
-                    f"got {tuple(negatives.shape)}"
-                )
-            n = self.embedding(negatives.flatten(0, 1))
-        return t, n
+            return Targets(t, self.embedding(negatives.images), negatives.index)
+        if negatives.dim() != 5 or negatives.shape[1:] != teacher_sr.shape:
+            raise ValueError(
+                f"negatives must be K x B x 3 x H x W matching {tuple(teacher_sr.shape)}, "
+                f"got {tuple(negatives.shape)}"
+            )
+        return Targets(t, self.embedding(negatives.flatten(0, 1)), None)
 
     def forward(
         self,
         student_sr: Tensor,
         teacher_sr: Tensor,
         negatives: Tensor | Negatives,
-        targets: tuple[list[Tensor], list[Tensor]] | None = None,
+        targets: Targets | None = None,
     ) -> Tensor:
         """CL of `student_sr`; `targets` (from `embed_targets`) skips re-embedding teacher/negatives."""
-        t, n = targets if targets is not None else self.embed_targets(teacher_sr, negatives)
+        t = targets if targets is not None else self.embed_targets(teacher_sr, negatives)
         return self.weight * contrastive_ratio(
-            self.embedding(student_sr), t, n, self.layer_weights, eps=self.eps
+            self.embedding(student_sr), t.teacher, t.negatives, self.layer_weights, self.eps, t.index
         )

@@ -22,6 +22,7 @@ from edgesr.losses import (
     negative_set,
     output_distillation,
 )
+from edgesr.losses.contrastive import pairwise_l1
 from edgesr.losses.vgg import CONV_SHAPES, build_vgg19_layers
 
 SCALE = 2
@@ -193,6 +194,30 @@ def test_contrastive_ratio_matches_formula():
         [(p[b] - a[b]).abs().mean() / sum((n[k, b] - a[b]).abs().mean() for k in range(3)) for b in range(2)]
     ).mean()
     torch.testing.assert_close(got, 0.5 * want)
+
+
+def test_pairwise_l1_is_the_mean_absolute_difference_of_every_pair():
+    a, f = rand(3, 5, 4, 6, seed=40).double(), rand(4, 5, 4, 6, seed=41).double()
+    want = torch.tensor([[(a[i] - f[j]).abs().mean().item() for j in range(4)] for i in range(3)])
+    torch.testing.assert_close(pairwise_l1(a, f), want.double())
+
+
+def test_indexed_negatives_give_the_expanded_ratio_and_gradient():
+    """The cheap path (distinct negative features + K x B index, pairwise_l1) is the same loss, with
+    the same gradient to the student, as the K*B copies; negatives may repeat and include a row
+    no anchor uses."""
+    a = rand(3, 4, 5, 5, seed=42).requires_grad_()
+    p, images = rand(3, 4, 5, 5, seed=43), rand(4, 4, 5, 5, seed=44)
+    index = torch.tensor([[1, 0, 0], [2, 2, 1], [2, 0, 1]])  # K=3 x B=3 rows of `images`
+    fast = contrastive_ratio([a], [p], [images], [0.7], negative_index=index)
+    (g_fast,) = torch.autograd.grad(fast, a)
+    slow = contrastive_ratio([a], [p], [images[index.flatten()]], [0.7])
+    (g_slow,) = torch.autograd.grad(slow, a)
+    torch.testing.assert_close(fast, slow)
+    torch.testing.assert_close(g_fast, g_slow)
+    assert g_fast.abs().sum() > 0
+    with pytest.raises(ValueError, match="negative index"):
+        contrastive_ratio([a], [p], [images], [0.7], negative_index=index[:, :2])
 
 
 # ---- VGG19 embedding ----
