@@ -9,6 +9,7 @@
 `python -m benchmarks pareto [--steps N] [--families ...]` (PSNR vs latency of every student family),
 `python -m benchmarks reparam-qat STUDENT [--steps N]` (collapse-then-QAT vs QAT-then-collapse),
 `python -m benchmarks distill-protocol [--scale S] [--preset cpu|smoke]` (distillation on real photos),
+`python -m benchmarks distill-cost [--scales 2 4] [--widths ...]` (s/step of every distillation method),
 `python -m benchmarks csd-throughput --csd-code PATH` (CSD steps/s: edgesr vs the official code),
 `python -m benchmarks variant-defaults [--targets ...]` (default export variants vs the fastest)."""
 
@@ -19,6 +20,7 @@ import sys
 
 from benchmarks import (
     csd_throughput,
+    distill_cost,
     distill_protocol,
     export_latency,
     latency_model,
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     pareto.add_parser(sub)
     reparam_qat.add_parser(sub)
     distill_protocol.add_parser(sub)
+    distill_cost.add_parser(sub)
     csd_throughput.add_parser(sub)
     variant_defaults.add_parser(sub)
     args = p.parse_args(argv)

@@ -1,0 +1,27 @@
+"""`python -m benchmarks distill-cost`: every method's step timed side by side, with the projection."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from benchmarks.__main__ import main as bench_main
+
+
+def test_distill_cost_times_each_method_and_projects_the_protocol(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cost.md"
+    argv = ["distill-cost", "--scales", "2", "--widths", "0.25", "--methods", "scratch", "output_kd", "csd",
+            "--steps", "1", "--warmup", "0", "--seeds", "3", "--out", str(out)]  # fmt: skip
+    assert bench_main(argv) == 0
+    text = out.read_text()
+    printed = capsys.readouterr().out  # rows are printed as they are measured, then written
+    assert all(f"| {m} |" in printed for m in ("scratch", "output_kd", "csd"))
+    rows = dict(re.findall(r"^\| (\w+) \| ([0-9.]+) \|", text, flags=re.M))
+    assert set(rows) == {"scratch", "output_kd", "csd"}
+    walls = {k: float(v) for k, v in rows.items()}
+    assert all(v > 0 for v in walls.values())
+    # the projection is the sum of the rows x the recipe's 600 steps x 3 seeds
+    minutes = float(re.search(r"\*\*(\d+) min\*\*", text).group(1))
+    assert abs(minutes - sum(walls.values()) * 600 * 3 / 60) <= 0.5 + 1e-9
+    assert "distill-cost --recipe distill_protocol_cpu --scales 2 --widths 0.25" in text
+    assert "Machine:" in text
