@@ -1,8 +1,9 @@
 """`edgesr` command line: a thin layer that parses, loads and calls one library function.
 
 One module per command group (train.py: train, quickstart, recipes, bench; evaluate.py: eval,
-upscale; export.py: export, inspect; profile.py: profile, select-width; data.py: data fetch, ls,
-prepare; zoo.py: zoo ls, fetch); each adds its parsers and sets the handler the parsed command runs.
+upscale; export.py: export, inspect; profile.py: profile, devices; select.py: select-width; data.py:
+data fetch, ls, prepare; zoo.py: zoo ls, fetch); each adds its parsers and sets the handler the
+parsed command runs.
 
 Errors: an `EdgesrError` (edgesr.errors) is the user's to fix and its message says how, so it is
 printed as one line (exit 1). Anything else is a bug in edgesr: the traceback is printed with a line
@@ -17,11 +18,12 @@ import traceback
 from collections.abc import Sequence
 
 import edgesr
-from edgesr.cli import data, evaluate, export, profile, train, zoo
+from edgesr.cli import data, evaluate, export, profile, select, train, zoo
 from edgesr.cli.common import EXAMPLES, make_console
 from edgesr.errors import EdgesrError
 
 __all__ = ["build_parser", "main"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"edgesr {edgesr.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (train, evaluate, export, profile, data, zoo):
+    for group in (train, evaluate, export, profile, select, data, zoo):
         group.add_parsers(sub)
     return p
 

@@ -1,9 +1,12 @@
-"""What every command module shares: the top-level examples, the console type, the usage error."""
+"""What every command module shares: the top-level examples, the console type, the usage error, the
+device options of the profiling commands."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -18,7 +21,7 @@ from rich.progress import (
 from edgesr.download import ProgressLines
 from edgesr.errors import UsageError
 
-__all__ = ["EXAMPLES", "TRUST_HELP", "Console", "UsageError", "byte_progress", "make_console"]
+__all__ = ["EXAMPLES", "TRUST_HELP", "Console", "UsageError", "byte_progress", "device_args", "make_console"]
 
 TRUST_HELP = (
     "run an artifact whose sha256 no longer matches its manifest (by default it is refused: the file "
@@ -49,6 +52,22 @@ def make_console(stderr: bool = False) -> Console:
     wrapped and tables get 200 columns, so what lands in a log reads like the terminal."""
     console = Console(stderr=stderr, soft_wrap=True)
     return console if console.is_terminal else Console(stderr=stderr, soft_wrap=True, width=200)
+
+
+def device_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+    """`--device` (repeatable with `many`) and `--profiles`: `profile ...` and `select-width`."""
+    if many:
+        p.add_argument(
+            "--device", required=True, action="append",
+            help="device name (devices/*.yaml) or a device file; --via aihub: repeat it for several",
+        )  # fmt: skip
+    else:
+        p.add_argument("--device", required=True, help="device name (devices/*.yaml) or a device file")
+    p.add_argument(
+        "--profiles", type=Path,
+        help="profiles folder to read and write alone (default: read the shipped devices/profiles and "
+        "your own, $EDGESR_PROFILES or ~/.local/share/edgesr/profiles; write your own)",
+    )  # fmt: skip
 
 
 ByteProgress = Callable[[int, int | None], None]
