@@ -41,7 +41,8 @@ def pairwise_l1(a: Tensor, f: Tensor) -> Tensor:
     """A x F matrix of mean |a_i - f_j| over C, H, W, for a: A x C x H x W and f: F x C x H x W,
     without forming any difference tensor: `torch.cdist(p=1)` per channel plane, summed over the
     planes. At CSD's x4 shapes (B 8, K 4, VGG relu1_1 / relu2_1 of 128x128 patches) the negative
-    term then costs 0.50 s instead of 1.41 s per step (forward + backward, 2 threads), and the
+    term then costs 0.50 s instead of 1.41 s per step (forward + backward, 2 threads, beside
+    another 2-thread job; docs/distillation.md), and the
     per-plane sums keep it as close to a float64 reference as the direct mean (3e-8 vs 2e-8;
     one cdist over the whole C*H*W vector was 2e-5 off).
     """
