@@ -330,3 +330,18 @@ def test_a_qat_checkpoint_trained_with_another_weight_range_is_refused():
     old = {k: v for k, v in entry.items() if k != "weight_max"}  # written before 7-bit ORT weights
     with pytest.raises(CheckpointError, match=r"\[-127, 127\].*\[-63, 63\].*run its QAT stage again"):
         fake_quant_model(build_model("plain", scale=2, n_convs=2, n_feats=4), old)
+
+
+def test_profile_show_names_each_records_variant_and_runtime_settings(tmp_path, capsys) -> None:
+    save_records("host", [
+        _rec("onnxruntime", "fp32", 0.5, 12.0),
+        replace(_rec("onnxruntime", "fp32", 0.5, 10.0), runtime_options={"spinning": "disabled"}),
+        _rec("litert", "int8", 0.5, 5.0, "depth_to_space", activations="int8"),
+    ], "m", tmp_path)  # fmt: skip
+    assert main(["profile", "show", "--device", "host", "--profiles", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "w0.5" in line]
+    assert len(rows) == 3
+    assert any("pixelshuffle; spinning=disabled" in r for r in rows)
+    assert any("depth_to_space, activations int8" in r for r in rows)
+    assert sum("pixelshuffle" in r and "spinning" not in r for r in rows) == 1

@@ -168,6 +168,7 @@ def _print_records(records: list[Any], title: str) -> None:
 
     t = Table(
         "artifact",
+        "variant",
         "runtime",
         "delegate",
         "prec",
@@ -184,7 +185,8 @@ def _print_records(records: list[Any], title: str) -> None:
     for r in records:
         s = r.stats
         t.add_row(
-            r.artifact + "".join(f" [{k}={v}]" for k, v in sorted(r.runtime_options.items())),
+            r.artifact,
+            r.variant,  # the graph variant and the runtime settings it was timed with
             f"{r.runtime} {r.runtime_version or ''}".strip(),
             r.delegate,
             r.precision,
