@@ -3,7 +3,7 @@
     python -m benchmarks distill-cost [--scales 2 4] [--widths 0.25 0.5] [--methods ...]
         [--steps 7] [--warmup 2] [--seeds 3] [--out FILE.md]
 
-Each method's objective is built as `edgesr bench distill` and the protocol build it (the
+Each method's objective is built the way `edgesr bench distill` and the protocol build it (the
 `distill_protocol_cpu` recipe, or `--recipe`, with the method's overrides, edgesr.distill_bench)
 from an untrained teacher saved as a checkpoint: a step's cost does not depend on the weights.
 It is timed on random batches of the recipe's batch and patch size (forward, backward, Adam
@@ -12,7 +12,8 @@ Data loading and validation are not in it; the protocol's own s/step column has 
 whatever else ran on the machine at the time. The medians and the load average are printed so
 a busy machine shows.
 
-Per (scale, width) the table ends with the projected student training time of the protocol:
+"x scratch" is each method's s/step over scratch's (measured first by default). Per (scale,
+width) the table ends with the projected student training time of the protocol:
 the sum over methods of s/step x the recipe's steps x `--seeds` (the teacher, trained once and
 cached, is not in it).
 """

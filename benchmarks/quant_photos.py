@@ -181,7 +181,9 @@ def roles(gm) -> dict[str, str]:
     """Role of each call_function node of an exported student, by node name: edgesr's own
     `end_roles` (in / head / skip / tail / out: the ops a backend's int8 policy keeps apart, so an
     anchored net's nearest 1x1 conv is `in`, not `tail`) plus `up` (an upsampler conv feeding a
-    pixel_shuffle) and `shuffle`.
+    pixel_shuffle) and `shuffle`. Every op on the image is `in`: for nets whose first conv reads
+    the image (plain, XLSR, QuickSRNet, ECBSR) that conv is `in`, not `head` (until 2026-12-03 this
+    benchmark called it `head`; EDSR's roles, which its published tables used, are unchanged).
     """
     r = {n.name: role for n, role in end_roles(gm).items()}
     for n in gm.graph.nodes:

@@ -39,14 +39,29 @@ def _per_sample_l1(a: Tensor, b: Tensor) -> Tensor:
 
 def pairwise_l1(a: Tensor, f: Tensor) -> Tensor:
     """A x F matrix of mean |a_i - f_j| over C, H, W, for a: A x C x H x W and f: F x C x H x W,
-    without forming any difference tensor: `torch.cdist(p=1)` per channel plane, summed over the
-    planes. At CSD's x4 shapes (B 8, K 4, VGG relu1_1 / relu2_1 of 128x128 patches) the negative
-    term then costs 0.50 s instead of 1.41 s per step (forward + backward, 2 threads, beside
-    another 2-thread job; docs/distillation.md), and the
-    per-plane sums keep it as close to a float64 reference as the direct mean (3e-8 vs 2e-8;
-    one cdist over the whole C*H*W vector was 2e-5 off).
+    without forming any difference tensor on the CPU: `torch.cdist(p=1)` per channel plane, summed
+    over the planes. At CSD's x4 shapes (B 8, K 4, VGG relu1_1 / relu2_1 of 128x128 patches) the
+    negative term then costs 0.50 s instead of 1.41 s per step (forward + backward, 2 threads,
+    beside another 2-thread job; docs/distillation.md), and at those shapes the per-plane sums are
+    as close to a float64 reference as the direct mean (3e-8 vs 2e-8; one cdist over the whole
+    C*H*W vector was 2e-5 off). On CUDA, cdist's backward holds an A x F buffer of feature maps,
+    more than CSD's K*B copies, so `contrastive_ratio` uses this on the CPU only.
     """
+    if a.dim() != 4 or a.shape[1:] != f.shape[1:]:
+        raise ValueError(
+            f"pairwise_l1 needs A x C x H x W and F x C x H x W, got {tuple(a.shape)} and {tuple(f.shape)}"
+        )
     return torch.cdist(a.flatten(2).transpose(0, 1), f.flatten(2).transpose(0, 1), p=1).sum(0) / a[0].numel()
+
+
+def negative_distances(a: Tensor, n: Tensor, index: Tensor, pairwise: bool | None = None) -> Tensor:
+    """B-vector d[b] = sum_k mean |n[index[k, b]] - a[b]| for anchors a: B x C x H x W, distinct
+    negatives n: M x C x H x W and index: K x B. `pairwise` (default: on the CPU) takes the A x M
+    distances of `pairwise_l1` and each anchor's K entries; otherwise the K*B copies are made,
+    which on CUDA hold less memory than cdist's backward."""
+    if pairwise if pairwise is not None else a.device.type == "cpu":
+        return pairwise_l1(a, n).gather(1, index.t()).sum(dim=1)
+    return _per_sample_l1(n[index], a.unsqueeze(0)).sum(dim=0)  # K x B -> B
 
 
 def contrastive_ratio(
@@ -65,7 +80,7 @@ def contrastive_ratio(
                        anchor b (i.e. `make_negatives(...)` output flattened with `.flatten(0, 1)`);
                        or, with `negative_index` (K x B, `Negatives.index`), the M x C_j x H_j x W_j
                        features of the distinct negative images, row index[k, b] being negative k
-                       of anchor b: no K*B copies, and distances by `pairwise_l1`
+                       of anchor b: on the CPU no K*B copies (distances by `pairwise_l1`)
 
     Positives and negatives are detached here: CSD detaches the teacher inside CL so that CL only
     moves the student; the teacher is trained by its own L1 term and must not be pulled toward
@@ -88,8 +103,7 @@ def contrastive_ratio(
                     f"negative index {tuple(negative_index.shape)} is not K x {b}, or negative features "
                     f"{tuple(n.shape)} are not M x {tuple(a.shape[1:])}"
                 )
-            # A x M distances, then each anchor's K columns: d_neg[b] = sum_k D[b, index[k, b]]
-            d_neg = pairwise_l1(a, n.detach()).gather(1, negative_index.t()).sum(dim=1)
+            d_neg = negative_distances(a, n.detach(), negative_index)
         else:
             if n.shape[0] % b or n.shape[1:] != a.shape[1:]:
                 raise ValueError(f"negative shape {tuple(n.shape)} is not K*B x {tuple(a.shape[1:])} (B={b})")

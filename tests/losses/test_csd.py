@@ -22,7 +22,7 @@ from edgesr.losses import (
     negative_set,
     output_distillation,
 )
-from edgesr.losses.contrastive import pairwise_l1
+from edgesr.losses.contrastive import negative_distances, pairwise_l1
 from edgesr.losses.vgg import CONV_SHAPES, build_vgg19_layers
 
 SCALE = 2
@@ -216,6 +216,9 @@ def test_indexed_negatives_give_the_expanded_ratio_and_gradient():
     torch.testing.assert_close(fast, slow)
     torch.testing.assert_close(g_fast, g_slow)
     assert g_fast.abs().sum() > 0
+    # the copies path (what CUDA takes) gives the same distances as the pairwise one
+    both = [negative_distances(a, images, index, pairwise=flag) for flag in (True, False)]
+    torch.testing.assert_close(*both)
     with pytest.raises(ValueError, match="negative index"):
         contrastive_ratio([a], [p], [images], [0.7], negative_index=index[:, :2])
 

@@ -83,17 +83,27 @@ def test_end_roles_name_every_op_on_the_input_and_the_real_tail(name, args, expe
         assert all(n.target != torch.ops.aten.sym_size.int for n in roles)
 
 
-def test_quant_photos_roles_keep_edgesr_end_roles_and_name_the_upsampler() -> None:
-    """The quant-photos benchmark's roles are edgesr's end roles (an anchored net's nearest conv is
+@pytest.mark.parametrize(
+    ("name", "args", "ups", "shuffles"),
+    [
+        # anchored EDSR x4: two conv + shuffle(2) stages, and the anchor's shuffle(4)
+        ("edsr", {"n_resblocks": 1, "n_feats": 8, "anchor": True}, 2, 3),
+        # a plain net: the last 3x3 conv is the tail, the nearest conv `in`; their add feeds the one
+        # shuffle (`up`), which the graph returns (`out`)
+        ("plain", {"n_convs": 3, "n_feats": 8}, 1, 0),
+    ],
+)
+def test_quant_photos_roles_keep_edgesr_end_roles_and_name_the_upsampler(name, args, ups, shuffles) -> None:
+    """The quant-photos benchmark's roles are edgesr's end roles (a nearest conv on the image is
     `in`, never `tail`) plus the upsampler convs and shuffles."""
     from benchmarks.quant_photos import roles
 
-    model = build_model("edsr", scale=4, n_resblocks=1, n_feats=8, anchor=True).eval()
+    model = build_model(name, scale=4, **args).eval()
     graph = export_graph(model, torch.rand(1, 3, 12, 12), dynamic=False)
     by_name = roles(graph)
     assert {n.name: r for n, r in end_roles(graph).items()}.items() <= by_name.items()
     convs = [n for n in graph.graph.nodes if n.target == torch.ops.aten.conv2d.default]
-    nearest = convs[-1]  # the anchor's 1x1 conv, after the tail
+    nearest = convs[-1]  # the anchor's / plain net's nearest 1x1 conv, after the tail
     assert by_name[nearest.name] == "in" and by_name[convs[-2].name] == "tail"
-    assert list(by_name.values()).count("up") == 2  # x4: two conv + shuffle(2) stages
-    assert list(by_name.values()).count("shuffle") == 3  # and the anchor's shuffle(4)
+    assert list(by_name.values()).count("up") == ups
+    assert list(by_name.values()).count("shuffle") == shuffles
