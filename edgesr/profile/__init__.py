@@ -8,5 +8,5 @@
 - `importers` / `ingest`: parse results produced elsewhere into records;
 - `layers` / `latency_model`: the NetAdapt-style per-layer table and its predictions;
 - `sweep`: `edgesr profile sweep` (the commands are edgesr/cli/profile.py; choosing a width from the
-  measurements is edgesr.selection, docs/devices.md).
+  measurements is edgesr.selection, and its command edgesr/cli/select.py; docs/devices.md).
 """
