@@ -59,7 +59,9 @@ def negative_distances(a: Tensor, n: Tensor, index: Tensor, pairwise: bool | Non
     negatives n: M x C x H x W and index: K x B. `pairwise` (default: on the CPU) takes the A x M
     distances of `pairwise_l1` and each anchor's K entries; otherwise the K*B copies are made,
     which on CUDA hold less memory than cdist's backward."""
-    if pairwise if pairwise is not None else a.device.type == "cpu":
+    if pairwise is None:
+        pairwise = a.device.type == "cpu"
+    if pairwise:
         return pairwise_l1(a, n).gather(1, index.t()).sum(dim=1)
     return _per_sample_l1(n[index], a.unsqueeze(0)).sum(dim=0)  # K x B -> B
 
