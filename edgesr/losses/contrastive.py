@@ -40,12 +40,10 @@ def _per_sample_l1(a: Tensor, b: Tensor) -> Tensor:
 def pairwise_l1(a: Tensor, f: Tensor) -> Tensor:
     """A x F matrix of mean |a_i - f_j| over C, H, W, for a: A x C x H x W and f: F x C x H x W,
     without forming any difference tensor on the CPU: `torch.cdist(p=1)` per channel plane, summed
-    over the planes. At CSD's x4 shapes (B 8, K 4, VGG relu1_1 / relu2_1 of 128x128 patches) the
-    negative term then costs 0.50 s instead of 1.41 s per step (forward + backward, 2 threads,
-    beside another 2-thread job; docs/distillation.md), and at those shapes the per-plane sums are
-    as close to a float64 reference as the direct mean (3e-8 vs 2e-8; one cdist over the whole
-    C*H*W vector was 2e-5 off). On CUDA, cdist's backward holds an A x F buffer of feature maps,
-    more than CSD's K*B copies, so `contrastive_ratio` uses this on the CPU only.
+    over the planes (one cdist over the whole C*H*W vector accumulates visibly more float32 error).
+    With it a CSD step at x4 took 1.21 / 1.35 s instead of 1.87 / 1.75 s with the K*B copies
+    (docs/distillation.md). On CUDA, cdist's backward holds an A x F buffer of feature maps, more
+    than CSD's K*B copies, so `negative_distances` uses this on the CPU only.
     """
     if a.dim() != 4 or a.shape[1:] != f.shape[1:]:
         raise ValueError(
