@@ -124,8 +124,9 @@ def prepare(out: Path, photos: Path | None) -> tuple[Path, Path]:
     return train, val
 
 
-def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> Path:
-    """The last stage of the staged teacher training (module docstring, step 3)."""
+def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> tuple[Path, str]:
+    """The best stage of the staged teacher training (module docstring, step 3), and the
+    `teacher_note` saying whether it plateaued."""
     from edgesr.recipe import load_recipe, resolve_recipe
     from edgesr.train.trainer import run_status, train_or_continue
 
@@ -149,16 +150,35 @@ def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> Pat
         seconds = before[k]["seconds"] if reused else round(time.perf_counter() - t0, 1)
         log.append({"stage": k, "steps": steps, "val_psnr": psnr, "seconds": seconds})
         print(f"teacher stage {k}: val Y-PSNR {psnr:.3f} dB", flush=True)
-        gain = None if best is None else psnr - best
         prev = run_dir
         if best is None or psnr > best:
             best, best_dir = psnr, run_dir
+        gain = last_gain(log)
         if gain is not None and gain < args.plateau_db:
-            print(f"teacher plateau: stage {k} gained {gain:+.3f} dB < {args.plateau_db} dB", flush=True)
             break
     atomic_write_text(stages_json, json.dumps(log, indent=2))
-    print(f"teacher: {best_dir} ({best:.3f} dB on built-in val)", flush=True)
-    return best_dir
+    note = teacher_note(log, args.plateau_db)
+    print(f"teacher: {best_dir} ({best:.3f} dB on built-in val); {note}", flush=True)
+    return best_dir, note
+
+
+def last_gain(log: list[dict]) -> float | None:
+    """The last stage's val Y-PSNR gain over the best earlier stage; None after one stage."""
+    if len(log) < 2:
+        return None
+    return log[-1]["val_psnr"] - max(e["val_psnr"] for e in log[:-1])
+
+
+def teacher_note(log: list[dict], plateau_db: float) -> str:
+    """Whether the staged teacher reached its plateau (a stage gaining under `plateau_db`), in words."""
+    k, gain = log[-1]["stage"], last_gain(log)
+    if gain is None:
+        return "one stage only: not tested for a plateau (raise --max-stages)"
+    if gain < plateau_db:
+        return f"plateau: stage {k} gained {gain:+.3f} dB < {plateau_db:g} dB"
+    return (
+        f"NOT at a plateau: stage {k} still gained {gain:+.3f} dB >= {plateau_db:g} dB (raise --max-stages)"
+    )
 
 
 def below_bicubic(rows: list) -> list[str]:
@@ -197,13 +217,13 @@ def run(args: argparse.Namespace) -> int:
         *(SMOKE_OVERRIDES if smoke else []),
     ]
     t0 = time.perf_counter()
-    teacher = plateau_teacher(base, args, out)
+    teacher, note = plateau_teacher(base, args, out)
     summary = [
         "# Distillation protocol run",
         "",
         f"Command: `{command(args, out)}`",
         "",
-        f"- teacher: {teacher.name}, {time.perf_counter() - t0:.0f} s (stages in teacher/stages.json)",
+        f"- teacher: {teacher.name}, {time.perf_counter() - t0:.0f} s (teacher/stages.json); {note}",
     ]
     summary.append("- (times are this invocation's: runs finished in OUT before it are reused, not timed "
                    "again; teacher/stages.json keeps each stage's original seconds)")  # fmt: skip

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from benchmarks.__main__ import main as bench_main
-from benchmarks.distill_protocol import OverlapError, below_bicubic, check_disjoint
+from benchmarks.distill_protocol import (
+    OverlapError,
+    below_bicubic,
+    check_disjoint,
+    last_gain,
+    teacher_note,
+)
 from edgesr.data.bicubic import imresize
 from edgesr.data.images import write_image
 from edgesr.distill_bench import BenchRow
@@ -62,6 +68,7 @@ def test_smoke_preset_runs_teacher_and_paired_tables(tmp_path: Path):
     assert "distill-protocol" in summary and "- width 0.5:" in summary and "- total:" in summary
     # 2 steps from scratch cannot beat bicubic: the summary must say so, per run
     assert "scratch seed 0:" in summary and "< bicubic" in summary
+    assert "one stage only: not tested for a plateau" in summary  # smoke trains one teacher stage
     # run again: every run is reused, and the teacher keeps the seconds it took the first time
     before = (out / "teacher" / "stages.json").read_text()
     assert bench_main(argv) == 0
@@ -77,3 +84,16 @@ def test_below_bicubic_names_each_run_under_its_data_sets_bicubic():
     rows = [BenchRow("bicubic", 0, "val", 30.0, 0.9), BenchRow("scratch", 0, "val", 29.9, 0.9),
             BenchRow("scratch", 1, "val", 30.1, 0.9), BenchRow("csd", 0, "other", 10.0, 0.5)]  # fmt: skip
     assert below_bicubic(rows) == ["scratch seed 0: 29.90 dB < bicubic 30.00 dB on val"]
+
+
+def test_teacher_note_says_whether_the_staged_teacher_plateaued():
+    def log(*psnrs):
+        return [{"stage": k + 1, "val_psnr": v} for k, v in enumerate(psnrs)]
+
+    assert last_gain(log(30.0)) is None
+    assert last_gain(log(30.0, 30.4, 30.43)) == pytest.approx(0.03)
+    assert last_gain(log(30.0, 30.4, 30.2)) == pytest.approx(-0.2)  # against the best earlier stage
+    assert teacher_note(log(30.0, 30.4, 30.43), 0.05) == "plateau: stage 3 gained +0.030 dB < 0.05 dB"
+    assert teacher_note(log(30.0, 30.4), 0.05).startswith("NOT at a plateau: stage 2 still gained +0.400 dB")
+    assert teacher_note(log(30.0, 30.4, 30.2), 0.05).startswith("plateau: stage 3 gained -0.200 dB")
+    assert teacher_note(log(30.0), 0.05).startswith("one stage only")
