@@ -61,9 +61,9 @@ def resume_command(args: argparse.Namespace) -> str:
     for d in devices:
         argv += ["--device", str(d)]
     for flag in ("farm_device", "options", "profiles"):
-        if getattr(args, flag, None):  # --flag=VALUE: an --options value starts with "--"
+        if getattr(args, flag):  # --flag=VALUE: an --options value starts with "--"
             argv.append(f"--{flag.replace('_', '-')}={getattr(args, flag)}")
-    argv += ["--inference"] if getattr(args, "inference", False) else []
+    argv += ["--inference"] if args.inference else []
     argv += ["--trust-artifact"] if args.trust_artifact else []
     return shlex.join(argv)
 

@@ -127,7 +127,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--threads", type=int, help="when the output does not say")
     sh = ps.add_parser("show", help="list a device's measurements")
     device_args(sh)
-    p.set_defaults(run=profile_command)
+    # what `show` and `import` do not take reads as unset, so the command reads one namespace shape
+    p.set_defaults(run=profile_command, via=None, farm_device=None, artifacts=None, inference=False,
+                   runtime_option=(), resolution=None)  # fmt: skip
     dv = sub.add_parser(
         "devices", help="list device files, or a device farm's devices", epilog=PROFILE_EXAMPLES,
         formatter_class=fmt,
@@ -157,10 +159,6 @@ def _farm_args(p: argparse.ArgumentParser) -> None:
         help="--via aihub: submit new jobs even where earlier ones are stored (by default they are reused)",
     )  # fmt: skip
     p.add_argument("--poll-s", type=float, default=15.0, help=argparse.SUPPRESS)
-
-
-def _root(args: argparse.Namespace) -> Any:
-    return args.profiles  # None: read the shipped and the user's profiles, write the user's
 
 
 def _print_records(records: list[Any], title: str) -> None:
@@ -206,9 +204,9 @@ def profile_command(args: argparse.Namespace, console: Any) -> int:
     from edgesr.devices import load_device, parse_resolution
     from edgesr.profile.store import device_records, save_records
 
-    if getattr(args, "runtime_option", None) and getattr(args, "via", None) == "aihub":
+    if args.runtime_option and args.via == "aihub":
         raise UsageError("--runtime-option sets a runtime on this machine: the farm runs its own")
-    if getattr(args, "via", None) == "aihub":
+    if args.via == "aihub":
         from edgesr.cli.farm import farm_command
 
         return farm_command(args, console, _print_records)
@@ -218,8 +216,8 @@ def profile_command(args: argparse.Namespace, console: Any) -> int:
         args.device = args.device[0]
     device = load_device(args.device)
     _check_via(args, device)
-    root = _root(args)
-    res = parse_resolution(args.resolution) if getattr(args, "resolution", None) else None
+    root = args.profiles  # None: read the shipped and the user's profiles, write the user's
+    res = parse_resolution(args.resolution) if args.resolution else None
     if args.profile_command == "show":
         recs = device_records(device.name, root)
         _print_records(recs, f"{device.name}: whole-model measurements")
@@ -254,12 +252,12 @@ def profile_command(args: argparse.Namespace, console: Any) -> int:
 
 
 def _check_via(args: argparse.Namespace, device: Any) -> None:
-    via = getattr(args, "via", None)
+    via = args.via
     reached = "adb" if device.transport == "adb" else "host"
     if via is not None and via != reached:
         raise UsageError(f"device {device.name!r} is reached through {device.transport}, not --via {via}")
     for flag in ("farm_device", "artifacts", "inference"):
-        if getattr(args, flag, None):
+        if getattr(args, flag):
             raise UsageError(f"--{flag.replace('_', '-')} is for --via aihub")
     if args.profile_command == "sweep" and not args.source:
         raise UsageError("profile sweep needs a checkpoint, run dir or recipe (or --via aihub --artifacts)")
