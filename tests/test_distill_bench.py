@@ -7,7 +7,16 @@ import csv
 import pytest
 
 from edgesr.cli import main
-from edgesr.distill_bench import BASELINES, METHODS, BenchRow, paired, run_bench, summarise
+from edgesr.distill_bench import (
+    BASELINES,
+    METHODS,
+    BenchRow,
+    bicubic_markdown,
+    paired,
+    run_bench,
+    summarise,
+    vs_bicubic,
+)
 
 BASE = """\
 name: bench_tiny
@@ -47,6 +56,8 @@ def test_bench_runs_baselines_and_chosen_methods(tiny_photos, tmp_path, capsys):
     n_img = len({r["image"] for r in per_image})
     assert n_img >= 2 and len(per_image) == len(rows) * n_img
     assert "Paired differences" in table and "95% interval over images and seeds" in table
+    vs_bicubic_section = table.split("Against bicubic")[1].split("Paired differences")[0]
+    assert "| fakd | " in vs_bicubic_section and f" / {n_img * 2} | " in vs_bicubic_section
     assert f"| fakd | slice_l1 | {n_img} x 2 |" in table and f"| scratch | output_kd | {n_img} x 2 |" in table
     assert "| slice_l1 | slice_l1 |" not in table
     assert (out / "paired.png").stat().st_size > 1000
@@ -70,6 +81,27 @@ def test_paired_differences_are_per_image_and_resolve_a_real_gap():
     assert fakd.resolved and fakd.mean == pytest.approx(0.2, abs=1e-9) and (fakd.images, fakd.seeds) == (6, 3)
     assert not diffs[("val", "slice_l1", "scratch")][0].resolved  # identical per image: 0 [0, 0]
     assert ("val", "scratch", "scratch") not in diffs and len(diffs) == 3 * 4 - 3
+
+
+def test_vs_bicubic_finds_the_smooth_photo_a_good_mean_hides():
+    bicubic = (30.0, 31.0, 29.0, 45.0, 32.0, 28.0, 33.0, 30.5)  # image 3: smooth, bicubic scores highest
+    rows = [BenchRow("bicubic", 0, "val", 0.0, 0.0, bicubic)]
+    for seed in (0, 1):
+        drop = -2.0 if seed == 1 else -0.5
+        per = tuple(p + (drop if i == 3 else 1.0) for i, p in enumerate(bicubic))
+        rows.append(BenchRow("meta_kd", seed, "val", 0.0, 0.0, per))
+    rows.append(BenchRow("scratch", 0, "val", 0.0, 0.0, tuple(p + 0.5 for p in bicubic)))
+    v = vs_bicubic(rows)[("val", "meta_kd")]
+    # 7 of 8 images gain 1 dB, image 3 loses 0.5 / 2.0: the mean is above bicubic, two pairs are not
+    assert v.mean == pytest.approx((14 * 1.0 - 2.5) / 16)
+    assert (v.below, v.pairs, v.worst) == (2, 16, (-2.0, 3, 1))
+    # the easiest quarter (2 of 8 images): image 3 (45 dB) and image 6 (33 dB)
+    assert v.easiest == pytest.approx((-0.5 - 2.0 + 1.0 + 1.0) / 4)
+    s = vs_bicubic(rows)[("val", "scratch")]
+    assert (s.below, s.worst[0], s.easiest) == (0, pytest.approx(0.5), pytest.approx(0.5))
+    table = bicubic_markdown(rows)
+    assert "| val | meta_kd | +0.72 | -0.12 | 2 / 16 | -2.00 (image 3, seed 1) |" in table
+    assert bicubic_markdown([BenchRow("scratch", 0, "val", 30.0, 0.9)]) == ""  # no per-image results
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():
