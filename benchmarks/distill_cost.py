@@ -8,6 +8,8 @@ Each method's objective is built the way `edgesr bench distill` and the protocol
 from an untrained teacher saved as a checkpoint: a step's cost does not depend on the weights.
 It is timed on random batches of the recipe's batch and patch size (forward, backward, Adam
 step): `--warmup` untimed steps, then the median wall and CPU seconds of `--steps` timed ones.
+`--device cuda` times it on the GPU with the recipe's bf16 autocast and channels_last applied as the
+trainer applies them (`prepare_for_device`), waiting for the GPU at the end of each step.
 Data loading and validation are not in it; the protocol's own s/step column has them, and
 whatever else ran on the machine at the time. The medians and the load average are printed so
 a busy machine shows.
@@ -35,6 +37,7 @@ from edgesr.models import build_model
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, recipe_hash, resolve_recipe
 from edgesr.train.checkpoint import CheckpointMeta, save_checkpoint
 from edgesr.train.modes import build_objective
+from edgesr.train.trainer import prepare_for_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seeds", type=int, default=3, help="seeds in the projected protocol time")
     p.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    p.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"],
+        help="cuda: the first GPU, with the recipe's amp and channels_last as the trainer applies them",
+    )  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -59,21 +66,27 @@ def save_teacher(base: Recipe, folder: Path) -> Path:
     return save_checkpoint(folder / "checkpoints", model, meta, None)
 
 
-def time_steps(recipe: Recipe, steps: int, warmup: int) -> tuple[float, float]:
-    """Median (wall, CPU) seconds of one training step of `recipe`'s objective."""
+def time_steps(recipe: Recipe, steps: int, warmup: int, device: str = "cpu") -> tuple[float, float]:
+    """Median (wall, CPU) seconds of one training step of `recipe`'s objective on `device`."""
+    dev = torch.device(device)
     objective, _ = build_objective(recipe)
-    objective.train()
+    objective.to(dev).train()
+    autocast = prepare_for_device(objective, recipe.train, dev)
     optim = torch.optim.Adam([p for p in objective.parameters() if p.requires_grad], lr=1e-4)
     g = torch.Generator().manual_seed(recipe.seed)
     n, p, s = recipe.data.batch_size, recipe.data.patch_size, recipe.scale
     lr, hr = torch.rand(n, 3, p, p, generator=g), torch.rand(n, 3, p * s, p * s, generator=g)
+    lr, hr = lr.to(dev), hr.to(dev)
     wall, cpu = [], []
     for step in range(warmup + steps):
         t0, c0 = time.perf_counter(), time.process_time()
-        loss, _ = objective(lr, hr, step)
+        with autocast:
+            loss, _ = objective(lr, hr, step)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)  # the step's kernels, not only their launch
         if step >= warmup:
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
@@ -85,7 +98,7 @@ def command(args: argparse.Namespace) -> str:
     return (
         f"python -m benchmarks distill-cost --recipe {args.recipe} --scales {scales} --widths {widths}"
         f" --methods {' '.join(args.methods)} --steps {args.steps} --warmup {args.warmup} "
-        f"--seeds {args.seeds}"
+        f"--seeds {args.seeds}" + (f" --device {args.device}" if args.device != "cpu" else "")
     )
 
 
@@ -108,7 +121,7 @@ def budget_table(args: argparse.Namespace, base_path: Path, scale: int, width: f
     for method in args.methods:
         recipe = method_recipe(base, at_budget, method, 0, teacher)
         before = os.getloadavg()[0]
-        walls[method], cpu = time_steps(recipe, args.steps, args.warmup)
+        walls[method], cpu = time_steps(recipe, args.steps, args.warmup, args.device)
         ratio = f"{walls[method] / walls['scratch']:.1f}" if "scratch" in walls else "-"
         load = f"{before:.1f} / {os.getloadavg()[0]:.1f}"
         table.append(f"| {method} | {walls[method]:.3f} | {cpu:.3f} | {ratio} | {load} |")
@@ -125,8 +138,17 @@ def budget_table(args: argparse.Namespace, base_path: Path, scale: int, width: f
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            f"--device cuda: torch {torch.__version__} sees no CUDA GPU here; time on --device cpu"
+        )
+    on = (
+        f"GPU {torch.cuda.get_device_name(0)}"
+        if args.device == "cuda"
+        else f"{torch.get_num_threads()} threads"
+    )
     lines = [
-        f"Machine: {detect_machine().text}; torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        f"Machine: {detect_machine().text}; torch {torch.__version__}, {on}.",
         "",
         f"Command: `{command(args)}`",
         "",

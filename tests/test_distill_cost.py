@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+import torch
+
 from benchmarks.__main__ import main as bench_main
 
 
@@ -26,3 +29,11 @@ def test_distill_cost_times_each_method_and_projects_the_protocol(tmp_path: Path
     assert abs(minutes - sum(walls.values()) * 600 * 3 / 60) <= 0.5 + 0.05
     assert "distill-cost --recipe distill_protocol_cpu --scales 2 --widths 0.25" in text
     assert "Machine:" in text
+
+
+def test_distill_cost_refuses_cuda_without_a_gpu(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(
+        SystemExit, match="--device cuda: torch .* sees no CUDA GPU here; time on --device cpu"
+    ):
+        bench_main(["distill-cost", "--scales", "2", "--methods", "scratch", "--device", "cuda"])

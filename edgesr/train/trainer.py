@@ -24,7 +24,7 @@ import shutil
 import signal
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +41,7 @@ from edgesr.errors import CheckpointError, EdgesrError, Interrupted
 from edgesr.evaluate import EvalRow, bicubic_rows, evaluate, psnr_by_width
 from edgesr.files import LOCK_NAME, atomic_write_text, is_no_space, mount_point, owned_dir
 from edgesr.models.zoo import fetch, is_zoo_ref
-from edgesr.recipe import Recipe, dump_recipe, load_recipe, recipe_hash
+from edgesr.recipe import Recipe, TrainCfg, dump_recipe, load_recipe, recipe_hash
 from edgesr.train.checkpoint import (
     CheckpointMeta,
     load_training_state,
@@ -306,15 +306,23 @@ def _resume(run_dir, rhash, saved, opt, sched, objective, dist, console) -> int:
     return start
 
 
+def prepare_for_device(objective: nn.Module, t: TrainCfg, device: torch.device) -> AbstractContextManager:
+    """`train.channels_last` applied to `objective` (in place), and the autocast context of
+    `train.amp` to run its steps in; `auto` means on for CUDA, off elsewhere. Shared with
+    `python -m benchmarks distill-cost`, so a timed step is the trainer's step."""
+    cuda = device.type == "cuda"
+    if t.channels_last == "on" or (t.channels_last == "auto" and cuda):
+        objective.to(memory_format=torch.channels_last)
+    amp = t.amp == "bf16" or (t.amp == "auto" and cuda)
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+
+
 def _loop(recipe, run_dir, dist, objective, opt, sched, params, train_set, val_sets,  # noqa: ANN001
           mat_width, rhash, start, stop_at, console, at) -> TrainResult:  # fmt: skip
     t = recipe.train
     saved = objective.net
     use_cuda = dist.device.type == "cuda"
-    amp = t.amp == "bf16" or (t.amp == "auto" and use_cuda)
-    autocast = torch.autocast(dist.device.type, dtype=torch.bfloat16) if amp else nullcontext()
-    if t.channels_last == "on" or (t.channels_last == "auto" and use_cuda):
-        objective.to(memory_format=torch.channels_last)
+    autocast = prepare_for_device(objective, t, dist.device)
     if t.compile:
         saved.compile()  # in place: state_dict keys stay those of the plain module
     step_fn: nn.Module = objective
