@@ -37,7 +37,7 @@ from edgesr.models import build_model
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, recipe_hash, resolve_recipe
 from edgesr.train.checkpoint import CheckpointMeta, save_checkpoint
 from edgesr.train.modes import build_objective
-from edgesr.train.trainer import prepare_for_device
+from edgesr.train.runtime import prepare_for_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import resource
 import shutil
-import signal
-import threading
 import time
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -37,11 +33,11 @@ from torch import nn
 
 from edgesr.data import TrainPatches, build_train_loader, eval_sets, open_dataset
 from edgesr.download import ProgressLines
-from edgesr.errors import CheckpointError, EdgesrError, Interrupted
+from edgesr.errors import CheckpointError, Interrupted
 from edgesr.evaluate import EvalRow, bicubic_rows, evaluate, psnr_by_width
 from edgesr.files import LOCK_NAME, atomic_write_text, is_no_space, mount_point, owned_dir
 from edgesr.models.zoo import fetch, is_zoo_ref
-from edgesr.recipe import Recipe, TrainCfg, dump_recipe, load_recipe, recipe_hash
+from edgesr.recipe import Recipe, dump_recipe, load_recipe, recipe_hash
 from edgesr.train.checkpoint import (
     CheckpointMeta,
     load_training_state,
@@ -54,10 +50,9 @@ from edgesr.train.checkpoint import (
 from edgesr.train.modes import TrainingError, build_objective
 from edgesr.train.monitor import Monitor
 from edgesr.train.objectives import extra_state, load_extra_state
+from edgesr.train.runtime import Dist, StopOnSignal, init_distributed, on_main, prepare_for_device
 
 __all__ = ["TrainResult", "TrainingError", "build_objective", "train"]
-
-
 
 
 @dataclass(frozen=True)
@@ -70,44 +65,6 @@ class TrainResult:
     state: str = "completed"  # or "stopped" (stop_at, SIGINT/SIGTERM): `--resume` continues it
 
 
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        """Rank 0 writes the run's files; the others wait here until they exist."""
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def from_main(self, value: Any) -> Any:
-        """Rank 0's `value` on every rank (e.g. a run directory named after the clock)."""
-        if self.world == 1:
-            return value
-        box = [value]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
-
-def _init_distributed() -> _Dist:
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return _Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
-
-
 def _new_run_dir(recipe: Recipe, run_dir: Path | None) -> Path:
     if run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -115,53 +72,10 @@ def _new_run_dir(recipe: Recipe, run_dir: Path | None) -> Path:
     return run_dir
 
 
-def _on_main(dist: _Dist, check: Any) -> None:
-    """Run `check` on rank 0; if it raises a user error, every rank raises it (none is left waiting
-    in a collective for a rank that stopped)."""
-    refused: EdgesrError | None = None
-    if dist.main:
-        try:
-            check()
-        except EdgesrError as e:
-            refused = e
-    message = dist.from_main(None if refused is None else str(refused))
-    if message is not None:
-        raise refused if refused is not None else TrainingError(message)
-
-
 def _refuse_used(run_dir: Path) -> None:
     """A new run owns an empty directory (its lock file aside); checked while holding the lock."""
     if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         raise TrainingError(f"{run_dir}: run directory exists and is not empty; pass --resume to continue it")
-
-
-class _StopOnSignal:
-    """SIGINT / SIGTERM during training ask for a clean stop: the step in flight finishes, a
-    checkpoint is saved and the status says "stopped". A second signal stops at once (the last
-    saved checkpoint stays the one to resume from). Main thread only (Python's rule for handlers)."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested is not None:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-        self.console.print(
-            f"{self.requested}: stopping after this step and saving a checkpoint (again to stop at once)"
-        )
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _completed(run_dir: Path) -> TrainResult | None:
@@ -197,7 +111,7 @@ def train(
                 f"{run_dir}: already completed at step {done.steps} (results.json); nothing to resume"
             )
             return done
-    dist = _init_distributed()
+    dist = init_distributed()
     t = recipe.train
     torch.manual_seed(recipe.seed)
     run_dir = Path(run_dir) if resume else dist.from_main(_new_run_dir(recipe, run_dir and Path(run_dir)))
@@ -207,7 +121,7 @@ def train(
             with owned_dir(run_dir):
                 _refuse_used(run_dir)
 
-        _on_main(dist, probe)
+        on_main(dist, probe)
 
     # Everything that can reject the user's input happens before the run directory exists.
     train_pairs = open_dataset(recipe.data.train, recipe.scale, recipe.data.cache_dir)
@@ -226,7 +140,7 @@ def train(
     val_sets = eval_sets(recipe.data.val, recipe.scale, recipe.data.cache_dir)
     init = recipe.train.init
     if is_zoo_ref(init):  # rank 0 downloads a zoo teacher once; the others then find it cached
-        _on_main(dist, lambda: fetch(init, ProgressLines(init, console.print)))
+        on_main(dist, lambda: fetch(init, ProgressLines(init, console.print)))
     objective, mat_width = build_objective(recipe)
     objective.to(dist.device)
     saved = objective.net
@@ -243,7 +157,7 @@ def train(
             if not resume:
                 _refuse_used(run_dir)
 
-        _on_main(dist, take)
+        on_main(dist, take)
         if resume:
             start = _resume(run_dir, rhash, saved, opt, sched, objective, dist, console)
         else:
@@ -306,17 +220,6 @@ def _resume(run_dir, rhash, saved, opt, sched, objective, dist, console) -> int:
     return start
 
 
-def prepare_for_device(objective: nn.Module, t: TrainCfg, device: torch.device) -> AbstractContextManager:
-    """`train.channels_last` applied to `objective` (in place), and the autocast context of
-    `train.amp` to run its steps in; `auto` means on for CUDA, off elsewhere. Shared with
-    `python -m benchmarks distill-cost`, so a timed step is the trainer's step."""
-    cuda = device.type == "cuda"
-    if t.channels_last == "on" or (t.channels_last == "auto" and cuda):
-        objective.to(memory_format=torch.channels_last)
-    amp = t.amp == "bf16" or (t.amp == "auto" and cuda)
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-
-
 def _loop(recipe, run_dir, dist, objective, opt, sched, params, train_set, val_sets,  # noqa: ANN001
           mat_width, rhash, start, stop_at, console, at) -> TrainResult:  # fmt: skip
     t = recipe.train
@@ -351,7 +254,7 @@ def _loop(recipe, run_dir, dist, objective, opt, sched, params, train_set, val_s
     if use_cuda:
         torch.cuda.reset_peak_memory_stats(dist.device)
     step = start
-    stop = _StopOnSignal(console)
+    stop = StopOnSignal(console)
     try:
         with stop:
             objective.train()
@@ -419,7 +322,7 @@ def _loop(recipe, run_dir, dist, objective, opt, sched, params, train_set, val_s
 
 
 def _validate(
-    model: nn.Module, val_sets: dict, recipe: Recipe, widths: tuple[float, ...], dist: _Dist
+    model: nn.Module, val_sets: dict, recipe: Recipe, widths: tuple[float, ...], dist: Dist
 ) -> list[EvalRow]:
     return evaluate(
         model,
@@ -433,7 +336,7 @@ def _validate(
 
 
 def _checkpoint(
-    run_dir: Path, objective: nn.Module, meta: CheckpointMeta, step: int, opt, sched, rhash: str, dist: _Dist
+    run_dir: Path, objective: nn.Module, meta: CheckpointMeta, step: int, opt, sched, rhash: str, dist: Dist
 ) -> None:
     if not dist.main:
         return
@@ -448,7 +351,7 @@ def _checkpoint(
     save_checkpoint(run_dir / "checkpoints", objective.net, replace(meta, step=step), state)
 
 
-def _status(run_dir: Path, dist: _Dist, state: str, **info: Any) -> None:
+def _status(run_dir: Path, dist: Dist, state: str, **info: Any) -> None:
     if not dist.main:
         return
     text = json.dumps({"state": state, "time": time.time(), **info}, indent=2)
