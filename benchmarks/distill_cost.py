@@ -8,8 +8,10 @@ Each method's objective is built the way `edgesr bench distill` and the protocol
 from an untrained teacher saved as a checkpoint: a step's cost does not depend on the weights.
 It is timed on random batches of the recipe's batch and patch size (forward, backward, Adam
 step): `--warmup` untimed steps, then the median wall and CPU seconds of `--steps` timed ones.
-`--device cuda` times it on the GPU with the recipe's bf16 autocast and channels_last applied as the
-trainer applies them (`prepare_for_device`), waiting for the GPU at the end of each step.
+The recipe's `amp` and `channels_last` are applied as the trainer applies them (`prepare_for_device`;
+`auto` is off on the CPU); the optimizer is a plain Adam (no scheduler, clipping or compile).
+`--device cuda` times it on the GPU, waiting for the GPU at the end of each step (its CPU column is
+then mostly that wait); give a GPU more steps, e.g. `--warmup 5 --steps 20`.
 Data loading and validation are not in it; the protocol's own s/step column has them, and
 whatever else ran on the machine at the time. The medians and the load average are printed so
 a busy machine shows.

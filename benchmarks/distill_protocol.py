@@ -59,9 +59,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", help="default: every method (the baselines always run)")
     p.add_argument("--photos", type=Path, help="folder with calib/ and quant-eval/ (default: fetched)")
     p.add_argument("--plateau-db", type=float, default=0.05, help="teacher stops when a stage gains less")
-    p.add_argument("--max-stages", type=int, default=6)
+    p.add_argument("--max-stages", type=_at_least_one, default=6, help="teacher stages at most (smoke: 1)")
     p.add_argument("--out", type=Path, help="default: runs/distill_protocol_xSCALE[_smoke]")
     p.set_defaults(run=run)
+
+
+def _at_least_one(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1 teacher stage, got {n}")
+    return n
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -157,7 +164,8 @@ def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> tup
         if gain is not None and gain < args.plateau_db:
             break
     atomic_write_text(stages_json, json.dumps(log, indent=2))
-    note = teacher_note(log, args.plateau_db)
+    more = "the smoke preset trains one stage" if args.preset == "smoke" else "raise --max-stages"
+    note = teacher_note(log, args.plateau_db, more)
     print(f"teacher: {best_dir} ({best:.3f} dB on built-in val); {note}", flush=True)
     return best_dir, note
 
@@ -169,16 +177,14 @@ def last_gain(log: list[dict]) -> float | None:
     return log[-1]["val_psnr"] - max(e["val_psnr"] for e in log[:-1])
 
 
-def teacher_note(log: list[dict], plateau_db: float) -> str:
+def teacher_note(log: list[dict], plateau_db: float, more: str = "raise --max-stages") -> str:
     """Whether the staged teacher reached its plateau (a stage gaining under `plateau_db`), in words."""
     k, gain = log[-1]["stage"], last_gain(log)
     if gain is None:
-        return "one stage only: not tested for a plateau (raise --max-stages)"
+        return f"one stage only: not tested for a plateau ({more})"
     if gain < plateau_db:
         return f"plateau: stage {k} gained {gain:+.3f} dB < {plateau_db:g} dB"
-    return (
-        f"NOT at a plateau: stage {k} still gained {gain:+.3f} dB >= {plateau_db:g} dB (raise --max-stages)"
-    )
+    return f"NOT at a plateau: stage {k} still gained {gain:+.3f} dB >= {plateau_db:g} dB ({more})"
 
 
 def below_bicubic(rows: list) -> list[str]:

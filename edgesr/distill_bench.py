@@ -187,13 +187,19 @@ class VsBicubic:
 def vs_bicubic(rows: Sequence[BenchRow]) -> dict[tuple[str, str], VsBicubic]:
     """(dataset, method) -> `VsBicubic`, for every data set with per-image bicubic results. A mean
     above bicubic can hide photos below it; the smooth photos, where bicubic is already close to the
-    original, are where small students and int8 fall under it (docs/quantization.md)."""
+    original, are where small students and int8 can fall under it (docs/quantization.md)."""
     bicubic = {r.dataset: r.image_psnr for r in rows if r.method == "bicubic" and r.image_psnr}
     out = {}
     for d, ref in bicubic.items():
         easiest = sorted(range(len(ref)), key=lambda i: ref[i])[-max(1, len(ref) // 4) :]
         for m in dict.fromkeys(r.method for r in rows if r.method != "bicubic"):
-            runs = [r for r in rows if (r.method, r.dataset) == (m, d) and len(r.image_psnr) == len(ref)]
+            runs = [r for r in rows if (r.method, r.dataset) == (m, d) and r.image_psnr]
+            for r in runs:
+                if len(r.image_psnr) != len(ref):
+                    raise DataError(
+                        f"bench distill: {m} seed {r.seed} was validated on {len(r.image_psnr)} images of "
+                        f"{d}, bicubic on {len(ref)}: delete the runs that differ and run again"
+                    )
             diffs = [(p - ref[i], i, r.seed) for r in runs for i, p in enumerate(r.image_psnr)]
             if not diffs:
                 continue
@@ -216,7 +222,7 @@ def bicubic_markdown(rows: Sequence[BenchRow]) -> str:
         "",
         "Against bicubic, photo by photo: per-image Y-PSNR minus bicubic's (dB), over images x seeds; "
         '"easiest quarter": the quarter of the images where bicubic scores highest (smooth photos, '
-        "where small students fall under it); the worst image x seed is named (images in the data "
+        "where small students can fall under it); the worst image x seed is named (images in the data "
         "set's order, as in per_image.csv).",
         "",
         "| data set | method | mean | easiest quarter | images x seeds below | worst |",

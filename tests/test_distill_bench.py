@@ -17,6 +17,7 @@ from edgesr.distill_bench import (
     summarise,
     vs_bicubic,
 )
+from edgesr.errors import DataError
 
 BASE = """\
 name: bench_tiny
@@ -102,6 +103,8 @@ def test_vs_bicubic_finds_the_smooth_photo_a_good_mean_hides():
     table = bicubic_markdown(rows)
     assert "| val | meta_kd | +0.72 | -0.12 | 2 / 16 | -2.00 (image 3, seed 1) |" in table
     assert bicubic_markdown([BenchRow("scratch", 0, "val", 30.0, 0.9)]) == ""  # no per-image results
+    with pytest.raises(DataError, match="meta_kd seed 2 was validated on 3 images of val, bicubic on 8"):
+        vs_bicubic([*rows, BenchRow("meta_kd", 2, "val", 0.0, 0.0, (30.0, 31.0, 29.0))])
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():

@@ -68,7 +68,7 @@ def test_smoke_preset_runs_teacher_and_paired_tables(tmp_path: Path):
     assert "distill-protocol" in summary and "- width 0.5:" in summary and "- total:" in summary
     # 2 steps from scratch cannot beat bicubic: the summary must say so, per run
     assert "scratch seed 0:" in summary and "< bicubic" in summary
-    assert "one stage only: not tested for a plateau" in summary  # smoke trains one teacher stage
+    assert "one stage only: not tested for a plateau (the smoke preset trains one stage)" in summary
     # run again: every run is reused, and the teacher keeps the seconds it took the first time
     before = (out / "teacher" / "stages.json").read_text()
     assert bench_main(argv) == 0
@@ -96,4 +96,6 @@ def test_teacher_note_says_whether_the_staged_teacher_plateaued():
     assert teacher_note(log(30.0, 30.4, 30.43), 0.05) == "plateau: stage 3 gained +0.030 dB < 0.05 dB"
     assert teacher_note(log(30.0, 30.4), 0.05).startswith("NOT at a plateau: stage 2 still gained +0.400 dB")
     assert teacher_note(log(30.0, 30.4, 30.2), 0.05).startswith("plateau: stage 3 gained -0.200 dB")
-    assert teacher_note(log(30.0), 0.05).startswith("one stage only")
+    assert teacher_note(log(30.0), 0.05) == "one stage only: not tested for a plateau (raise --max-stages)"
+    with pytest.raises(SystemExit):  # argparse: "needs at least 1 teacher stage, got 0"
+        bench_main(["distill-protocol", "--max-stages", "0"])

@@ -1,6 +1,7 @@
 """Where a training step runs: the process group (one process, or DDP ranks under torchrun), the
 device's precision and memory format, and a clean stop on SIGINT / SIGTERM. The trainer uses these;
-`python -m benchmarks distill-cost` uses `prepare_for_device`, so a timed step is the trainer's."""
+`python -m benchmarks distill-cost` uses `prepare_for_device`, so it times a step with the trainer's
+device settings."""
 
 from __future__ import annotations
 
