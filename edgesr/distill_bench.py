@@ -28,6 +28,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from edgesr.data import dataset_name, open_dataset
 from edgesr.errors import DataError, UnknownNameError
 from edgesr.files import atomic_path, atomic_write_text
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, resolve_recipe
@@ -170,7 +171,15 @@ def table_markdown(rows: Sequence[BenchRow], recipe: Recipe, seeds: list[int]) -
         times = [r.step_s for r in rows if r.method == m and r.step_s]
         step = f"{statistics.mean(times):.3f}" if times else "-"
         lines.append(f"| {m} | {what} | {step} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + bicubic_markdown(rows) + paired_markdown(rows)
+    return "\n".join(lines) + "\n" + bicubic_markdown(rows, image_names(recipe)) + paired_markdown(rows)
+
+
+def image_names(recipe: Recipe) -> dict[str, tuple[str, ...]]:
+    """Validation data set -> its image names, in the order the per-image results are in."""
+    return {
+        dataset_name(spec): tuple(p.name for p in open_dataset(spec, recipe.scale))
+        for spec in recipe.data.val
+    }
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,7 @@ class VsBicubic:
     easiest: float  # mean over bicubic's easiest quarter of the images (its highest Y-PSNR: smooth photos)
     below: int  # (image, seed) pairs under bicubic
     pairs: int
+    images: int
     worst: tuple[float, int, int]  # (difference, image, seed) of the lowest pair
 
 
@@ -209,12 +219,15 @@ def vs_bicubic(rows: Sequence[BenchRow]) -> dict[tuple[str, str], VsBicubic]:
                 easiest=statistics.mean(easy),
                 below=sum(dp < 0 for dp, _, _ in diffs),
                 pairs=len(diffs),
+                images=len(ref),
                 worst=min(diffs),
             )
     return out
 
 
-def bicubic_markdown(rows: Sequence[BenchRow]) -> str:
+def bicubic_markdown(rows: Sequence[BenchRow], names: dict[str, tuple[str, ...]] | None = None) -> str:
+    """The against-bicubic section of table.md; the worst image by its name in `names` (data set ->
+    image names, `image_names`) when they match the results, else by its index."""
     vs = vs_bicubic(rows)
     if not vs:
         return ""
@@ -222,17 +235,18 @@ def bicubic_markdown(rows: Sequence[BenchRow]) -> str:
         "",
         "Against bicubic, photo by photo: per-image Y-PSNR minus bicubic's (dB), over images x seeds; "
         '"easiest quarter": the quarter of the images where bicubic scores highest (smooth photos, '
-        "where small students can fall under it); the worst image x seed is named (images in the data "
-        "set's order, as in per_image.csv).",
+        "where small students can fall under it); the worst image x seed is named.",
         "",
         "| data set | method | mean | easiest quarter | images x seeds below | worst |",
         "|---|---|---|---|---|---|",
     ]
     for (d, m), v in vs.items():
         dp, i, seed = v.worst
+        named = (names or {}).get(d, ())
+        image = named[i] if len(named) == v.images else f"image {i}"  # names of another image set: no
         lines.append(
             f"| {d} | {m} | {v.mean:+.2f} | {v.easiest:+.2f} | {v.below} / {v.pairs} | "
-            f"{dp:+.2f} (image {i}, seed {seed}) |"
+            f"{dp:+.2f} ({image}, seed {seed}) |"
         )
     return "\n".join(lines) + "\n"
 
@@ -314,11 +328,14 @@ def write_outputs(rows: Sequence[BenchRow], out: Path, recipe: Recipe, seeds: li
     atomic_write_text(out / "results.csv", table.getvalue())
     images = io.StringIO()
     w = csv.writer(images)
-    w.writerow(["method", "seed", "dataset", "image", "psnr_y", "ssim_y"])
+    w.writerow(["method", "seed", "dataset", "image", "name", "psnr_y", "ssim_y"])
+    names = image_names(recipe)
     for r in rows:
         ssims = r.image_ssim or (float("nan"),) * len(r.image_psnr)
-        w.writerows([r.method, r.seed, r.dataset, i, f"{p:.4f}", f"{q:.6f}"]
-                    for i, (p, q) in enumerate(zip(r.image_psnr, ssims, strict=True)))  # fmt: skip
+        named = names.get(r.dataset, ())
+        named = named if len(named) == len(r.image_psnr) else ("",) * len(r.image_psnr)
+        w.writerows([r.method, r.seed, r.dataset, i, n, f"{p:.4f}", f"{q:.6f}"]
+                    for i, (n, p, q) in enumerate(zip(named, r.image_psnr, ssims, strict=True)))  # fmt: skip
     atomic_write_text(out / "per_image.csv", images.getvalue())
     atomic_write_text(out / "table.md", table_markdown(rows, recipe, seeds))
     plot(rows, out / "psnr.png")

@@ -56,9 +56,12 @@ def test_bench_runs_baselines_and_chosen_methods(tiny_photos, tmp_path, capsys):
         per_image = list(csv.DictReader(f))
     n_img = len({r["image"] for r in per_image})
     assert n_img >= 2 and len(per_image) == len(rows) * n_img
+    names = {r["image"]: r["name"] for r in per_image}
+    assert all(names.values()) and len(set(names.values())) == n_img  # each image index has its file's name
     assert "Paired differences" in table and "95% interval over images and seeds" in table
     vs_bicubic_section = table.split("Against bicubic")[1].split("Paired differences")[0]
     assert "| fakd | " in vs_bicubic_section and f" / {n_img * 2} | " in vs_bicubic_section
+    assert "(image " not in vs_bicubic_section  # the worst photo by its name
     assert f"| fakd | slice_l1 | {n_img} x 2 |" in table and f"| scratch | output_kd | {n_img} x 2 |" in table
     assert "| slice_l1 | slice_l1 |" not in table
     assert (out / "paired.png").stat().st_size > 1000
@@ -102,6 +105,9 @@ def test_vs_bicubic_finds_the_smooth_photo_a_good_mean_hides():
     assert (s.below, s.worst[0], s.easiest) == (0, pytest.approx(0.5), pytest.approx(0.5))
     table = bicubic_markdown(rows)
     assert "| val | meta_kd | +0.72 | -0.12 | 2 / 16 | -2.00 (image 3, seed 1) |" in table
+    names = {"val": ("a", "b", "c", "moon", "e", "f", "g", "h")}
+    assert "| -2.00 (moon, seed 1) |" in bicubic_markdown(rows, names)
+    assert "| -2.00 (image 3, seed 1) |" in bicubic_markdown(rows, {"val": ("a", "b")})  # another image set
     assert bicubic_markdown([BenchRow("scratch", 0, "val", 30.0, 0.9)]) == ""  # no per-image results
     with pytest.raises(DataError, match="meta_kd seed 2 was validated on 3 images of val, bicubic on 8"):
         vs_bicubic([*rows, BenchRow("meta_kd", 2, "val", 0.0, 0.0, (30.0, 31.0, 29.0))])
