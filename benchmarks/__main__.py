@@ -34,6 +34,7 @@ from benchmarks import (
     train_throughput,
     variant_defaults,
 )
+from edgesr.errors import EdgesrError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,4 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except EdgesrError as e:  # bad input or a stopped run: one line, as `edgesr` prints it (main() raises)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

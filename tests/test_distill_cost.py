@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,11 @@ def test_distill_cost_refuses_cuda_without_a_gpu(monkeypatch) -> None:
         SystemExit, match="--device cuda: torch .* sees no CUDA GPU here; time on --device cpu"
     ):
         bench_main(["distill-cost", "--scales", "2", "--methods", "scratch", "--device", "cuda"])
+
+
+def test_benchmarks_print_a_user_error_as_one_line() -> None:
+    argv = [sys.executable, "-m", "benchmarks", "distill-cost", "--recipe", "no_such_recipe"]
+    root = Path(__file__).resolve().parents[1]  # where `benchmarks` is importable
+    run = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=root)
+    assert run.returncode == 1 and "Traceback" not in run.stderr  # RecipeError's exit status
+    assert run.stderr.startswith("error: unknown recipe 'no_such_recipe'") and run.stderr.count("\n") == 1
