@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"--device cuda: torch {torch.__version__} sees no CUDA GPU here; time on --device cpu"
         )
+    base_path = resolve_recipe(args.recipe)  # an unknown recipe stops before anything is printed
     on = (
         f"GPU {torch.cuda.get_device_name(0)}"
         if args.device == "cuda"
@@ -158,7 +159,6 @@ def run(args: argparse.Namespace) -> int:
         "CPU time (all threads) per step; 1-minute load average before / after each row.",
     ]
     print("\n".join(lines), flush=True)
-    base_path = resolve_recipe(args.recipe)
     for scale in args.scales:
         for width in args.widths:
             with tempfile.TemporaryDirectory() as tmp:
