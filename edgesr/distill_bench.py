@@ -149,7 +149,12 @@ def summarise(rows: Sequence[BenchRow]) -> dict[tuple[str, str], tuple[float, fl
     return out
 
 
-def table_markdown(rows: Sequence[BenchRow], recipe: Recipe, seeds: list[int]) -> str:
+def table_markdown(
+    rows: Sequence[BenchRow],
+    recipe: Recipe,
+    seeds: list[int],
+    names: dict[str, tuple[str, ...]] | None = None,
+) -> str:
     summary = summarise(rows)
     datasets = list(dict.fromkeys(r.dataset for r in rows))
     methods = list(dict.fromkeys(r.method for r in rows))
@@ -171,7 +176,7 @@ def table_markdown(rows: Sequence[BenchRow], recipe: Recipe, seeds: list[int]) -
         times = [r.step_s for r in rows if r.method == m and r.step_s]
         step = f"{statistics.mean(times):.3f}" if times else "-"
         lines.append(f"| {m} | {what} | {step} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + bicubic_markdown(rows, image_names(recipe)) + paired_markdown(rows)
+    return "\n".join(lines) + "\n" + bicubic_markdown(rows, names) + paired_markdown(rows)
 
 
 def image_names(recipe: Recipe) -> dict[str, tuple[str, ...]]:
@@ -337,7 +342,7 @@ def write_outputs(rows: Sequence[BenchRow], out: Path, recipe: Recipe, seeds: li
         w.writerows([r.method, r.seed, r.dataset, i, n, f"{p:.4f}", f"{q:.6f}"]
                     for i, (n, p, q) in enumerate(zip(named, r.image_psnr, ssims, strict=True)))  # fmt: skip
     atomic_write_text(out / "per_image.csv", images.getvalue())
-    atomic_write_text(out / "table.md", table_markdown(rows, recipe, seeds))
+    atomic_write_text(out / "table.md", table_markdown(rows, recipe, seeds, names))
     plot(rows, out / "psnr.png")
     plot_paired(rows, out / "paired.png")
 
