@@ -16,7 +16,9 @@
    teacher. The stages and their PSNR are printed and kept (OUT/teacher/stage-K). Reused when run
    again. The overlap check compares whole photos; it does not detect a crop of a training photo.
 4. For each student width, `edgesr bench distill` on that teacher (every method, `--seeds`), into
-   OUT/wW: tables with the paired intervals against the three baselines (edgesr.stats).
+   OUT/wW: tables with the paired intervals against the three baselines (edgesr.stats). Students
+   an earlier invocation initialised from another teacher stage stop the run before anything
+   trains, with the `mv` that keeps them (`check_students_teacher`).
 
 Presets: `cpu` is recipes/distill_protocol_cpu.yaml (EDSR 4x64 teacher -> widths 0.25 / 0.5, i.e.
 16 / 32 channels, 600 steps) on this data; `smoke` is the same at 2 steps, 1 stage, one extra method
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesr.errors import UsageError
 from edgesr.files import atomic_write_text
 
 PRESETS = {"cpu": "distill_protocol_cpu", "smoke": "distill_protocol_cpu"}
@@ -187,6 +190,26 @@ def teacher_note(log: list[dict], plateau_db: float, more: str = "raise --max-st
     return f"NOT at a plateau: stage {k} still gained {gain:+.3f} dB >= {plateau_db:g} dB ({more})"
 
 
+def check_students_teacher(width_dir: Path, teacher: Path) -> None:
+    """UsageError, before anything trains, when student runs in `width_dir` were initialised from
+    another teacher stage than `teacher` (the teacher gained stages since they ran): the runs are
+    kept, and the message says how to train the width again from the new teacher."""
+    from edgesr.recipe import load_recipe
+
+    old = sorted({
+        Path(init).name
+        for f in sorted((width_dir / "runs").glob("*/recipe.yaml"))
+        if (init := load_recipe(f).train.init) is not None and Path(init).resolve() != teacher.resolve()
+    })  # fmt: skip
+    if old:
+        aside = width_dir.with_name(f"{width_dir.name}-teacher-{'-'.join(old)}")
+        raise UsageError(
+            f"{width_dir}: its students were initialised from teacher {', '.join(old)}, but the teacher is "
+            f"now {teacher.name}; move them aside (mv {width_dir} {aside}) and run the same command again "
+            "to train them from the new teacher"
+        )
+
+
 def below_bicubic(rows: list) -> list[str]:
     """'method seed S: X dB < bicubic Y dB' for every student row under the bicubic row of its data set."""
     bicubic = {r.dataset: r.psnr for r in rows if r.method == "bicubic"}
@@ -234,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
     summary.append("- (times are this invocation's: runs finished in OUT before it are reused, not timed "
                    "again; teacher/stages.json keeps each stage's original seconds)")  # fmt: skip
     methods = args.methods or (["fakd"] if smoke else list(METHODS))
+    for w in args.widths:  # every width, before any student trains
+        check_students_teacher(out / f"w{w:g}", teacher)
     for w in args.widths:
         t1 = time.perf_counter()
         rows = run_bench(PRESETS[args.preset], out / f"w{w:g}", methods, args.seeds, teacher=teacher,

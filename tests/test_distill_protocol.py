@@ -13,12 +13,14 @@ from benchmarks.distill_protocol import (
     OverlapError,
     below_bicubic,
     check_disjoint,
+    check_students_teacher,
     last_gain,
     teacher_note,
 )
 from edgesr.data.bicubic import imresize
 from edgesr.data.images import write_image
 from edgesr.distill_bench import BenchRow
+from edgesr.errors import UsageError
 
 
 def _photo(path: Path, seed: int, size: tuple[int, int] = (48, 64)) -> Path:
@@ -99,3 +101,25 @@ def test_teacher_note_says_whether_the_staged_teacher_plateaued():
     assert teacher_note(log(30.0), 0.05) == "one stage only: not tested for a plateau (raise --max-stages)"
     with pytest.raises(SystemExit):  # argparse: "needs at least 1 teacher stage, got 0"
         bench_main(["distill-protocol", "--max-stages", "0"])
+
+
+def test_students_of_an_earlier_teacher_stage_stop_the_run(tmp_path: Path):
+    from edgesr.recipe import dump_recipe, load_recipe, resolve_recipe
+
+    width_dir, teacher = tmp_path / "w0.25", tmp_path / "teacher" / "stage-5"
+    base = resolve_recipe("distill_protocol_cpu")
+    for name, init in (("scratch-s0", "null"), ("slice_l1-s0", str(teacher))):
+        (width_dir / "runs" / name).mkdir(parents=True)
+        (width_dir / "runs" / name / "recipe.yaml").write_text(
+            dump_recipe(load_recipe(base, [f"train.init={init}"]))
+        )
+    check_students_teacher(width_dir, teacher)  # scratch has no teacher; slice_l1 has this one
+    check_students_teacher(tmp_path / "w0.5", teacher)  # nothing trained yet
+    stale = tmp_path / "teacher" / "stage-1"
+    (width_dir / "runs" / "csd-s0").mkdir()
+    (width_dir / "runs" / "csd-s0" / "recipe.yaml").write_text(
+        dump_recipe(load_recipe(base, ["train.mode=csd", f"train.init={stale}"]))
+    )
+    with pytest.raises(UsageError, match=r"from teacher stage-1, but the teacher is now stage-5; move them "
+                                         r"aside \(mv .*w0.25 .*w0.25-teacher-stage-1\)"):  # fmt: skip
+        check_students_teacher(width_dir, teacher)
