@@ -18,7 +18,7 @@
 4. For each student width, `edgesr bench distill` on that teacher (every method, `--seeds`), into
    OUT/wW: tables with the paired intervals against the three baselines (edgesr.stats). Students
    an earlier invocation initialised from another teacher stage stop the run before anything
-   trains, with the `mv` that keeps them (`check_students_teacher`).
+   trains, with the `mv` that keeps them (`stale_students`).
 
 Presets: `cpu` is recipes/distill_protocol_cpu.yaml (EDSR 4x64 teacher -> widths 0.25 / 0.5, i.e.
 16 / 32 channels, 600 steps) on this data; `smoke` is the same at 2 steps, 1 stage, one extra method
@@ -31,13 +31,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edgesr.errors import UsageError
+from edgesr.errors import OutputExistsError
 from edgesr.files import atomic_write_text
 
 PRESETS = {"cpu": "distill_protocol_cpu", "smoke": "distill_protocol_cpu"}
@@ -190,24 +191,30 @@ def teacher_note(log: list[dict], plateau_db: float, more: str = "raise --max-st
     return f"NOT at a plateau: stage {k} still gained {gain:+.3f} dB >= {plateau_db:g} dB ({more})"
 
 
-def check_students_teacher(width_dir: Path, teacher: Path) -> None:
-    """UsageError, before anything trains, when student runs in `width_dir` were initialised from
-    another teacher stage than `teacher` (the teacher gained stages since they ran): the runs are
-    kept, and the message says how to train the width again from the new teacher."""
+def stale_students(width_dir: Path, teacher: Path) -> str | None:
+    """What to do, in words with the `mv` to run, when student runs in `width_dir` were initialised
+    from another teacher stage than `teacher` (the teacher gained stages since they ran); None when
+    none were. The runs are kept: `run` refuses to start until they are moved aside."""
     from edgesr.recipe import load_recipe
 
     old = sorted({
-        Path(init).name
+        init
         for f in sorted((width_dir / "runs").glob("*/recipe.yaml"))
         if (init := load_recipe(f).train.init) is not None and Path(init).resolve() != teacher.resolve()
     })  # fmt: skip
-    if old:
-        aside = width_dir.with_name(f"{width_dir.name}-teacher-{'-'.join(old)}")
-        raise UsageError(
-            f"{width_dir}: its students were initialised from teacher {', '.join(old)}, but the teacher is "
-            f"now {teacher.name}; move them aside (mv {width_dir} {aside}) and run the same command again "
-            "to train them from the new teacher"
-        )
+    if not old:
+        return None
+    names = sorted({Path(i).name for i in old})
+    was, now = (
+        (", ".join(names), teacher.name) if teacher.name not in names else (", ".join(old), str(teacher))
+    )
+    aside, n = width_dir.with_name(f"{width_dir.name}-teacher-{'-'.join(names)}"), 1
+    while aside.exists():  # never mv into an earlier aside folder
+        n += 1
+        aside = width_dir.with_name(f"{width_dir.name}-teacher-{'-'.join(names)}-{n}")
+    return (f"{width_dir}: its students were initialised from teacher {was}, but the teacher is now {now}; "
+            f"move them aside ({shlex.join(['mv', str(width_dir), str(aside)])}; its scratch-s* runs do not "
+            "depend on the teacher and can be moved back into runs/)")  # fmt: skip
 
 
 def below_bicubic(rows: list) -> list[str]:
@@ -257,8 +264,9 @@ def run(args: argparse.Namespace) -> int:
     summary.append("- (times are this invocation's: runs finished in OUT before it are reused, not timed "
                    "again; teacher/stages.json keeps each stage's original seconds)")  # fmt: skip
     methods = args.methods or (["fakd"] if smoke else list(METHODS))
-    for w in args.widths:  # every width, before any student trains
-        check_students_teacher(out / f"w{w:g}", teacher)
+    stale = [line for w in args.widths if (line := stale_students(out / f"w{w:g}", teacher))]
+    if stale:  # every width is checked before any student trains
+        raise OutputExistsError(" and ".join(stale) + "; then run the same command again")
     for w in args.widths:
         t1 = time.perf_counter()
         rows = run_bench(PRESETS[args.preset], out / f"w{w:g}", methods, args.seeds, teacher=teacher,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,14 @@ from benchmarks.distill_protocol import (
     OverlapError,
     below_bicubic,
     check_disjoint,
-    check_students_teacher,
     last_gain,
+    stale_students,
     teacher_note,
 )
 from edgesr.data.bicubic import imresize
 from edgesr.data.images import write_image
 from edgesr.distill_bench import BenchRow
-from edgesr.errors import UsageError
+from edgesr.errors import OutputExistsError
 
 
 def _photo(path: Path, seed: int, size: tuple[int, int] = (48, 64)) -> Path:
@@ -76,6 +77,15 @@ def test_smoke_preset_runs_teacher_and_paired_tables(tmp_path: Path):
     assert bench_main(argv) == 0
     assert (out / "teacher" / "stages.json").read_text() == before
     assert "runs finished in OUT before it are reused" in (out / "summary.md").read_text()
+    # students of another teacher stage stop the run before anything trains, and are kept
+    _student_run(out / "w0.5", "csd-s0", ["train.mode=csd", f"train.init={out / 'teacher' / 'stage-9'}"])
+    stale = (
+        r"from teacher stage-9, but the teacher is now stage-1; move them aside \(mv \S+w0\.5 \S+-stage-9;"
+    )
+    with pytest.raises(OutputExistsError, match=stale):
+        bench_main(argv)
+    assert (out / "w0.5" / "runs" / "csd-s0" / "recipe.yaml").is_file()
+    shutil.rmtree(out / "w0.5" / "runs" / "csd-s0")
     # the protocol refuses to start when a validation photo is a training one
     _copy(photos / "calib" / "c0.png", photos / "quant-eval" / "c0_again.png")
     with pytest.raises(OverlapError):
@@ -103,23 +113,28 @@ def test_teacher_note_says_whether_the_staged_teacher_plateaued():
         bench_main(["distill-protocol", "--max-stages", "0"])
 
 
-def test_students_of_an_earlier_teacher_stage_stop_the_run(tmp_path: Path):
+def _student_run(width_dir: Path, name: str, overrides: list[str]) -> None:
     from edgesr.recipe import dump_recipe, load_recipe, resolve_recipe
 
+    (width_dir / "runs" / name).mkdir(parents=True)
+    recipe = load_recipe(resolve_recipe("distill_protocol_cpu"), overrides)
+    (width_dir / "runs" / name / "recipe.yaml").write_text(dump_recipe(recipe))
+
+
+def test_students_of_an_earlier_teacher_stage_are_named_with_the_mv_that_keeps_them(tmp_path: Path):
     width_dir, teacher = tmp_path / "w0.25", tmp_path / "teacher" / "stage-5"
-    base = resolve_recipe("distill_protocol_cpu")
-    for name, init in (("scratch-s0", "null"), ("slice_l1-s0", str(teacher))):
-        (width_dir / "runs" / name).mkdir(parents=True)
-        (width_dir / "runs" / name / "recipe.yaml").write_text(
-            dump_recipe(load_recipe(base, [f"train.init={init}"]))
-        )
-    check_students_teacher(width_dir, teacher)  # scratch has no teacher; slice_l1 has this one
-    check_students_teacher(tmp_path / "w0.5", teacher)  # nothing trained yet
-    stale = tmp_path / "teacher" / "stage-1"
-    (width_dir / "runs" / "csd-s0").mkdir()
-    (width_dir / "runs" / "csd-s0" / "recipe.yaml").write_text(
-        dump_recipe(load_recipe(base, ["train.mode=csd", f"train.init={stale}"]))
-    )
-    with pytest.raises(UsageError, match=r"from teacher stage-1, but the teacher is now stage-5; move them "
-                                         r"aside \(mv .*w0.25 .*w0.25-teacher-stage-1\)"):  # fmt: skip
-        check_students_teacher(width_dir, teacher)
+    _student_run(width_dir, "scratch-s0", ["train.init=null"])
+    _student_run(width_dir, "slice_l1-s0", [f"train.init={teacher}"])
+    assert stale_students(width_dir, teacher) is None  # scratch has no teacher; slice_l1 has this one
+    assert stale_students(tmp_path / "w0.5", teacher) is None  # nothing trained yet
+    _student_run(width_dir, "csd-s0", ["train.mode=csd", f"train.init={tmp_path / 'teacher' / 'stage-1'}"])
+    line = stale_students(width_dir, teacher)
+    assert line is not None
+    assert "from teacher stage-1, but the teacher is now stage-5" in line
+    assert f"mv {width_dir} {tmp_path / 'w0.25-teacher-stage-1'};" in line
+    (tmp_path / "w0.25-teacher-stage-1").mkdir()  # moved aside before: never mv into it
+    assert f"mv {width_dir} {tmp_path / 'w0.25-teacher-stage-1-2'};" in stale_students(width_dir, teacher)
+    # the same stage name in another folder (a relative init read from elsewhere): full paths
+    other = tmp_path / "elsewhere" / "stage-5"
+    line = stale_students(width_dir, other)
+    assert line is not None and f"{teacher}, but the teacher is now {other};" in line
