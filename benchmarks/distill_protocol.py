@@ -22,8 +22,9 @@
 
 Presets: `cpu` is recipes/distill_protocol_cpu.yaml (EDSR 4x64 teacher -> widths 0.25 / 0.5, i.e.
 16 / 32 channels, 600 steps) on this data; `smoke` is the same at 2 steps, 1 stage, one extra method
-(CI time). OUT/summary.md records the command, the wall time of the teacher and of each width, and
-every student that ended below bicubic (the protocol's tables mean little for those).
+(CI time). OUT/summary.md records the command, the wall time of the teacher and of each width (this
+invocation's, and every run's training time however many invocations it took), and every student
+that ended below bicubic (the protocol's tables mean little for those).
 """
 
 from __future__ import annotations
@@ -217,6 +218,13 @@ def stale_students(width_dir: Path, teacher: Path) -> str | None:
             "depend on the teacher and can be moved back into runs/)")  # fmt: skip
 
 
+def training_seconds(rows: list, steps: int) -> float:
+    """Student training time of a width, every run counted once however many invocations trained
+    it: the sum over (method, seed) of `steps` x the run's seconds per step."""
+    per_run = {(r.method, r.seed): r.step_s for r in rows if r.step_s}
+    return steps * sum(per_run.values())
+
+
 def below_bicubic(rows: list) -> list[str]:
     """'method seed S: X dB < bicubic Y dB' for every student row under the bicubic row of its data set."""
     bicubic = {r.dataset: r.psnr for r in rows if r.method == "bicubic"}
@@ -242,6 +250,7 @@ def command(args: argparse.Namespace, out: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from edgesr.distill_bench import METHODS, run_bench
+    from edgesr.recipe import load_recipe, resolve_recipe
 
     smoke = args.preset == "smoke"
     out = args.out or Path(f"runs/distill_protocol_x{args.scale}{'_smoke' if smoke else ''}")
@@ -254,12 +263,15 @@ def run(args: argparse.Namespace) -> int:
     ]
     t0 = time.perf_counter()
     teacher, note = plateau_teacher(base, args, out)
+    stages = json.loads((out / "teacher" / "stages.json").read_text())
+    steps = load_recipe(resolve_recipe(PRESETS[args.preset]), base).train.steps
     summary = [
         "# Distillation protocol run",
         "",
         f"Command: `{command(args, out)}`",
         "",
-        f"- teacher: {teacher.name}, {time.perf_counter() - t0:.0f} s (teacher/stages.json); {note}",
+        f"- teacher: {teacher.name}, {time.perf_counter() - t0:.0f} s; its {len(stages)} stages took "
+        f"{sum(e['seconds'] for e in stages):.0f} s in all (teacher/stages.json); {note}",
     ]
     summary.append("- (times are this invocation's: runs finished in OUT before it are reused, not timed "
                    "again; teacher/stages.json keeps each stage's original seconds)")  # fmt: skip
@@ -276,7 +288,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"width {w:g}: {seconds:.0f} s; table in {out / f'w{w:g}' / 'table.md'}", flush=True)
         for line in low:
             print(f"width {w:g}: below bicubic: {line}", flush=True)
-        summary.append(f"- width {w:g}: {seconds:.0f} s; students below bicubic: {len(low)}")
+        trained = training_seconds(rows, steps)
+        summary.append(f"- width {w:g}: {seconds:.0f} s; all its runs trained for {trained:.0f} s (steps x "
+                       f"each run's s/step, runs reused from earlier invocations included); students "
+                       f"below bicubic: {len(low)}")  # fmt: skip
         summary += [f"  - {line}" for line in low]
     total = time.perf_counter() - t0
     summary.append(f"- total: {total:.0f} s")

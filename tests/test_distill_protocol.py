@@ -17,6 +17,7 @@ from benchmarks.distill_protocol import (
     last_gain,
     stale_students,
     teacher_note,
+    training_seconds,
 )
 from edgesr.data.bicubic import imresize
 from edgesr.data.images import write_image
@@ -69,6 +70,7 @@ def test_smoke_preset_runs_teacher_and_paired_tables(tmp_path: Path):
     assert sorted(p.name for p in (out / "data" / "val").iterdir()) == ["q0.png", "q1.png", "q2.png"]
     summary = (out / "summary.md").read_text()
     assert "distill-protocol" in summary and "- width 0.5:" in summary and "- total:" in summary
+    assert "its 1 stages took" in summary and "all its runs trained for" in summary
     # 2 steps from scratch cannot beat bicubic: the summary must say so, per run
     assert "scratch seed 0:" in summary and "< bicubic" in summary
     assert "one stage only: not tested for a plateau (the smoke preset trains one stage)" in summary
@@ -138,3 +140,14 @@ def test_students_of_an_earlier_teacher_stage_are_named_with_the_mv_that_keeps_t
     other = tmp_path / "elsewhere" / "stage-5"
     line = stale_students(width_dir, other)
     assert line is not None and f"{teacher}, but the teacher is now {other};" in line
+
+
+def test_training_seconds_counts_each_run_once_across_data_sets():
+    rows = [
+        BenchRow("scratch", 0, "val", 30.0, 0.9, step_s=0.5),
+        BenchRow("scratch", 0, "b100", 29.0, 0.9, step_s=0.5),  # the same run on a second data set
+        BenchRow("csd", 0, "val", 30.0, 0.9, step_s=2.0),
+        BenchRow("csd", 1, "val", 30.0, 0.9, step_s=3.0),
+        BenchRow("bicubic", 0, "val", 28.0, 0.8),
+    ]
+    assert training_seconds(rows, 100) == 100 * (0.5 + 2.0 + 3.0)
