@@ -9,8 +9,8 @@
    `quant-eval/` sub-folders instead (tests do). Both sets are copied under OUT/data.
 2. Refuses to run when a validation photo is also a training photo (`check_disjoint`): the same
    pixels, or the same picture at another size (grey 16x16 thumbnails correlated above 0.98).
-3. Teacher to a plateau (`plateau_teacher`): the preset's teacher recipe trained in stages of the same
-   steps, each stage continuing the previous one's weights, until a stage raises the Y-PSNR on the
+3. Teacher to a plateau (`plateau_teacher`): the preset's teacher recipe trained in stages of twice the
+   students' steps, each stage continuing the previous one's weights, until a stage raises the Y-PSNR on the
    built-in val photos (not the real validation photos, which stay unseen until the students are
    scored) by less than `--plateau-db` (0.05 dB) or `--max-stages` is reached; the best stage is the
    teacher. The stages and their PSNR are printed and kept (OUT/teacher/stage-K). Reused when run
@@ -36,6 +36,7 @@ import shlex
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -136,14 +137,22 @@ def prepare(out: Path, photos: Path | None) -> tuple[Path, Path]:
     return train, val
 
 
-def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> tuple[Path, str]:
-    """The best stage of the staged teacher training (module docstring, step 3), and the
-    `teacher_note` saying whether it plateaued."""
+class Teacher(NamedTuple):
+    """The staged teacher training's outcome (module docstring, step 3)."""
+
+    dir: Path  # the best stage's run
+    note: str  # `teacher_note`: whether it plateaued
+    stages: list[dict]  # what teacher/stages.json holds: stage, steps, val_psnr, seconds
+
+
+def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path, student_steps: int) -> Teacher:
+    """Train the teacher in stages of twice the students' steps until one gains under
+    `--plateau-db` (or `--max-stages`); each stage an earlier invocation finished is reused."""
     from edgesr.recipe import load_recipe, resolve_recipe
     from edgesr.train.trainer import run_status, train_or_continue
 
     path = resolve_recipe(PRESETS[args.preset])
-    steps = load_recipe(path, base).train.steps * 2
+    steps = student_steps * 2
     prev, best, log = None, None, []
     stages_json = out / "teacher" / "stages.json"
     # a stage an earlier invocation finished is reused: keep the seconds it took then
@@ -172,7 +181,7 @@ def plateau_teacher(base: list[str], args: argparse.Namespace, out: Path) -> tup
     more = "the smoke preset trains one stage" if args.preset == "smoke" else "raise --max-stages"
     note = teacher_note(log, args.plateau_db, more)
     print(f"teacher: {best_dir} ({best:.3f} dB on built-in val); {note}", flush=True)
-    return best_dir, note
+    return Teacher(best_dir, note, log)
 
 
 def last_gain(log: list[dict]) -> float | None:
@@ -261,10 +270,9 @@ def run(args: argparse.Namespace) -> int:
         f"data.val=[{val}]",
         *(SMOKE_OVERRIDES if smoke else []),
     ]
-    t0 = time.perf_counter()
-    teacher, note = plateau_teacher(base, args, out)
-    stages = json.loads((out / "teacher" / "stages.json").read_text())
     steps = load_recipe(resolve_recipe(PRESETS[args.preset]), base).train.steps
+    t0 = time.perf_counter()
+    teacher, note, stages = plateau_teacher(base, args, out, steps)
     summary = [
         "# Distillation protocol run",
         "",
