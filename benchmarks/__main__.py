@@ -10,6 +10,7 @@
 `python -m benchmarks reparam-qat STUDENT [--steps N]` (collapse-then-QAT vs QAT-then-collapse),
 `python -m benchmarks distill-protocol [--scale S] [--preset cpu|smoke]` (distillation on real photos),
 `python -m benchmarks distill-cost [--scales 2 4] [--widths ...]` (s/step of every distillation method),
+`python -m benchmarks error-split RUN ... --data DIR` (a student's error per photo: bias, coarse, fine),
 `python -m benchmarks csd-throughput --csd-code PATH` (CSD steps/s: edgesr vs the official code),
 `python -m benchmarks variant-defaults [--targets ...]` (default export variants vs the fastest)."""
 
@@ -22,6 +23,7 @@ from benchmarks import (
     csd_throughput,
     distill_cost,
     distill_protocol,
+    error_split,
     export_latency,
     latency_model,
     loader,
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     reparam_qat.add_parser(sub)
     distill_protocol.add_parser(sub)
     distill_cost.add_parser(sub)
+    error_split.add_parser(sub)
     csd_throughput.add_parser(sub)
     variant_defaults.add_parser(sub)
     args = p.parse_args(argv)
