@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from edgesr.distill_bench import METHODS, method_recipe
+from edgesr.distill_bench import DEFAULT_METHODS, METHODS, method_recipe
 from edgesr.fingerprint import detect_machine
 from edgesr.models import build_model
 from edgesr.recipe import Recipe, dump_recipe, load_recipe, recipe_hash, resolve_recipe
@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default="distill_protocol_cpu")
     p.add_argument("--scales", type=int, nargs="+", default=[2, 4], choices=(2, 3, 4))
     p.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5])
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(DEFAULT_METHODS))
     p.add_argument("--steps", type=int, default=7, help="timed steps per method (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seeds", type=int, default=3, help="seeds in the projected protocol time")

@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="cpu", choices=list(PRESETS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5])
-    p.add_argument("--methods", nargs="+", help="default: every method (the baselines always run)")
+    p.add_argument("--methods", nargs="+", help="default: all but ablations (baselines always run)")
     p.add_argument("--photos", type=Path, help="folder with calib/ and quant-eval/ (default: fetched)")
     p.add_argument("--plateau-db", type=float, default=0.05, help="teacher stops when a stage gains less")
     p.add_argument("--max-stages", type=_at_least_one, default=6, help="teacher stages at most (smoke: 1)")
@@ -258,7 +258,7 @@ def command(args: argparse.Namespace, out: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesr.distill_bench import METHODS, run_bench
+    from edgesr.distill_bench import DEFAULT_METHODS, run_bench
     from edgesr.recipe import load_recipe, resolve_recipe
 
     smoke = args.preset == "smoke"
@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     summary.append("- (times are this invocation's: runs finished in OUT before it are reused, not timed "
                    "again; teacher/stages.json keeps each stage's original seconds)")  # fmt: skip
-    methods = args.methods or (["fakd"] if smoke else list(METHODS))
+    methods = args.methods or (["fakd"] if smoke else list(DEFAULT_METHODS))
     stale = [line for w in args.widths if (line := stale_students(out / f"w{w:g}", teacher))]
     if stale:  # every width is checked before any student trains
         raise OutputExistsError(" and ".join(stale) + "; then run the same command again")

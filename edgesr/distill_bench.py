@@ -59,8 +59,15 @@ METHODS: dict[str, tuple[str, list[str]]] = {
                 _distill("[{name: l1}, {name: meta_kd, weight: 1.0}]")),
     "csd": ("CSD joint training from the teacher, CL on",
             ["train.mode=csd", "train.init={teacher}", "train.losses=[]"]),
+    "csd_no_cl": ("ablation of csd: the same joint training, CL off (lambda_cl 0)",
+                  ["train.mode=csd", "train.init={teacher}", "train.losses=[]", "train.csd.lambda_cl=0"]),
 }  # fmt: skip
 BASELINES = ("scratch", "slice_l1", "output_kd")
+# ablation -> the method it takes one part out of. Ablations run only when asked for by name (they
+# answer "which part of a method does it": docs/distillation.md, CSD's contrastive term), and the
+# paired table adds the method minus its ablation.
+ABLATIONS: dict[str, str] = {"csd_no_cl": "csd"}
+DEFAULT_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m not in ABLATIONS)
 PRESETS = {"cpu": "bench_distill_cpu", "gpu": "bench_distill_gpu"}
 
 
@@ -88,7 +95,7 @@ def method_recipe(base: Recipe, base_path: Path, method: str, seed: int, teacher
 def run_bench(
     preset_or_recipe: str,
     out: Path,
-    methods: Sequence[str] = tuple(METHODS),
+    methods: Sequence[str] = DEFAULT_METHODS,
     seeds: Sequence[int] = (0, 1),
     teacher: Path | None = None,
     teacher_steps: int | None = None,
@@ -274,31 +281,37 @@ def _matrix(
     return [list(col) for col in zip(*(by_seed[s] for s in seeds), strict=True)]
 
 
+def _comparisons(methods: Sequence[str]) -> list[tuple[str, str]]:
+    """(method, baseline) pairs of the paired table: every method against every baseline it is not,
+    then every method against each of its ablations that ran."""
+    pairs = [(m, base) for m in methods for base in BASELINES if base != m]
+    ablations = [(whole, part) for part, whole in ABLATIONS.items() if whole in methods and part in methods]
+    return pairs + ablations
+
+
 def paired(rows: Sequence[BenchRow]) -> dict[tuple[str, str, str], tuple[PairedDiff, PairedDiff]]:
     """(dataset, method, baseline) -> (Y-PSNR difference, SSIM difference) of method - baseline over
-    images x the seeds both ran, for every method against every baseline it is not."""
+    images x the seeds both ran, for every method against every baseline it is not, and for a
+    method against its ablation (`ABLATIONS`) when both ran."""
     out = {}
     datasets = list(dict.fromkeys(r.dataset for r in rows))
     methods = [m for m in dict.fromkeys(r.method for r in rows) if m != "bicubic"]
     for d in datasets:
         have = {(r.method, r.seed) for r in rows if r.dataset == d and len(r.image_psnr) > 1}
-        for m in methods:
-            for base in BASELINES:
-                if base == m:
-                    continue
-                seeds = sorted({s for (mm, s) in have if mm == m} & {s for (mm, s) in have if mm == base})
-                if not seeds:
-                    continue
-                pairs = [
-                    (_matrix(rows, m, d, seeds, ssim), _matrix(rows, base, d, seeds, ssim)) for ssim in (0, 1)
-                ]
-                if len(pairs[0][0]) != len(pairs[0][1]):
-                    raise DataError(
-                        f"bench distill: {m} and {base} were validated on {len(pairs[0][0])} and "
-                        f"{len(pairs[0][1])} images of {d}: delete the runs that differ and run again"
-                    )
-                psnr, ssim = (paired_difference(a, b) for a, b in pairs)
-                out[(d, m, base)] = (psnr, ssim)
+        for m, base in _comparisons(methods):
+            seeds = sorted({s for (mm, s) in have if mm == m} & {s for (mm, s) in have if mm == base})
+            if not seeds:
+                continue
+            pairs = [
+                (_matrix(rows, m, d, seeds, ssim), _matrix(rows, base, d, seeds, ssim)) for ssim in (0, 1)
+            ]
+            if len(pairs[0][0]) != len(pairs[0][1]):
+                raise DataError(
+                    f"bench distill: {m} and {base} were validated on {len(pairs[0][0])} and "
+                    f"{len(pairs[0][1])} images of {d}: delete the runs that differ and run again"
+                )
+            psnr, ssim = (paired_difference(a, b) for a, b in pairs)
+            out[(d, m, base)] = (psnr, ssim)
     return out
 
 
@@ -311,9 +324,9 @@ def paired_markdown(rows: Sequence[BenchRow]) -> str:
         )
     lines = [
         "",
-        "Paired differences, method - baseline: mean over images x seeds of the per-image Y-PSNR (dB) "
-        'and SSIM difference, [95% interval over images and seeds] (edgesr.stats); "unresolved": the '
-        "interval includes 0.",
+        "Paired differences, method - baseline (or - its ablation): mean over images x seeds of the "
+        "per-image Y-PSNR (dB) and SSIM difference, [95% interval over images and seeds] (edgesr.stats); "
+        '"unresolved": the interval includes 0.',
         "",
         "| data set | method | baseline | images x seeds | Y-PSNR diff | SSIM diff |",
         "|---|---|---|---|---|---|",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import pytest
 
 from edgesr.cli import main
 from edgesr.distill_bench import (
+    ABLATIONS,
     BASELINES,
+    DEFAULT_METHODS,
     METHODS,
     BenchRow,
     bicubic_markdown,
@@ -85,6 +88,35 @@ def test_paired_differences_are_per_image_and_resolve_a_real_gap():
     assert fakd.resolved and fakd.mean == pytest.approx(0.2, abs=1e-9) and (fakd.images, fakd.seeds) == (6, 3)
     assert not diffs[("val", "slice_l1", "scratch")][0].resolved  # identical per image: 0 [0, 0]
     assert ("val", "scratch", "scratch") not in diffs and len(diffs) == 3 * 4 - 3
+
+
+def test_an_ablation_runs_only_by_name_and_is_compared_with_its_method(tmp_path):
+    """csd_no_cl is CSD with its contrastive term off: not in the default grid; when it ran beside
+    csd, the paired table adds csd - csd_no_cl."""
+    from edgesr.distill_bench import method_recipe
+    from edgesr.recipe import load_recipe, resolve_recipe
+
+    assert set(ABLATIONS) <= set(METHODS) and set(ABLATIONS.values()) <= set(DEFAULT_METHODS)
+    assert "csd_no_cl" not in DEFAULT_METHODS and set(DEFAULT_METHODS) | set(ABLATIONS) == set(METHODS)
+    path = resolve_recipe("distill_protocol_cpu")
+    whole, part = (method_recipe(load_recipe(path), path, m, 0, tmp_path) for m in ("csd", "csd_no_cl"))
+    assert (whole.train.mode, part.train.mode) == ("csd", "csd")
+    assert whole.train.csd.lambda_cl > 0 and part.train.csd.lambda_cl == 0
+    assert dataclasses.replace(whole.train.csd, lambda_cl=0.0) == part.train.csd  # nothing else changes
+
+    imgs = [30.0, 31.5, 29.0, 33.0, 28.5]
+    shifts = {"scratch": 0.0, "slice_l1": 0.3, "output_kd": 0.3, "csd": 0.0, "csd_no_cl": 0.3}
+    rows = []
+    for seed in (0, 1, 2):
+        for m, shift in shifts.items():
+            per = tuple(p + shift + 0.01 * ((i + seed) % 2) for i, p in enumerate(imgs))
+            rows.append(BenchRow(m, seed, "val", sum(per) / len(per), 0.9, per, (0.9,) * len(per)))
+    diffs = paired(rows)
+    cl, _ = diffs[("val", "csd", "csd_no_cl")]
+    assert cl.resolved and cl.mean == pytest.approx(-0.3, abs=1e-9)
+    assert ("val", "csd_no_cl", "csd") not in diffs and ("val", "scratch", "csd_no_cl") not in diffs
+    without = paired([r for r in rows if r.method != "csd_no_cl"])
+    assert not any(base == "csd_no_cl" for _, _, base in without)
 
 
 def test_vs_bicubic_finds_the_smooth_photo_a_good_mean_hides():

@@ -61,7 +61,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d = bs.add_parser("distill", help="distillation methods x seeds on one student, with baselines")
     d.add_argument("overrides", nargs="*", help="a.b=value overrides of the preset's base recipe")
     d.add_argument("--preset", default="cpu", help="cpu, gpu, or a base recipe path/name")
-    d.add_argument("--methods", nargs="+", help="methods to run besides the baselines (default: all)")
+    d.add_argument("--methods", nargs="+", help="methods besides the baselines (default: all but ablations)")
     d.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     d.add_argument("--teacher", type=Path, help="teacher run dir or checkpoint (default: train one)")
     d.add_argument("--teacher-steps", type=int, help="steps for the teacher (default: 2x the students')")
@@ -140,9 +140,9 @@ def _recipes(args: argparse.Namespace, console: Console) -> int:
 
 
 def _bench(args: argparse.Namespace, console: Console) -> int:
-    from edgesr.distill_bench import METHODS, run_bench
+    from edgesr.distill_bench import DEFAULT_METHODS, run_bench
 
-    methods = args.methods or list(METHODS)
+    methods = args.methods or list(DEFAULT_METHODS)
     run_bench(
         args.preset, args.out, methods, args.seeds, args.teacher, args.teacher_steps, args.overrides, console
     )
