@@ -12,13 +12,15 @@ On the 8-bit Y channel with a border crop of `scale` (the protocol's Y-PSNR, edg
 - `psnr`: Y-PSNR (dB);
 - `bias`: mean(SR - HR), in Y levels;
 - `coarse`: the MSE of the error's BLOCK x BLOCK block means (error at scales of BLOCK pixels and
-  more, the bias included);
+  more, the bias included); the blocks tile the image from the top left, those at the right and
+  bottom edges cut short where the side is not a multiple of BLOCK;
 - `fine`: the rest of the MSE. coarse + fine = MSE exactly: a block's mean is orthogonal to the
   deviations from it;
 - `detail`: the SR's mean squared 4-neighbour Laplacian over the HR's: below 1, smoother than the
-  photo; an output that invents texture the photo lacks raises it and its `fine` error together.
+  photo; high-frequency energy in the wrong places raises it and the `fine` error together.
 
-Bicubic gets one row per photo. A run's rows are labelled with its folder name.
+Bicubic gets one row per photo. A run's rows are labelled with its folder (or file) name, which
+must differ between the runs.
 """
 
 from __future__ import annotations
@@ -52,9 +54,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", type=Path, help="student checkpoints or run folders")
     p.add_argument("--data", required=True, type=Path, help="HR photos, e.g. a protocol's OUT/data/val")
     p.add_argument("--photos", nargs="+", help="only these photos (file stems); default: every photo")
-    p.add_argument("--block", type=int, default=8, help="block side (px) between coarse and fine error")
+    p.add_argument("--block", type=_positive, default=8, help="block side (px) between coarse and fine error")
     p.add_argument("--out", type=Path, help="also write the table here (Markdown)")
     p.set_defaults(run=run)
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels >= 1, got {n}")
+    return n
 
 
 def laplacian_energy(y: np.ndarray) -> float:
@@ -64,20 +73,22 @@ def laplacian_energy(y: np.ndarray) -> float:
 
 
 def split_error(sr_y: np.ndarray, hr_y: np.ndarray, block: int = 8) -> ErrorSplit:
-    """`ErrorSplit` of two equally sized 2-D Y arrays (0..255 scale, already border-cropped).
-    Coarse and fine are measured on the largest whole number of blocks from the top left."""
+    """`ErrorSplit` of two equally sized 2-D Y arrays (0..255 scale, already border-cropped), each
+    side at least 3 pixels; the edge blocks are cut short where a side is not a multiple of `block`."""
     if sr_y.shape != hr_y.shape or sr_y.ndim != 2:
         raise ValueError(f"need two equal 2-D arrays, got {sr_y.shape} and {hr_y.shape}")
-    if block < 1 or min(sr_y.shape) < max(block, 3):
-        side = f"{sr_y.shape[1]}x{sr_y.shape[0]}"
-        raise ValueError(f"block {block} does not fit a {side} image (needs 1 <= block <= side, side >= 3)")
+    if block < 1 or min(sr_y.shape) < 3:
+        size = f"{sr_y.shape[1]}x{sr_y.shape[0]}"
+        raise ValueError(f"need block >= 1 and sides >= 3 px, got block {block} and {size}")
     err = sr_y.astype(np.float64) - hr_y.astype(np.float64)
     mse = float(np.mean(err**2))
-    h, w = (err.shape[0] // block) * block, (err.shape[1] // block) * block
-    blocks = err[:h, :w].reshape(h // block, block, w // block, block)
-    means = blocks.mean(axis=(1, 3), keepdims=True)
-    coarse = float(np.mean(np.broadcast_to(means, blocks.shape) ** 2))
-    fine = float(np.mean((blocks - means) ** 2))
+    starts = [np.arange(0, n, block) for n in err.shape]
+    sizes = [np.diff(np.append(s, n)) for s, n in zip(starts, err.shape, strict=True)]
+    sums = np.add.reduceat(np.add.reduceat(err, starts[0], axis=0), starts[1], axis=1)
+    means = sums / np.outer(sizes[0], sizes[1])
+    per_pixel = np.repeat(np.repeat(means, sizes[0], axis=0), sizes[1], axis=1)  # each pixel's block mean
+    coarse = float(np.mean(per_pixel**2))
+    fine = float(np.mean((err - per_pixel) ** 2))
     psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
     hr_detail = laplacian_energy(hr_y.astype(np.float64))
     detail = laplacian_energy(sr_y.astype(np.float64)) / hr_detail if hr_detail > 0 else float("nan")
@@ -92,6 +103,11 @@ def y_cropped(img: torch.Tensor, crop: int) -> np.ndarray:
 
 def measure(runs: Sequence[Path], data: Path, photos: Sequence[str] | None, block: int) -> list[dict]:
     """One row per (photo, bicubic or run): {"photo", "source", **ErrorSplit}."""
+    labels = [run.name for run in runs]
+    twice = sorted({name for name in labels if labels.count(name) > 1})
+    if twice:
+        names = ", ".join(twice)
+        raise UsageError(f"two runs are both named {names}: rows are labelled by name; give distinct runs")
     students = [(run.name, load_student(run)) for run in runs]
     scales = {s.scale for _, s in students}
     if len(scales) != 1:
@@ -99,21 +115,24 @@ def measure(runs: Sequence[Path], data: Path, photos: Sequence[str] | None, bloc
     scale = scales.pop()
     images = list(eval_sets([str(data)], scale).values())[0]
     wanted = set(photos or [])
+    missing = wanted - {pair.name for pair in images.pairs}
+    if missing:
+        names = ", ".join(sorted(missing))
+        raise UsageError(f"{data}: no photo named {names} (give file stems, e.g. --photos Storm)")
     rows = []
     for item in images:
         if wanted and item["name"] not in wanted:
             continue
         hr = y_cropped(item["hr"], scale)
+        if min(hr.shape) < 3:
+            size = f"{hr.shape[1]}x{hr.shape[0]}"
+            raise UsageError(f"{data}/{item['name']}: {size} px after the border crop; needs at least 3x3")
         outputs = [("bicubic", bicubic_upscale(item["lr"], scale))]
         with torch.no_grad():
             outputs += [(name, super_resolve(s.net.eval(), item["lr"])) for name, s in students]
         for source, sr in outputs:
             split = split_error(y_cropped(sr, scale), hr, block)
             rows.append({"photo": item["name"], "source": source, **split._asdict()})
-    missing = wanted - {r["photo"] for r in rows}
-    if missing:
-        names = ", ".join(sorted(missing))
-        raise UsageError(f"{data}: no photo named {names} (give file stems, e.g. --photos Storm)")
     return rows
 
 

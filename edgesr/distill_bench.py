@@ -392,8 +392,19 @@ def plot(rows: Sequence[BenchRow], path: Path) -> None:
     plt.close(fig)
 
 
+def _panel(
+    diffs: dict[tuple[str, str, str], tuple[PairedDiff, PairedDiff]], dataset: str, base: str | None
+) -> list[tuple[str, PairedDiff]]:
+    """(label, Y-PSNR difference) of one paired.png panel: every method against `base`, or, with
+    `base` None, every method against its ablation."""
+    if base is None:
+        return [(f"{m} - {b}", p) for (d, m, b), (p, _) in diffs.items() if d == dataset and b in ABLATIONS]
+    return [(m, p) for (d, m, b), (p, _) in diffs.items() if (d, b) == (dataset, base)]
+
+
 def plot_paired(rows: Sequence[BenchRow], path: Path) -> None:
-    """One panel per (data set, baseline): each method's Y-PSNR difference with its interval."""
+    """One panel per (data set, baseline): each method's Y-PSNR difference with its interval; and,
+    when an ablation ran beside its method, a last panel of method - ablation."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -403,12 +414,15 @@ def plot_paired(rows: Sequence[BenchRow], path: Path) -> None:
     if not diffs:
         return
     datasets = list(dict.fromkeys(d for d, _, _ in diffs))
-    size = (4.5 * len(BASELINES), 0.5 + 2.8 * len(datasets))
-    fig, axes = plt.subplots(len(datasets), len(BASELINES), figsize=size, squeeze=False)
+    panels: list[str | None] = list(BASELINES)
+    if any(b in ABLATIONS for _, _, b in diffs):
+        panels.append(None)  # None: each method against its ablation
+    size = (4.5 * len(panels), 0.5 + 2.8 * len(datasets))
+    fig, axes = plt.subplots(len(datasets), len(panels), figsize=size, squeeze=False)
     for i, d in enumerate(datasets):
-        for j, base in enumerate(BASELINES):
+        for j, base in enumerate(panels):
             ax = axes[i][j]
-            got = [(m, p) for (dd, m, b), (p, _) in diffs.items() if (dd, b) == (d, base)]
+            got = _panel(diffs, d, base)
             for k, (_, p) in enumerate(got):
                 colour = "tab:blue" if p.resolved else "tab:gray"
                 ax.errorbar(
@@ -416,7 +430,7 @@ def plot_paired(rows: Sequence[BenchRow], path: Path) -> None:
                 )
             ax.set_yticks(range(len(got)), [m for m, _ in got])
             ax.axvline(0, color="black", lw=0.8)
-            ax.set_title(f"{d}: method - {base}", fontsize=9)
+            ax.set_title(f"{d}: method - {base or 'its ablation'}", fontsize=9)
             ax.set_xlabel("Y-PSNR difference (dB), 95% CI")
     fig.tight_layout()
     with atomic_path(path) as tmp:

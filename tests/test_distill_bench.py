@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 
 import pytest
 
+from benchmarks import distill_cost
 from edgesr.cli import main
 from edgesr.distill_bench import (
     ABLATIONS,
@@ -14,8 +16,10 @@ from edgesr.distill_bench import (
     DEFAULT_METHODS,
     METHODS,
     BenchRow,
+    _panel,
     bicubic_markdown,
     paired,
+    plot_paired,
     run_bench,
     summarise,
     vs_bicubic,
@@ -117,6 +121,30 @@ def test_an_ablation_runs_only_by_name_and_is_compared_with_its_method(tmp_path)
     assert ("val", "csd_no_cl", "csd") not in diffs and ("val", "scratch", "csd_no_cl") not in diffs
     without = paired([r for r in rows if r.method != "csd_no_cl"])
     assert not any(base == "csd_no_cl" for _, _, base in without)
+    # paired.png gets a last panel for it
+    assert [label for label, _ in _panel(diffs, "val", None)] == ["csd - csd_no_cl"]
+    assert _panel(without, "val", None) == []
+    plot_paired(rows, tmp_path / "paired.png")
+    assert (tmp_path / "paired.png").stat().st_size > 1000
+
+
+def test_ablations_are_left_out_of_every_default_method_list(monkeypatch, tmp_path):
+    """`edgesr bench distill` with no --methods, and `distill-cost`'s default, run no ablation."""
+    asked = {}
+
+    def fake_run_bench(preset, out, methods, *args, **kwargs):
+        asked["methods"] = list(methods)
+        raise SystemExit(0)  # stop before the table is read
+
+    monkeypatch.setattr("edgesr.distill_bench.run_bench", fake_run_bench)
+    with pytest.raises(SystemExit):
+        main(["bench", "distill", "--out", str(tmp_path)])
+    assert asked["methods"] == list(DEFAULT_METHODS) and "csd_no_cl" not in asked["methods"]
+    sub = argparse.ArgumentParser().add_subparsers()
+    distill_cost.add_parser(sub)
+    args = sub.choices["distill-cost"].parse_args([])
+    assert args.methods == list(DEFAULT_METHODS)
+    assert sub.choices["distill-cost"].parse_args(["--methods", "csd_no_cl"]).methods == ["csd_no_cl"]
 
 
 def test_vs_bicubic_finds_the_smooth_photo_a_good_mean_hides():

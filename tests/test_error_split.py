@@ -52,11 +52,27 @@ def test_coarse_plus_fine_is_the_mse_and_smoothing_lowers_detail():
     assert laplacian_energy(hr) > 0
 
 
+def test_the_split_stays_exact_when_the_sides_are_not_multiples_of_the_block():
+    hr = _photo(4, 41, 50)
+    rng = np.random.default_rng(5)
+    sr = hr + rng.normal(0.3, 2.0, size=hr.shape)
+    for block in (8, 41, 64):  # 41: one block high; 64: one block covering everything
+        s = split_error(sr, hr, block=block)
+        assert s.coarse + s.fine == pytest.approx(np.mean((sr - hr) ** 2))
+    # one block covering the whole image: coarse is the squared bias
+    assert split_error(sr, hr, block=64).coarse == pytest.approx(np.mean(sr - hr) ** 2)
+    # an error that is constant within each 8 px tile, edge tiles included, is all coarse
+    tiles = rng.normal(0, 1, size=(6, 7))
+    offset = np.repeat(np.repeat(tiles, 8, axis=0), 8, axis=1)[:41, :50]
+    s = split_error(hr + offset, hr, block=8)
+    assert s.fine == pytest.approx(0.0, abs=1e-12) and s.coarse == pytest.approx(np.mean(offset**2))
+
+
 def test_split_error_names_what_is_wrong():
     with pytest.raises(ValueError, match="equal 2-D"):
         split_error(np.zeros((8, 8)), np.zeros((8, 9)))
-    with pytest.raises(ValueError, match="block 16"):
-        split_error(np.zeros((8, 8)), np.zeros((8, 8)), block=16)
+    with pytest.raises(ValueError, match="block 0"):
+        split_error(np.zeros((8, 8)), np.zeros((8, 8)), block=0)
 
 
 @pytest.fixture
@@ -81,7 +97,16 @@ def test_the_command_tabulates_bicubic_and_each_run_per_photo(run_and_photos, tm
     assert "Busy" not in out.read_text()
 
 
-def test_an_unknown_photo_is_one_clear_error(run_and_photos):
+def test_bad_input_is_one_clear_error(run_and_photos, tmp_path, capsys):
     run, photos = run_and_photos
     with pytest.raises(UsageError, match="no photo named Nope"):
-        main(["error-split", str(run), "--data", str(photos), "--photos", "Nope"])
+        main(["error-split", str(run), "--data", str(photos), "--photos", "Flat", "Nope"])
+    with pytest.raises(UsageError, match="both named tiny-s0"):
+        main(["error-split", str(run), str(run), "--data", str(photos)])
+    net = build_model("edsr", scale=3, n_resblocks=1, n_feats=8)
+    save_checkpoint(tmp_path / "x3", net, CheckpointMeta(net.arch, 3, (1.0,), None, "r", 1), None)
+    with pytest.raises(UsageError, match=r"different scales \[2, 3\]"):
+        main(["error-split", str(run), str(tmp_path / "x3"), "--data", str(photos)])
+    with pytest.raises(SystemExit):  # argparse: one line naming --block, no traceback
+        main(["error-split", str(run), "--data", str(photos), "--block", "0"])
+    assert "--block: must be a whole number of pixels >= 1, got 0" in capsys.readouterr().err
