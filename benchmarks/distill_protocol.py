@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from benchmarks import at_least_one
 from edgesr.errors import OutputExistsError
 from edgesr.files import atomic_write_text
 
@@ -65,16 +66,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", help="default: all but ablations (baselines always run)")
     p.add_argument("--photos", type=Path, help="folder with calib/ and quant-eval/ (default: fetched)")
     p.add_argument("--plateau-db", type=float, default=0.05, help="teacher stops when a stage gains less")
-    p.add_argument("--max-stages", type=_at_least_one, default=6, help="teacher stages at most (smoke: 1)")
+    stages = at_least_one("needs at least 1 teacher stage, got {n}")
+    p.add_argument("--max-stages", type=stages, default=6, help="teacher stages at most (smoke: 1)")
     p.add_argument("--out", type=Path, help="default: runs/distill_protocol_xSCALE[_smoke]")
     p.set_defaults(run=run)
-
-
-def _at_least_one(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"needs at least 1 teacher stage, got {n}")
-    return n
 
 
 def _pixels(path: Path) -> np.ndarray:

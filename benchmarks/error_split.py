@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from benchmarks import at_least_one
 from edgesr.data import eval_sets, to_uint8
 from edgesr.errors import UsageError
 from edgesr.evaluate import bicubic_upscale, super_resolve
@@ -54,16 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", type=Path, help="student checkpoints or run folders")
     p.add_argument("--data", required=True, type=Path, help="HR photos, e.g. a protocol's OUT/data/val")
     p.add_argument("--photos", nargs="+", help="only these photos (file stems); default: every photo")
-    p.add_argument("--block", type=_positive, default=8, help="block side (px) between coarse and fine error")
+    block = at_least_one("must be a whole number of pixels >= 1, got {n}")
+    p.add_argument("--block", type=block, default=8, help="block side (px) between coarse and fine error")
     p.add_argument("--out", type=Path, help="also write the table here (Markdown)")
     p.set_defaults(run=run)
-
-
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of pixels >= 1, got {n}")
-    return n
 
 
 def laplacian_energy(y: np.ndarray) -> float:
@@ -120,9 +115,8 @@ def measure(runs: Sequence[Path], data: Path, photos: Sequence[str] | None, bloc
         names = ", ".join(sorted(missing))
         raise UsageError(f"{data}: no photo named {names} (give file stems, e.g. --photos Storm)")
     rows = []
-    for item in images:
-        if wanted and item["name"] not in wanted:
-            continue
+    for i in [i for i, pair in enumerate(images.pairs) if not wanted or pair.name in wanted]:
+        item = images[i]  # reads the photo and its LR: only the photos asked for
         hr = y_cropped(item["hr"], scale)
         if min(hr.shape) < 3:
             size = f"{hr.shape[1]}x{hr.shape[0]}"
